@@ -1,0 +1,178 @@
+"""One typed settings object, read once from the environment and `.env`.
+
+Every setting is documented in `.env.example` and the README's settings table; secrets are
+kept out of `repr()` so they never reach a log line or the browser.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+PROVIDERS = ("local", "hf", "openai")
+DEFAULT_HF_MODEL = "Qwen/Qwen2.5-Coder-32B-Instruct"
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+DEFAULT_FEEDBACK_OPTIONS = ("Incorrect", "Not helpful", "Unsafe", "Too slow")
+DEFAULT_ALLOWED_IMPORTS = (
+    "math",
+    "statistics",
+    "datetime",
+    "json",
+    "re",
+    "random",
+    "itertools",
+    "collections",
+)
+
+
+class SettingsError(ValueError):
+    """A setting has a value the app cannot use; the message names it."""
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the app reads from its environment, typed and validated."""
+
+    model_provider: str = "local"
+    provider_reason: str = "nothing else is configured"
+    model_id: str = ""
+    local_model_path: str = ""
+    local_n_ctx: int = 8192
+    local_max_tokens: int = 384
+    hf_token: str = field(default="", repr=False)
+    openai_base_url: str = ""
+    openai_api_key: str = field(default="", repr=False)
+    agent_tools: tuple[str, ...] = ()
+    max_steps: int = 3
+    allowed_imports: tuple[str, ...] = DEFAULT_ALLOWED_IMPORTS
+    trace_name: str = "Smolagent-Trace"
+    app_tags: tuple[str, ...] = ("smolagents-chat",)
+    session_ttl_s: float = 3600.0
+    max_concurrent_turns: int = 4
+    max_input_chars: int = 8000
+    feedback_options: tuple[str, ...] = DEFAULT_FEEDBACK_OPTIONS
+    langfuse_public_key: str = ""
+    langfuse_secret_key: str = field(default="", repr=False)
+    langfuse_base_url: str = "https://cloud.langfuse.com"
+    langfuse_timeout_s: float = 5.0
+    data_dir: Path = Path("data")
+    server_name: str = "127.0.0.1"
+    server_port: int = 7860
+    log_level: str = "INFO"
+
+    @property
+    def langfuse_enabled(self) -> bool:
+        return bool(self.langfuse_public_key and self.langfuse_secret_key)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "feedback.sqlite3"
+
+    def secrets(self) -> list[str]:
+        """Values that must never be printed, logged or sent to the browser."""
+        return [v for v in (self.hf_token, self.openai_api_key, self.langfuse_secret_key) if v]
+
+    def describe(self) -> dict[str, object]:
+        """The settings without secrets, for the start banner and `python -m feedback`."""
+        hidden = {"hf_token", "openai_api_key", "langfuse_secret_key"}
+        return {
+            f.name: ("***" if getattr(self, f.name) else "") if f.name in hidden else getattr(self, f.name)
+            for f in fields(self)
+        }
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}.") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}.")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}.") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be greater than 0, got {raw}.")
+    return value
+
+
+def _choose_provider(env: Mapping[str, str]) -> tuple[str, str]:
+    explicit = env.get("MODEL_PROVIDER", "").strip().lower()
+    if explicit:
+        if explicit not in PROVIDERS:
+            raise SettingsError(f"MODEL_PROVIDER must be one of {', '.join(PROVIDERS)}, got {explicit!r}.")
+        return explicit, "MODEL_PROVIDER is set"
+    if env.get("HF_TOKEN", "").strip():
+        return "hf", "HF_TOKEN is set"
+    if env.get("OPENAI_BASE_URL", "").strip():
+        return "openai", "OPENAI_BASE_URL is set"
+    return "local", "nothing else is configured"
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    """Build settings from a mapping (tests pass a dict; the app passes os.environ)."""
+    provider, reason = _choose_provider(env)
+    model_id = env.get("MODEL_ID", "").strip()
+    if not model_id:
+        model_id = {"hf": DEFAULT_HF_MODEL, "openai": DEFAULT_OPENAI_MODEL}.get(provider, "")
+    default_steps = 3 if provider == "local" else 6
+    imports = env.get("ALLOWED_IMPORTS")
+    options = env.get("FEEDBACK_OPTIONS")
+    tags = env.get("APP_TAGS")
+    return Settings(
+        model_provider=provider,
+        provider_reason=reason,
+        model_id=model_id,
+        local_model_path=env.get("LOCAL_MODEL_PATH", "").strip(),
+        local_n_ctx=_int(env, "LOCAL_N_CTX", 8192, minimum=512),
+        local_max_tokens=_int(env, "LOCAL_MAX_TOKENS", 384, minimum=16),
+        hf_token=env.get("HF_TOKEN", "").strip(),
+        openai_base_url=env.get("OPENAI_BASE_URL", "").strip(),
+        openai_api_key=env.get("OPENAI_API_KEY", "").strip(),
+        agent_tools=tuple(t.lower() for t in _split(env.get("AGENT_TOOLS", ""))),
+        max_steps=_int(env, "MAX_STEPS", default_steps),
+        allowed_imports=_split(imports) if imports is not None else DEFAULT_ALLOWED_IMPORTS,
+        trace_name=env.get("TRACE_NAME", "").strip() or "Smolagent-Trace",
+        app_tags=_split(tags) if tags is not None else ("smolagents-chat",),
+        session_ttl_s=_float(env, "SESSION_TTL_S", 3600.0),
+        max_concurrent_turns=_int(env, "MAX_CONCURRENT_TURNS", 4),
+        max_input_chars=_int(env, "MAX_INPUT_CHARS", 8000),
+        feedback_options=_split(options) if options is not None else DEFAULT_FEEDBACK_OPTIONS,
+        langfuse_public_key=env.get("LANGFUSE_PUBLIC_KEY", "").strip(),
+        langfuse_secret_key=env.get("LANGFUSE_SECRET_KEY", "").strip(),
+        langfuse_base_url=(
+            env.get("LANGFUSE_BASE_URL", "").strip()
+            or env.get("LANGFUSE_HOST", "").strip()
+            or "https://cloud.langfuse.com"
+        ).rstrip("/"),
+        langfuse_timeout_s=_float(env, "LANGFUSE_TIMEOUT_S", 5.0),
+        data_dir=Path(env.get("DATA_DIR", "").strip() or "data"),
+        server_name=env.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1",
+        server_port=_int(env, "GRADIO_SERVER_PORT", 7860),
+        log_level=(env.get("LOG_LEVEL", "").strip() or "INFO").upper(),
+    )
+
+
+def load_settings(dotenv_path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read `.env` (without overriding real environment variables), then the environment."""
+    load_dotenv(dotenv_path or Path.cwd() / ".env", override=False)
+    return settings_from_env(os.environ)

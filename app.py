@@ -1,0 +1,283 @@
+"""Smolagent chat: a Gradio chat over a smolagents CodeAgent whose every answer can be rated.
+
+Each turn is one trace (local store, and Langfuse when keys are set); each like or dislike
+becomes a `user-feedback` score on the trace of the answer that was rated. Run: python app.py
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import signal
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from smolagents import Model
+
+from agent import __version__
+from agent.local_llm import LocalLlamaModel
+from agent.models import ModelChoice, build_model
+from agent.session import AgentFactory, ChatSession, new_session
+from agent.settings import Settings, SettingsError, load_settings
+from agent.tools import build_tools
+from agent.turn import stream_turn
+from feedback.backends import FeedbackBackends
+from feedback.store import StoreError
+from feedback.tracing import register_model_class
+from feedback.votes import vote_from_liked
+
+log = logging.getLogger("app")
+
+BROWSER_ID_KEY = "smolagent-chat-browser-id"
+
+
+@dataclass
+class Runtime:
+    """What one running app owns: settings, model choice, agent factory, feedback backends."""
+
+    settings: Settings
+    choice: ModelChoice
+    make_agent: AgentFactory
+    feedback: FeedbackBackends
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "provider": self.choice.provider,
+            "model_id": self.choice.model_id,
+            "app_version": __version__,
+        }
+
+
+def create_runtime(settings: Settings, *, model: Model | None = None) -> Runtime:
+    """Wire the app together; `model` lets tests pass a scripted model."""
+    register_model_class(LocalLlamaModel)
+    if model is None:
+        model, choice = build_model(settings)
+    else:
+        register_model_class(type(model))
+        choice = ModelChoice("custom", str(model.model_id), "a model object was passed in")
+    feedback = FeedbackBackends.from_settings(settings)
+    feedback.start()
+    return Runtime(
+        settings, choice, AgentFactory(settings, model, build_tools(settings.agent_tools)), feedback
+    )
+
+
+def _browser_secret(data_dir: Path) -> str:
+    """A per-install secret, so the anonymous browser id survives app restarts."""
+    path = data_dir / "browser_state_secret"
+    try:
+        return path.read_text().strip()
+    except OSError:
+        value = secrets.token_urlsafe(24)
+        path.write_text(value)
+        return value
+
+
+def _user_id(browser_id: str, profile: gr.OAuthProfile | None) -> str:
+    if profile is not None and getattr(profile, "username", None):
+        return str(profile.username)
+    return f"anon-{browser_id}"
+
+
+class ChatHandlers:
+    """Thin Gradio handlers over agent/ and feedback/; all per-user data is in gr.State."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    def status(self, extra: str = "") -> str:
+        parts = [p for p in (extra, self.rt.feedback.waiting_line()) if p]
+        return " · ".join(parts)
+
+    def on_load(
+        self, browser_id: str, profile: gr.OAuthProfile | None = None
+    ) -> tuple[str, ChatSession, str]:
+        try:
+            browser_id = str(uuid.UUID(str(browser_id)))
+        except ValueError:
+            browser_id = str(uuid.uuid4())
+        session = new_session(self.rt.make_agent, _user_id(browser_id, profile))
+        return browser_id, session, self.status()
+
+    def _session(self, session: ChatSession | None, browser_id: str) -> ChatSession:
+        if isinstance(session, ChatSession):
+            return session
+        return self.on_load(browser_id)[1]
+
+    def respond(
+        self,
+        message: str,
+        history: list[dict[str, Any]],
+        session: ChatSession | None,
+        browser_id: str,
+    ) -> Iterator[tuple[Any, list[dict[str, Any]], ChatSession, str]]:
+        session = self._session(session, browser_id)
+        history = list(history or [])
+        text = message if isinstance(message, str) else ""
+        if not text.strip():
+            yield gr.update(value="", interactive=True), history, session, self.status()
+            return
+        limit = self.rt.settings.max_input_chars
+        if len(text) > limit:
+            note = (
+                f"⚠️ Your message has {len(text):,} characters; the limit is {limit:,}. "
+                "It was not sent: please shorten it."
+            )
+            gr.Warning(note)
+            # The text stays in the box, so nothing the user typed is lost.
+            yield gr.update(value=text, interactive=True), history, session, self.status(note)
+            return
+        locked = gr.update(value="", interactive=False)
+        for update in stream_turn(session, text, history, self.rt.feedback.telemetry, self.rt.metadata()):
+            if update.done:
+                yield gr.update(value="", interactive=True), update.history, session, self.status()
+            else:
+                yield locked, update.history, session, self.status("Agent is working…")
+
+    def on_vote(self, session: ChatSession | None, data: gr.LikeData) -> tuple[ChatSession | None, str]:
+        if not isinstance(session, ChatSession):
+            log.warning("Vote ignored: this browser session has no chat yet")
+            return session, self.status()
+        trace_id = session.trace_for(data.index)
+        if trace_id is None:
+            log.warning(
+                "Vote ignored: chat index %r of session %s is not an answer",
+                data.index,
+                session.session_id,
+            )
+            return session, self.status("That message is not an answer, so it cannot be rated.")
+        try:
+            vote = vote_from_liked(data.liked)
+        except ValueError:
+            log.warning("Vote ignored: unknown value %r", data.liked)
+            return session, self.status()
+        self.rt.feedback.votes.record(
+            trace_id=trace_id, vote=vote, session_id=session.session_id, user_id=session.user_id
+        )
+        session.last_rated_trace = trace_id if vote.value is not None else session.last_rated_trace
+        return session, self.status()
+
+    def on_comment(self, text: str, session: ChatSession | None) -> tuple[str, ChatSession | None, str]:
+        text = text if isinstance(text, str) else ""
+        if not text.strip():
+            return "", session, self.status()
+        if not isinstance(session, ChatSession) or session.last_rated_trace is None:
+            return text, session, self.status("Rate an answer first; the comment goes with your rating.")
+        row = self.rt.feedback.votes.comment(trace_id=session.last_rated_trace, text=text)
+        if row is None:
+            return text, session, self.status("Your last rating was undone; rate an answer first.")
+        return "", session, self.status("Comment saved with your last rating.")
+
+    def on_new_chat(
+        self, session: ChatSession | None, browser_id: str
+    ) -> tuple[list[Any], ChatSession, Any, str]:
+        user_id = session.user_id if isinstance(session, ChatSession) else None
+        fresh = new_session(self.rt.make_agent, user_id or _user_id(browser_id, None))
+        return [], fresh, gr.update(value="", interactive=True), self.status()
+
+
+def build_app(
+    settings: Settings | None = None, *, model: Model | None = None, runtime: Runtime | None = None
+) -> gr.Blocks:
+    """Build the Blocks app (tests call this; `main()` launches it)."""
+    if runtime is None:
+        runtime = create_runtime(settings or load_settings(), model=model)
+    settings = runtime.settings
+    handlers = ChatHandlers(runtime)
+    options = ["Like", "Dislike", *[o for o in settings.feedback_options if o not in ("Like", "Dislike")]]
+    with gr.Blocks(title="Smolagent chat") as demo:
+        demo.runtime = runtime  # type: ignore[attr-defined]
+        gr.Markdown(
+            f"## Smolagent chat\nA smolagents CodeAgent ({runtime.choice.provider}: "
+            f"`{runtime.choice.model_id}`). Rate answers with 👍 / 👎; every rating is stored."
+        )
+        chatbot = gr.Chatbot(
+            label="Agent", feedback_options=options, height=520, elem_id="chat", buttons=["copy"]
+        )
+        msg = gr.Textbox(
+            placeholder="Ask the agent… (Enter to send)", show_label=False, elem_id="msg", lines=1
+        )
+        with gr.Row():
+            comment = gr.Textbox(
+                placeholder="Optional: add a comment to your last rating",
+                show_label=False,
+                elem_id="comment",
+                scale=4,
+            )
+            comment_btn = gr.Button("Add comment", scale=1, elem_id="comment-btn")
+            new_chat = gr.Button("New chat", scale=1, elem_id="new-chat")
+        status = gr.Markdown("", elem_id="status")
+        session = gr.State(
+            None,
+            time_to_live=settings.session_ttl_s,
+            delete_callback=lambda s: s.agent.memory.reset() if isinstance(s, ChatSession) else None,
+        )
+        browser_id = gr.BrowserState(
+            "", storage_key=BROWSER_ID_KEY, secret=_browser_secret(settings.data_dir)
+        )
+
+        demo.load(handlers.on_load, [browser_id], [browser_id, session, status], queue=False)
+        msg.submit(
+            handlers.respond,
+            [msg, chatbot, session, browser_id],
+            [msg, chatbot, session, status],
+            concurrency_limit=settings.max_concurrent_turns,
+            concurrency_id="turns",
+        )
+        chatbot.like(handlers.on_vote, [session], [session, status], concurrency_limit=None)
+        for trigger in (comment.submit, comment_btn.click):
+            trigger(
+                handlers.on_comment, [comment, session], [comment, session, status], concurrency_limit=None
+            )
+        new_chat.click(
+            handlers.on_new_chat,
+            [session, browser_id],
+            [chatbot, session, msg, status],
+            concurrency_limit=None,
+        )
+        if runtime.feedback.outbox is not None:
+            gr.Timer(5.0).tick(handlers.status, None, status, concurrency_limit=None, show_progress="hidden")
+    return demo
+
+
+def main() -> int:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        runtime = create_runtime(settings)
+    except StoreError as exc:
+        print(f"Cannot start: {exc}", file=sys.stderr)
+        return 1
+    print(runtime.choice.banner(), flush=True)
+    print(runtime.feedback.check_langfuse(), flush=True)
+    print(f"Local store: {settings.db_path.resolve()}", flush=True)
+    demo = build_app(runtime=runtime)
+
+    def _terminate(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        demo.queue(default_concurrency_limit=settings.max_concurrent_turns).launch(
+            server_name=settings.server_name, server_port=settings.server_port
+        )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        print("Flushing pending traces and ratings…", flush=True)
+        runtime.feedback.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

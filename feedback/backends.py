@@ -1,0 +1,91 @@
+"""The feedback backends, picked from the settings: the local store always, Langfuse with keys."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from agent.settings import Settings
+from feedback.langfuse_sink import LangfuseSink
+from feedback.outbox import Outbox
+from feedback.store import Store
+from feedback.tracing import Telemetry
+from feedback.votes import VoteRecorder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FeedbackBackends:
+    """Everything that records traces and scores for one app."""
+
+    store: Store
+    telemetry: Telemetry
+    votes: VoteRecorder
+    sink: LangfuseSink | None = None
+    outbox: Outbox | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, export_delay_ms: int = 200) -> FeedbackBackends:
+        store = Store(settings.db_path)
+        if settings.langfuse_enabled:
+            telemetry = Telemetry.with_langfuse(
+                store,
+                public_key=settings.langfuse_public_key,
+                secret_key=settings.langfuse_secret_key,
+                base_url=settings.langfuse_base_url,
+                timeout_s=settings.langfuse_timeout_s,
+                trace_name=settings.trace_name,
+                tags=settings.app_tags,
+                export_delay_ms=export_delay_ms,
+            )
+            assert telemetry.langfuse is not None
+            sink = LangfuseSink(telemetry.langfuse, timeout_s=settings.langfuse_timeout_s)
+            outbox = Outbox(store, sink)
+            votes = VoteRecorder(store, notify=outbox.notify)
+            return cls(store, telemetry, votes, sink, outbox)
+        telemetry = Telemetry(
+            store, trace_name=settings.trace_name, tags=settings.app_tags, export_delay_ms=export_delay_ms
+        )
+        return cls(store, telemetry, VoteRecorder(store))
+
+    def start(self) -> None:
+        """Point the agent instrumentation here and start delivering scores."""
+        self.telemetry.instrument()
+        if self.outbox is not None:
+            self.outbox.start()
+
+    def check_langfuse(self) -> str:
+        """One line for the start banner; a failed check is a warning, never fatal."""
+        if self.sink is None:
+            return "Langfuse: off (no keys); traces and ratings are kept in the local store only."
+        ok, detail = self.sink.auth_check()
+        if ok:
+            return f"Langfuse: connected ({detail})."
+        log.warning(
+            "Langfuse auth check failed (%s). The app runs on; ratings are kept locally and "
+            "delivered when Langfuse answers.",
+            detail,
+        )
+        return f"Langfuse: NOT reachable or keys rejected ({detail}); ratings are kept locally."
+
+    def waiting_line(self) -> str:
+        """The small status line shown when deliveries to Langfuse are behind."""
+        if self.outbox is None:
+            return ""
+        counts = self.store.delivery_counts()
+        parts = []
+        if counts["pending"]:
+            n = counts["pending"]
+            parts.append(f"{n} rating{'s' if n != 1 else ''} waiting for Langfuse")
+        if counts["rejected"]:
+            n = counts["rejected"]
+            parts.append(f"{n} rating{'s' if n != 1 else ''} rejected by Langfuse")
+        return " · ".join(parts)
+
+    def close(self) -> None:
+        """Flush pending traffic (on SIGINT/SIGTERM and at exit)."""
+        if self.outbox is not None:
+            self.outbox.stop(flush_timeout_s=5.0)
+        self.telemetry.shutdown()
+        self.store.close()

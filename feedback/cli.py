@@ -1,0 +1,221 @@
+"""`python -m feedback`: see and take away the ratings without Langfuse.
+
+list [-n N] [--json]        the latest ratings with their answers
+traces [-n N] [--json]      the latest traces
+export --format csv|jsonl   every rating (and its trace) to stdout or --output FILE
+status                      delivery to Langfuse: pending, delivered, rejected
+sync                        deliver pending ratings to Langfuse now
+path                        where the local store is
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from agent.settings import SettingsError, load_settings
+from feedback.store import ScoreRow, Store
+
+EXPORT_FIELDS = [
+    "score_id",
+    "trace_id",
+    "name",
+    "value",
+    "data_type",
+    "comment",
+    "source",
+    "session_id",
+    "user_id",
+    "created",
+    "updated",
+    "delivery",
+    "delivery_error",
+    "trace_name",
+    "input",
+    "output",
+    "model",
+    "status",
+]
+
+
+def _rows(store: Store, limit: int | None = None) -> list[dict[str, Any]]:
+    out = []
+    for score in store.scores(limit=limit):
+        trace = store.get_trace(score.trace_id) or {}
+        out.append(_row(score, trace))
+    return out
+
+
+def _row(score: ScoreRow, trace: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "score_id": score.id,
+        "trace_id": score.trace_id,
+        "name": score.name,
+        "value": score.value,
+        "data_type": score.data_type,
+        "comment": score.comment,
+        "source": score.source,
+        "session_id": score.session_id,
+        "user_id": score.user_id,
+        "created": score.created,
+        "updated": score.updated,
+        "delivery": score.delivery,
+        "delivery_error": score.delivery_error,
+        "trace_name": trace.get("name"),
+        "input": trace.get("input"),
+        "output": trace.get("output"),
+        "model": trace.get("model"),
+        "status": trace.get("status"),
+    }
+
+
+def _short(text: Any, width: int) -> str:
+    value = " ".join(str(text or "").split())
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
+def cmd_list(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    rows = _rows(store, args.n)
+    if args.json:
+        json.dump(rows, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+        return 0
+    if not rows:
+        out.write("No ratings yet.\n")
+        return 0
+    for r in rows:
+        verdict = "👍" if r["value"] == 1 else "👎"
+        out.write(
+            f"{r['created'][:19]}  {verdict}  trace {r['trace_id']}  {r['delivery']:<9}  "
+            f"{_short(r['comment'], 30):<30}  Q: {_short(r['input'], 40)}  A: {_short(r['output'], 40)}\n"
+        )
+    return 0
+
+
+def cmd_traces(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    rows = store.list_traces(args.n)
+    if args.json:
+        json.dump(rows, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+        return 0
+    for t in rows:
+        out.write(
+            f"{t['id']}  {t['status']:<5}  {t['latency_ms'] or 0:>9.1f} ms  {t['total_tokens']:>6} tok  "
+            f"user {t['user_id']}  Q: {_short(t['input'], 40)}\n"
+        )
+    return 0
+
+
+def cmd_export(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    rows = _rows(store)
+    target = open(args.output, "w", newline="", encoding="utf-8") if args.output else out
+    try:
+        if args.format == "csv":
+            writer = csv.DictWriter(target, fieldnames=EXPORT_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+        else:
+            for r in rows:
+                target.write(json.dumps(r, ensure_ascii=False) + "\n")
+    finally:
+        if args.output:
+            target.close()
+    if args.output:
+        print(f"Exported {len(rows)} ratings to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_status(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    counts = store.delivery_counts()
+    age = counts["oldest_pending_age_s"]
+    if args.json:
+        json.dump(counts, out)
+        out.write("\n")
+        return 0
+    out.write(
+        f"pending: {counts['pending']}\ndelivered: {counts['delivered']}\n"
+        f"rejected: {counts['rejected']}\n"
+        f"oldest pending: {'-' if age is None else f'{age:.0f} s ago'}\n"
+    )
+    return 0
+
+
+def cmd_sync(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    from feedback.langfuse_sink import LangfuseSink
+    from feedback.outbox import Outbox
+
+    settings = load_settings()
+    if not settings.langfuse_enabled:
+        out.write("Langfuse is not configured: set LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY.\n")
+        return 1
+    from langfuse import Langfuse
+
+    client = Langfuse(
+        public_key=settings.langfuse_public_key,
+        secret_key=settings.langfuse_secret_key,
+        base_url=settings.langfuse_base_url,
+        tracing_enabled=False,
+    )
+    outbox = Outbox(store, LangfuseSink(client, timeout_s=settings.langfuse_timeout_s))
+    store.retry_now()
+    total = store.delivery_counts()["pending"]
+    done = 0
+
+    def progress(_score: ScoreRow, result: Any) -> None:
+        nonlocal done
+        done += 1
+        width = 30
+        filled = int(width * done / max(total, 1))
+        out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {result.outcome:<8}")
+        out.flush()
+
+    outbox.deliver_due(on_each=progress)
+    if total:
+        out.write("\n")
+    counts = store.delivery_counts()
+    out.write(
+        f"delivered: {counts['delivered']}, pending: {counts['pending']}, rejected: {counts['rejected']}\n"
+    )
+    return 0 if counts["pending"] == 0 and counts["rejected"] == 0 else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m feedback", description="The app's local ratings store.")
+    p.add_argument("--db", type=Path, help="the SQLite file (default: DATA_DIR/feedback.sqlite3)")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, fn in (("list", cmd_list), ("traces", cmd_traces)):
+        s = sub.add_parser(name)
+        s.add_argument("-n", type=int, default=20, help="how many (newest first)")
+        s.add_argument("--json", action="store_true")
+        s.set_defaults(fn=fn)
+    s = sub.add_parser("export")
+    s.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    s.add_argument("--output", "-o", help="write to this file instead of stdout")
+    s.set_defaults(fn=cmd_export)
+    s = sub.add_parser("status")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_status)
+    s = sub.add_parser("sync")
+    s.set_defaults(fn=cmd_sync)
+    s = sub.add_parser("path")
+    s.set_defaults(fn=lambda store, args, out: out.write(f"{store.path.resolve()}\n") and 0)
+    return p
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    args = parser().parse_args(argv)
+    out = out or sys.stdout
+    try:
+        db = args.db or load_settings().db_path
+    except SettingsError as exc:
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return 2
+    store = Store(db)
+    try:
+        return int(args.fn(store, args, out) or 0)
+    finally:
+        store.close()

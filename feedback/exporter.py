@@ -1,0 +1,135 @@
+"""An OpenTelemetry span exporter that writes finished spans into the local store.
+
+It runs behind a BatchSpanProcessor, so a chat turn never waits for SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from langfuse.span_filter import is_default_export_span
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import StatusCode
+
+from feedback.store import SpanRecord, Store, TraceRecord
+
+log = logging.getLogger(__name__)
+
+TRACE_NAME = "langfuse.trace.name"
+TRACE_TAGS = "langfuse.trace.tags"
+TRACE_METADATA_PREFIX = "langfuse.trace.metadata."
+OBS_INPUT = "langfuse.observation.input"
+OBS_OUTPUT = "langfuse.observation.output"
+OBS_LEVEL = "langfuse.observation.level"
+OBS_STATUS_MESSAGE = "langfuse.observation.status_message"
+APP_TRACER_NAME = "smolagents-chat"
+
+
+def is_turn_span(span: ReadableSpan) -> bool:
+    """Spans of chat turns: ours, Langfuse's and LLM instrumentors' (never web-server spans)."""
+    scope = span.instrumentation_scope
+    return (scope is not None and scope.name == APP_TRACER_NAME) or is_default_export_span(span)
+
+
+def _hex_trace(trace_id: int) -> str:
+    return format(trace_id, "032x")
+
+
+def _hex_span(span_id: int) -> str:
+    return format(span_id, "016x")
+
+
+def _text(value: Any) -> str | None:
+    """Langfuse stores input/output JSON-encoded; show plain strings as plain text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            return value
+        return decoded if isinstance(decoded, str) else value
+    return str(value)
+
+
+def _metadata_value(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def span_record(span: ReadableSpan) -> SpanRecord:
+    attrs = dict(span.attributes or {})
+    status = span.status.status_code
+    level = attrs.get(OBS_LEVEL)
+    status_name = "ERROR" if status == StatusCode.ERROR or level == "ERROR" else "OK"
+    return SpanRecord(
+        trace_id=_hex_trace(span.context.trace_id),
+        span_id=_hex_span(span.context.span_id),
+        parent_id=_hex_span(span.parent.span_id) if span.parent else None,
+        name=span.name,
+        kind=attrs.get("openinference.span.kind"),
+        start_time=(span.start_time or 0) / 1e9,
+        end_time=(span.end_time or 0) / 1e9,
+        status=status_name,
+        status_message=span.status.description or attrs.get(OBS_STATUS_MESSAGE),
+        attributes={k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()},
+    )
+
+
+def trace_record(span: ReadableSpan, record: SpanRecord) -> TraceRecord:
+    """The trace summary of a root span (one with no parent)."""
+    attrs = record.attributes
+    metadata = {
+        key[len(TRACE_METADATA_PREFIX) :]: _metadata_value(value)
+        for key, value in attrs.items()
+        if key.startswith(TRACE_METADATA_PREFIX)
+    }
+    return TraceRecord(
+        id=record.trace_id,
+        name=str(attrs.get(TRACE_NAME) or span.name),
+        input=_text(attrs.get(OBS_INPUT, attrs.get("input.value"))),
+        output=_text(attrs.get(OBS_OUTPUT, attrs.get("output.value"))),
+        user_id=attrs.get("user.id"),
+        session_id=attrs.get("session.id"),
+        status=record.status,
+        status_message=record.status_message,
+        start_time=record.start_time,
+        end_time=record.end_time,
+        model=metadata.get("model_id"),
+        tags=list(attrs.get(TRACE_TAGS) or []),
+        metadata=metadata,
+    )
+
+
+class StoreSpanExporter(SpanExporter):
+    """Writes each exported batch to the store; a failure is logged, never raised into the app."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        spans = [s for s in spans if is_turn_span(s)]
+        if not spans:
+            return SpanExportResult.SUCCESS
+        try:
+            records = [span_record(s) for s in spans]
+            roots = [trace_record(s, r) for s, r in zip(spans, records, strict=True) if s.parent is None]
+            self._store.write_spans(records, roots)
+        except Exception:  # noqa: BLE001 - telemetry must never break the app
+            log.exception("Could not write %d spans to the local store", len(spans))
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True

@@ -1,0 +1,185 @@
+"""Tracing: one tracer provider per app, OpenInference spans for the agent, one trace per turn.
+
+Every span goes to the local store (always) and to Langfuse (when keys are set). Each turn
+starts from an empty OpenTelemetry context, so its root never becomes the child of a Gradio
+or FastAPI request span: that is how every vote finds its own trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import smolagents
+from langfuse import Langfuse, propagate_attributes
+from openinference.instrumentation.smolagents import SmolagentsInstrumentor
+from opentelemetry import context as otel_context
+from opentelemetry import trace as otel_trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import Status, StatusCode
+
+from feedback.exporter import APP_TRACER_NAME, StoreSpanExporter
+from feedback.store import Store
+
+log = logging.getLogger(__name__)
+
+_instrument_lock = threading.Lock()
+
+
+def register_model_class(cls: type) -> None:
+    """Make OpenInference wrap `generate` of a Model class smolagents does not export.
+
+    The instrumentor only wraps the Model classes found in the `smolagents` namespace when
+    `instrument()` runs; our own classes (the local GGUF model) are added there first, so
+    they get LLM spans with token counts like every built-in model.
+    """
+    if getattr(smolagents, cls.__name__, None) is not cls:
+        setattr(smolagents, cls.__name__, cls)
+
+
+def instrument(provider: TracerProvider) -> None:
+    """Point the process-wide smolagents instrumentation at this provider."""
+    with _instrument_lock:
+        instrumentor = SmolagentsInstrumentor()
+        if instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.uninstrument()
+        instrumentor.instrument(tracer_provider=provider)
+
+
+@dataclass
+class TurnTrace:
+    """The root observation of one chat turn; its trace id is what votes are filed on."""
+
+    trace_id: str
+    _span: Any
+    _otel_span: Any
+    _is_langfuse: bool
+    output: str | None = field(default=None)
+
+    def set_output(self, answer: str) -> None:
+        self.output = answer
+        if self._is_langfuse:
+            self._span.update(output=answer)
+        else:
+            self._otel_span.set_attribute("langfuse.observation.output", answer)
+            self._otel_span.set_attribute("output.value", answer)
+
+    def set_error(self, reason: str) -> None:
+        if self._is_langfuse:
+            self._span.update(level="ERROR", status_message=reason)
+        else:
+            self._otel_span.set_attribute("langfuse.observation.level", "ERROR")
+            self._otel_span.set_attribute("langfuse.observation.status_message", reason)
+        self._otel_span.set_status(Status(StatusCode.ERROR, reason))
+
+
+class Telemetry:
+    """Owns the tracer provider, the store's span exporter and the Langfuse client."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        trace_name: str,
+        tags: tuple[str, ...] = (),
+        langfuse: Langfuse | None = None,
+        extra_exporter: SpanExporter | None = None,
+        export_delay_ms: int = 200,
+    ) -> None:
+        self.trace_name = trace_name
+        self.tags = list(tags)
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(
+            BatchSpanProcessor(StoreSpanExporter(store), schedule_delay_millis=export_delay_ms)
+        )
+        if extra_exporter is not None:
+            self.provider.add_span_processor(
+                BatchSpanProcessor(extra_exporter, schedule_delay_millis=export_delay_ms)
+            )
+        self.langfuse = langfuse
+        self._tracer = self.provider.get_tracer(APP_TRACER_NAME)
+
+    @classmethod
+    def with_langfuse(
+        cls,
+        store: Store,
+        *,
+        public_key: str,
+        secret_key: str,
+        base_url: str,
+        timeout_s: float,
+        trace_name: str,
+        tags: tuple[str, ...] = (),
+        **kwargs: Any,
+    ) -> Telemetry:
+        telemetry = cls(store, trace_name=trace_name, tags=tags, **kwargs)
+        # Langfuse adds its span processor to our provider instead of setting a global one.
+        telemetry.langfuse = Langfuse(
+            public_key=public_key,
+            secret_key=secret_key,
+            base_url=base_url,
+            timeout=max(1, int(round(timeout_s))),
+            tracer_provider=telemetry.provider,
+        )
+        return telemetry
+
+    def instrument(self) -> None:
+        instrument(self.provider)
+
+    @contextmanager
+    def turn(
+        self,
+        *,
+        message: str,
+        user_id: str,
+        session_id: str,
+        metadata: dict[str, str],
+    ) -> Iterator[TurnTrace]:
+        """Open one turn's root observation in a fresh trace and make it current."""
+        token = otel_context.attach(otel_context.Context())
+        try:
+            if self.langfuse is not None:
+                root_cm: Any = self.langfuse.start_as_current_observation(
+                    name=self.trace_name, as_type="agent", input=message
+                )
+            else:
+                root_cm = self._tracer.start_as_current_span(self.trace_name)
+            with root_cm as root:
+                otel_span = otel_trace.get_current_span()
+                trace_id = format(otel_span.get_span_context().trace_id, "032x")
+                if self.langfuse is None:
+                    otel_span.set_attribute("langfuse.observation.type", "agent")
+                    otel_span.set_attribute("langfuse.observation.input", message)
+                    otel_span.set_attribute("input.value", message)
+                with propagate_attributes(
+                    user_id=user_id,
+                    session_id=session_id,
+                    tags=self.tags or None,
+                    metadata=metadata,
+                    trace_name=self.trace_name,
+                ):
+                    yield TurnTrace(trace_id, root, otel_span, self.langfuse is not None)
+        finally:
+            otel_context.detach(token)
+
+    def flush(self, timeout_ms: int = 5000) -> None:
+        self.provider.force_flush(timeout_ms)
+        if self.langfuse is not None:
+            try:
+                self.langfuse.flush()
+            except Exception:  # noqa: BLE001
+                log.exception("Could not flush Langfuse")
+
+    def shutdown(self) -> None:
+        self.flush()
+        if self.langfuse is not None:
+            try:
+                self.langfuse.shutdown()
+            except Exception:  # noqa: BLE001
+                log.exception("Could not shut Langfuse down")
+        self.provider.shutdown()

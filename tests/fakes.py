@@ -1,0 +1,272 @@
+"""Fakes over mocks: a scripted smolagents Model and a local HTTP server that speaks Langfuse."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from smolagents.models import ChatMessage, MessageRole, Model, TokenUsage
+
+
+def last_task(messages: list[Any]) -> str:
+    """The newest user task in the agent's prompt (smolagents writes 'New task:\\n...')."""
+    for message in reversed(messages):
+        data = message.dict() if isinstance(message, ChatMessage) else dict(message)
+        if str(getattr(data.get("role"), "value", data.get("role"))) != "user":
+            continue
+        content = data.get("content")
+        text = (
+            content
+            if isinstance(content, str)
+            else " ".join(part.get("text", "") for part in content or [] if isinstance(part, dict))
+        )
+        if "New task:" in text:
+            return text.split("New task:", 1)[1].strip()
+    return ""
+
+
+def all_text(messages: list[Any]) -> str:
+    parts = []
+    for message in messages:
+        data = message.dict() if isinstance(message, ChatMessage) else dict(message)
+        content = data.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+        else:
+            parts.extend(p.get("text", "") for p in content or [] if isinstance(p, dict))
+    return "\n".join(parts)
+
+
+def code_reply(code: str, thought: str = "I will answer.") -> str:
+    return f"Thought: {thought}\n<code>\n{code}\n</code>"
+
+
+def echo_reply(messages: list[Any]) -> str:
+    return code_reply(f"final_answer({('Answer to: ' + last_task(messages))!r})")
+
+
+class ScriptedModel(Model):
+    """A smolagents Model whose replies come from a function of the prompt, or a queue."""
+
+    def __init__(
+        self,
+        respond: Callable[[list[Any]], str] = echo_reply,
+        *,
+        delay_s: float = 0.0,
+        model_id: str = "scripted-model",
+    ) -> None:
+        super().__init__(model_id=model_id)
+        self.respond = respond
+        self.delay_s = delay_s
+        self.queue: list[str | BaseException] = []
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def enqueue(self, *replies: str | BaseException) -> None:
+        with self._lock:
+            self.queue.extend(replies)
+
+    def generate(self, messages: list[Any], stop_sequences: Any = None, **kwargs: Any) -> ChatMessage:
+        with self._lock:
+            self.calls += 1
+            reply: str | BaseException | None = self.queue.pop(0) if self.queue else None
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if isinstance(reply, BaseException):
+            raise reply
+        text = reply if reply is not None else self.respond(messages)
+        return ChatMessage(
+            role=MessageRole.ASSISTANT,
+            content=text,
+            token_usage=TokenUsage(input_tokens=11, output_tokens=7),
+        )
+
+
+@dataclass
+class RecordedSpan:
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    name: str
+    attributes: dict[str, Any]
+    status_code: int
+
+
+@dataclass
+class FakeLangfuseState:
+    """What the fake server received; `mode` switches how it answers score calls."""
+
+    spans: list[RecordedSpan] = field(default_factory=list)
+    score_posts: list[dict[str, Any]] = field(default_factory=list)
+    deletes: list[str] = field(default_factory=list)
+    scores: dict[str, dict[str, Any]] = field(default_factory=dict)
+    auth_calls: int = 0
+    mode: str = "ok"  # ok | error500 | hang | reject | unauthorized
+    hang_s: float = 10.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _any_value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_any_value(v) for v in value.array_value.values]
+    if kind is None:
+        return None
+    return getattr(value, kind)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    state: FakeLangfuseState
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+    def _body(self) -> bytes:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.headers.get("Content-Encoding") == "gzip":
+            raw = gzip.decompress(raw)
+        return raw
+
+    def _send(self, status: int, payload: Any = None, content_type: str = "application/json") -> None:
+        body = payload if isinstance(payload, bytes) else json.dumps(payload or {}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/api/public/projects"):
+            with self.state.lock:
+                self.state.auth_calls += 1
+            if self.state.mode == "unauthorized":
+                self._send(401, {"message": "Invalid credentials"})
+                return
+            self._send(
+                200,
+                {
+                    "data": [
+                        {
+                            "id": "p1",
+                            "name": "fake-project",
+                            "organization": {"id": "o1", "name": "org"},
+                            "metadata": {},
+                        }
+                    ]
+                },
+            )
+            return
+        self._send(404, {"message": "not found"})
+
+    def do_POST(self) -> None:
+        body = self._body()
+        if self.path.startswith("/api/public/otel/v1/traces"):
+            from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+                ExportTraceServiceRequest,
+                ExportTraceServiceResponse,
+            )
+
+            request = ExportTraceServiceRequest()
+            request.ParseFromString(body)
+            spans = []
+            for resource_spans in request.resource_spans:
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        spans.append(
+                            RecordedSpan(
+                                trace_id=span.trace_id.hex(),
+                                span_id=span.span_id.hex(),
+                                parent_id=span.parent_span_id.hex() or None,
+                                name=span.name,
+                                attributes={a.key: _any_value(a.value) for a in span.attributes},
+                                status_code=span.status.code,
+                            )
+                        )
+            with self.state.lock:
+                self.state.spans.extend(spans)
+            self._send(200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
+            return
+        if self.path.rstrip("/") == "/api/public/scores":
+            mode = self.state.mode
+            if mode == "hang":
+                time.sleep(self.state.hang_s)
+                self._send(504, {"message": "timeout"})
+                return
+            if mode == "error500":
+                self._send(500, {"message": "internal error"})
+                return
+            if mode == "unauthorized":
+                self._send(401, {"message": "Invalid credentials"})
+                return
+            items = json.loads(body)
+            with self.state.lock:
+                self.state.score_posts.extend(items)
+                if mode == "reject":
+                    errors = [{"message": f"score {i.get('id')} rejected: invalid value"} for i in items]
+                    self._send(207, {"accepted": 0, "rejected": len(items), "errors": errors})
+                    return
+                for item in items:
+                    self.state.scores[item["id"]] = item
+            self._send(202, {"message": "Accepted"})
+            return
+        self._send(404, {"message": "not found"})
+
+    def do_DELETE(self) -> None:
+        match = re.fullmatch(r"/api/public/scores/([^/?]+)", self.path)
+        if not match:
+            self._send(404, {"message": "not found"})
+            return
+        mode = self.state.mode
+        if mode == "error500":
+            self._send(500, {"message": "internal error"})
+            return
+        if mode == "hang":
+            time.sleep(self.state.hang_s)
+            self._send(504, {"message": "timeout"})
+            return
+        score_id = match.group(1)
+        with self.state.lock:
+            self.state.deletes.append(score_id)
+            existed = self.state.scores.pop(score_id, None)
+        if existed is None:
+            self._send(404, {"message": "Score not found"})
+        else:
+            self._send(200, {"message": "Score deleted"})
+
+
+class FakeLangfuse:
+    """A real HTTP server on 127.0.0.1 that answers like Langfuse's public API."""
+
+    def __init__(self) -> None:
+        self.state = FakeLangfuseState()
+        handler = type("Handler", (_Handler,), {"state": self.state})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> FakeLangfuse:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def spans_of(self, trace_id: str) -> list[RecordedSpan]:
+        with self.state.lock:
+            return [s for s in self.state.spans if s.trace_id == trace_id]
+
+    def roots(self) -> list[RecordedSpan]:
+        with self.state.lock:
+            return [s for s in self.state.spans if s.parent_id is None]

@@ -1,0 +1,52 @@
+"""Small helpers shared by tests: drive the real handlers like Gradio would."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+
+from agent.session import ChatSession
+from app import ChatHandlers
+
+
+def turn(
+    handlers: ChatHandlers, session: ChatSession | None, history: list[dict[str, Any]], message: str
+) -> tuple[list[dict[str, Any]], ChatSession, list[tuple[Any, ...]]]:
+    """Send one message through the real streaming handler; return the final chat and session."""
+    outputs = list(handlers.respond(message, history, session, "0b6c3b84-7f8c-4d35-8f4e-1f8f3c2e4a10"))
+    _, history, session, _ = outputs[-1]
+    return history, session, outputs
+
+
+def like(handlers: ChatHandlers, session: ChatSession, index: Any, liked: Any) -> tuple[Any, str]:
+    return handlers.on_vote(session, gr.LikeData(None, {"index": index, "value": None, "liked": liked}))
+
+
+def answer_index(history: list[dict[str, Any]], nth: int) -> int:
+    """The chat index of the first message of the nth answer group (what LikeData.index is)."""
+    groups = []
+    for i, message in enumerate(history):
+        if message["role"] == "assistant" and (i == 0 or history[i - 1]["role"] != "assistant"):
+            groups.append(i)
+    return groups[nth]
+
+
+def text_of(message: dict[str, Any]) -> str:
+    """A chat message's text: Gradio 6 sends content back as a list of typed parts."""
+    content = message["content"]
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return str(content)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")

@@ -1,0 +1,184 @@
+"""The chat and vote handlers, called directly as Gradio calls them (gr.LikeData included)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.turn import THINKING
+from app import ChatHandlers
+from feedback.votes import SCORE_NAME, score_id_for
+from tests.fakes import ScriptedModel, all_text, code_reply, last_task
+from tests.helpers import answer_index, like, turn, wait_for
+
+
+@pytest.fixture
+def handlers(make_settings, make_runtime):
+    return ChatHandlers(make_runtime(make_settings()))
+
+
+def _trace_of(handlers, message):
+    store = handlers.rt.feedback.store
+    handlers.rt.feedback.telemetry.flush()
+    rows = [t for t in store.list_traces(100) if t["input"] == message]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def test_turn_streams_steps_then_answer_and_reenables_input(handlers):
+    history, session, outputs = turn(handlers, None, [], "What is 2+2?")
+    assert history[0] == {"role": "user", "content": "What is 2+2?"}
+    assert history[-1]["content"] == "Answer to: What is 2+2?"
+    assert all(m["content"] != THINKING for m in history)
+    titles = [m.get("metadata", {}).get("title", "") for m in history]
+    assert any("code" in t for t in titles)
+    # Input is disabled while the turn runs, enabled at the end.
+    assert outputs[0][0]["interactive"] is False
+    assert outputs[-1][0]["interactive"] is True
+
+
+def test_votes_land_on_the_trace_of_the_rated_answer(handlers):
+    history, session, _ = turn(handlers, None, [], "first question")
+    history, session, _ = turn(handlers, session, history, "second question")
+    first, second = answer_index(history, 0), answer_index(history, 1)
+    like(handlers, session, first, True)
+    like(handlers, session, second, "Incorrect")
+    t1 = _trace_of(handlers, "first question")
+    t2 = _trace_of(handlers, "second question")
+    assert t1["id"] != t2["id"]
+    store = handlers.rt.feedback.store
+    s1 = store.get_score(score_id_for(t1["id"]))
+    s2 = store.get_score(score_id_for(t2["id"]))
+    assert (s1.trace_id, s1.value, s1.name, s1.data_type) == (t1["id"], 1.0, SCORE_NAME, "BOOLEAN")
+    assert (s2.trace_id, s2.value, s2.comment) == (t2["id"], 0.0, "Incorrect")
+    assert s1.session_id == session.session_id and s1.user_id == session.user_id
+    # Any index inside an answer group (buttons sit on its last message) maps to the same trace.
+    assert session.trace_for(second + 1) in (t2["id"], None)
+    assert session.trace_for(len(history) - 1) == t2["id"]
+
+
+def test_changed_vote_overwrites_and_undo_deletes(handlers):
+    history, session, _ = turn(handlers, None, [], "rate me")
+    index = answer_index(history, 0)
+    like(handlers, session, index, True)
+    trace = _trace_of(handlers, "rate me")
+    store = handlers.rt.feedback.store
+    first = store.get_score(score_id_for(trace["id"]))
+    like(handlers, session, index, False)
+    changed = store.get_score(score_id_for(trace["id"]))
+    assert changed.id == first.id and changed.value == 0.0 and changed.created == first.created
+    assert changed.version == first.version + 1
+    assert len(store.scores()) == 1
+    like(handlers, session, index, "")
+    assert store.scores() == []
+    assert store.get_score(first.id).deleted
+    like(handlers, session, index, "Like")
+    assert store.get_score(first.id).value == 1.0 and not store.get_score(first.id).deleted
+
+
+def test_comment_goes_to_the_last_rated_answer(handlers):
+    history, session, _ = turn(handlers, None, [], "q1")
+    history, session, _ = turn(handlers, session, history, "q2")
+    text, session, status = handlers.on_comment("needs more detail", session)
+    assert "Rate an answer first" in status and text == "needs more detail"
+    like(handlers, session, answer_index(history, 0), "Not helpful")
+    text, session, status = handlers.on_comment("  needs more detail ", session)
+    assert text == "" and "saved" in status
+    score = handlers.rt.feedback.store.get_score(score_id_for(_trace_of(handlers, "q1")["id"]))
+    assert score.comment == "Not helpful; needs more detail" and score.value == 0.0
+    # Changing the vote keeps the free text.
+    like(handlers, session, answer_index(history, 0), True)
+    score = handlers.rt.feedback.store.get_score(score.id)
+    assert score.value == 1.0 and score.comment == "needs more detail"
+
+
+@pytest.mark.parametrize("index", [0, 99, -1, "1", None, [1, 0], 1.5, True])
+def test_vote_on_something_that_is_not_an_answer_is_ignored(handlers, index, caplog):
+    history, session, _ = turn(handlers, None, [], "hello")
+    _, status = like(handlers, session, index, True)
+    assert handlers.rt.feedback.store.scores(include_deleted=True) == []
+    assert "Vote ignored" in caplog.text
+
+
+def test_vote_without_a_session_is_ignored(handlers):
+    import gradio as gr
+
+    session, _ = handlers.on_vote(None, gr.LikeData(None, {"index": 1, "value": None, "liked": True}))
+    assert session is None
+
+
+def test_blank_message_is_ignored(handlers):
+    outputs = list(handlers.respond("   \n ", [], None, "b"))
+    assert len(outputs) == 1
+    textbox, history, session, _ = outputs[0]
+    assert history == [] and textbox["value"] == ""
+    assert handlers.rt.feedback.store.list_traces() == []
+
+
+def test_too_long_message_is_refused_and_kept(make_settings, make_runtime):
+    handlers = ChatHandlers(make_runtime(make_settings(MAX_INPUT_CHARS=50)))
+    text = "x" * 51
+    outputs = list(handlers.respond(text, [], None, "b"))
+    textbox, history, session, status = outputs[-1]
+    assert history == [] and textbox["value"] == text
+    assert "51 characters" in status and "limit is 50" in status
+    handlers.rt.feedback.telemetry.flush()
+    assert handlers.rt.feedback.store.list_traces() == []
+
+
+def test_model_failure_shows_error_marks_trace_and_app_goes_on(make_settings, make_runtime):
+    model = ScriptedModel()
+    handlers = ChatHandlers(make_runtime(make_settings(), model))
+    model.enqueue(RuntimeError("model server exploded"))
+    history, session, _ = turn(handlers, None, [], "break please")
+    assert "model server exploded" in history[-1]["content"]
+    assert history[-1]["content"].startswith("⚠️")
+    # A vote on the error message maps to no answer.
+    like(handlers, session, answer_index(history, 0), True)
+    assert handlers.rt.feedback.store.scores() == []
+    trace = _trace_of(handlers, "break please")
+    assert trace["status"] == "ERROR" and "model server exploded" in trace["status_message"]
+    history, session, _ = turn(handlers, session, history, "works again?")
+    assert history[-1]["content"] == "Answer to: works again?"
+
+
+def test_each_session_has_its_own_memory(make_settings, make_runtime):
+    def respond(messages):
+        task = last_task(messages)
+        if task.startswith("My name is"):
+            return code_reply("final_answer('Noted.')")
+        earlier = all_text(messages)
+        name = "Zed" if "My name is Zed" in earlier else "unknown"
+        return code_reply(f"final_answer('Your name is {name}')")
+
+    handlers = ChatHandlers(make_runtime(make_settings(), ScriptedModel(respond)))
+    a_hist, a, _ = turn(handlers, None, [], "My name is Zed")
+    b_hist, b, _ = turn(handlers, None, [], "What is my name?")
+    a_hist, a, _ = turn(handlers, a, a_hist, "What is my name?")
+    assert b_hist[-1]["content"] == "Your name is unknown"
+    assert a_hist[-1]["content"] == "Your name is Zed"
+    assert a.session_id != b.session_id
+
+
+def test_new_chat_clears_memory_map_and_session_id(handlers):
+    history, session, _ = turn(handlers, None, [], "remember this")
+    index = answer_index(history, 0)
+    chat, fresh, textbox, _ = handlers.on_new_chat(session, "b")
+    assert chat == [] and fresh.session_id != session.session_id
+    assert fresh.user_id == session.user_id
+    assert fresh.answer_traces == {} and len(fresh.agent.memory.steps) == 0
+    like(handlers, fresh, index, True)  # a stale index from the old chat
+    assert handlers.rt.feedback.store.scores() == []
+
+
+def test_trace_holds_turn_details_and_token_totals(handlers):
+    history, session, _ = turn(handlers, None, [], "details please")
+    trace = wait_for(lambda: _trace_of(handlers, "details please"))
+    assert trace["name"] == "Smolagent-Trace"
+    assert trace["output"] == "Answer to: details please"
+    assert trace["user_id"] == session.user_id and trace["session_id"] == session.session_id
+    assert trace["status"] == "OK" and trace["latency_ms"] > 0
+    assert trace["model"] == "scripted-model"
+    assert trace["prompt_tokens"] == 11 and trace["completion_tokens"] == 7 and trace["total_tokens"] == 18
+    spans = handlers.rt.feedback.store.spans_of(trace["id"])
+    assert sum(1 for s in spans if s["parent_id"] is None) == 1
+    assert any(s["kind"] == "LLM" for s in spans) and any(s["kind"] == "AGENT" for s in spans)

@@ -1,0 +1,97 @@
+"""Through a live Gradio server with two sessions: one fresh trace per turn, one root each."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+
+import pytest
+from gradio_client import Client
+
+from app import build_app
+from tests.helpers import text_of, wait_for
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def global_tracer_provider(provider: object) -> Iterator[None]:
+    """Register a global tracer provider, as Langfuse does by default (trap 1 in the guide).
+
+    FastAPI then traces every request, and Gradio's queue runs handlers inside a long-lived
+    request span: a root opened the naive way would become its child and share its trace.
+    """
+    from opentelemetry import trace
+    from opentelemetry.util._once import Once
+
+    saved = (trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE)
+    trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = None, Once()
+    trace.set_tracer_provider(provider)
+    try:
+        yield
+    finally:
+        trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = saved
+
+
+@pytest.fixture
+def live(make_settings, make_runtime, fake_langfuse) -> Iterator[tuple[str, object, object]]:
+    runtime = make_runtime(make_settings(fake_langfuse))
+    stack = ExitStack()
+    stack.enter_context(global_tracer_provider(runtime.feedback.telemetry.provider))
+    demo = build_app(runtime=runtime)
+    port = _free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/", runtime, fake_langfuse
+    finally:
+        demo.close()
+        stack.close()
+
+
+def test_two_sessions_get_one_fresh_trace_per_turn(live):
+    url, runtime, fake = live
+    clients = [Client(url, verbose=False), Client(url, verbose=False)]
+    histories: list[list] = [[], []]
+    for turn_no in range(2):
+        for n, client in enumerate(clients):
+            _, histories[n], _ = client.predict(
+                f"session {n} turn {turn_no}", histories[n], f"browser-{n}", api_name="/respond"
+            )
+    assert text_of(histories[0][-1]) == "Answer to: session 0 turn 1"
+    runtime.feedback.telemetry.flush()
+    store = runtime.feedback.store
+    traces = wait_for(lambda: len(store.list_traces()) == 4 and store.list_traces())
+    ids = [t["id"] for t in traces]
+    assert len(set(ids)) == 4
+    by_input = {t["input"]: t for t in traces}
+    assert set(by_input) == {f"session {n} turn {t}" for n in range(2) for t in range(2)}
+    # Turns of one session share its session id; the two sessions differ.
+    s0 = {by_input[f"session 0 turn {t}"]["session_id"] for t in range(2)}
+    s1 = {by_input[f"session 1 turn {t}"]["session_id"] for t in range(2)}
+    assert len(s0) == 1 and len(s1) == 1 and s0 != s1
+    for trace_id in ids:
+        spans = store.spans_of(trace_id)
+        roots = [s for s in spans if s["parent_id"] is None]
+        assert len(roots) == 1 and roots[0]["name"] == "Smolagent-Trace"
+        assert len(spans) > 1  # the agent's spans joined the turn's trace
+    # Langfuse saw the same: exactly one root per trace, the same trace ids.
+    lf_roots = fake.roots()
+    lf_ids = [r.trace_id for r in lf_roots if r.name == "Smolagent-Trace"]
+    assert sorted(lf_ids) == sorted(ids)
+    assert all(s.trace_id in ids for s in fake.state.spans)
+
+
+def test_secrets_are_not_in_the_page_or_config(live):
+    import urllib.request
+
+    url, runtime, _ = live
+    secret = runtime.settings.langfuse_secret_key
+    assert secret
+    for path in ("", "config", "gradio_api/info"):
+        body = urllib.request.urlopen(url + path, timeout=10).read().decode()
+        assert secret not in body
