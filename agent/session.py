@@ -36,6 +36,11 @@ class ChatSession:
         for index in indexes:
             self.answer_traces[index] = trace_id
 
+    def forget_from(self, index: int) -> None:
+        """Drop every mapping at or after this chat index (a new turn starts there)."""
+        for key in [k for k in self.answer_traces if k >= index]:
+            del self.answer_traces[key]
+
     def unmap(self, indexes: range) -> None:
         for index in indexes:
             self.answer_traces.pop(index, None)

@@ -63,7 +63,11 @@ def _agent_worker(
     error: BaseException | None = None
     try:
         answer = None
+        seen: set[int] = set()
         for step in session.agent.run(message, stream=True, reset=False):
+            if id(step) in seen:  # smolagents yields the last step twice at max_steps
+                continue
+            seen.add(id(step))
             if isinstance(step, FinalAnswerStep):
                 answer = answer_text(step)
             elif isinstance(step, (ActionStep, PlanningStep)):
@@ -102,6 +106,7 @@ def stream_turn(
     with session.lock:
         history = [*history, {"role": "user", "content": message}]
         first = len(history)
+        session.forget_from(first - 1)
         steps: list[Message] = []
         trace_id: str | None = None
         out: queue.Queue[tuple[str, Any]] = queue.Queue()

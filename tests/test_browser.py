@@ -1,0 +1,98 @@
+"""A real browser (Debian's chromium via the playwright package) rates two answers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+
+import pytest
+
+from app import build_app
+from feedback.votes import score_id_for
+from tests.helpers import wait_for
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def browser():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is not installed (apt-get install chromium)")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def served(make_settings, make_runtime, fake_langfuse):
+    runtime = make_runtime(make_settings(fake_langfuse))
+    demo = build_app(runtime=runtime)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/", runtime, fake_langfuse
+    finally:
+        demo.close()
+
+
+def _ask(page, text: str) -> None:
+    page.fill("#msg textarea", text)
+    page.keyboard.press("Enter")
+    page.get_by_text(f"Answer to: {text}", exact=True).wait_for(timeout=30_000)
+    # The input is enabled again once the turn is over.
+    page.wait_for_function("!document.querySelector('#msg textarea').disabled", timeout=30_000)
+
+
+def test_like_one_answer_and_dislike_another_with_a_reason(browser, served):
+    url, runtime, fake = served
+    page = browser.new_page()
+    page.goto(url)
+    _ask(page, "first question")
+    _ask(page, "second question")
+
+    page.locator('#chat button[aria-label="Like"]').nth(0).click()
+    page.locator('#chat button[aria-label="Feedback"]').nth(1).click()
+    page.locator("#chat .extra-feedback-option:visible", has_text="Incorrect").click()
+
+    store = runtime.feedback.store
+    runtime.feedback.telemetry.flush()
+    traces = wait_for(
+        lambda: {t["input"]: t["id"] for t in store.list_traces()} if len(store.list_traces()) == 2 else None
+    )
+    first, second = traces["first question"], traces["second question"]
+    wait_for(lambda: len(store.scores()) == 2, timeout=15)
+    liked = store.get_score(score_id_for(first))
+    disliked = store.get_score(score_id_for(second))
+    assert (liked.trace_id, liked.value) == (first, 1.0)
+    assert (disliked.trace_id, disliked.value, disliked.comment) == (second, 0.0, "Incorrect")
+    # Both reached Langfuse on the right traces.
+    wait_for(lambda: len(fake.state.scores) == 2, timeout=15)
+    assert fake.state.scores[liked.id]["traceId"] == first
+    assert fake.state.scores[disliked.id]["traceId"] == second
+    assert fake.state.scores[disliked.id]["value"] == 0.0
+
+    # Free text goes to the last rated answer.
+    page.fill("#comment textarea", "wrong number")
+    page.click("#comment-btn")
+    wait_for(lambda: store.get_score(disliked.id).comment == "Incorrect; wrong number")
