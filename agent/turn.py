@@ -1,15 +1,15 @@
-"""One chat turn: the agent runs in its own thread inside a fresh trace; steps stream out.
+"""One chat turn: the agent's steps stream out while it runs inside the turn's own trace.
 
-The agent runs in a dedicated thread because Gradio may resume a streaming handler on a
-different worker thread each time, and an OpenTelemetry context must be entered and left
-on the same thread. The thread starts from an empty context, so each turn is its own trace.
+Gradio may resume a streaming handler on a different worker thread at each step, and its
+queue runs handlers inside a long-lived request span. So the turn owns an *empty*
+`contextvars.Context` and advances the agent only inside it: every span of the turn sees the
+turn's root as its parent (never a web-server span), whichever thread runs the step.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
-import queue
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -22,6 +22,7 @@ from agent.steps import Message, answer_text, messages_from_step
 log = logging.getLogger(__name__)
 
 THINKING = "⏳ Working on it…"
+BUSY = "⏳ Your previous message is still being answered; send this one when it is done."
 
 
 class TurnTracer(Protocol):
@@ -38,61 +39,44 @@ class TurnUpdate:
     error: str | None = None
 
 
-def _agent_worker(
-    session: ChatSession,
-    message: str,
-    tracer: TurnTracer,
-    metadata: dict[str, str],
-    out: queue.Queue[tuple[str, Any]],
-) -> None:
-    turn = None
-    cm = None
-    try:
-        cm = tracer.turn(
-            message=message,
-            user_id=session.user_id,
-            session_id=session.session_id,
-            metadata=metadata,
-        )
-        turn = cm.__enter__()
-        out.put(("trace", turn.trace_id))
-    except Exception:  # noqa: BLE001 - telemetry must never break a chat turn
-        log.exception("Could not start the trace of this turn; the answer cannot be rated")
-        cm = turn = None
-        out.put(("trace", None))
-    error: BaseException | None = None
-    try:
-        answer = None
-        seen: set[int] = set()
-        for step in session.agent.run(message, stream=True, reset=False):
-            if id(step) in seen:  # smolagents yields the last step twice at max_steps
-                continue
-            seen.add(id(step))
-            if isinstance(step, FinalAnswerStep):
-                answer = answer_text(step)
-            elif isinstance(step, (ActionStep, PlanningStep)):
-                out.put(("step", step))
-        answer = "" if answer is None else answer
-        if turn is not None:
-            turn.set_output(answer)
-        out.put(("answer", answer))
-    except Exception as exc:  # noqa: BLE001 - shown in the chat, recorded on the trace
-        error = exc
-        reason = f"{type(exc).__name__}: {exc}"
-        log.warning("Agent turn failed: %s", reason)
-        if turn is not None:
-            try:
-                turn.set_error(reason[:2000])
-            except Exception:  # noqa: BLE001
-                log.exception("Could not mark the trace as failed")
-        out.put(("error", reason))
-    finally:
-        if cm is not None:
-            try:
-                cm.__exit__(None, None, None)
-            except Exception:  # noqa: BLE001
-                log.exception("Could not close the trace of this turn")
-        out.put(("end", error))
+class _Trace:
+    """The turn's root observation, opened and closed inside the turn's context."""
+
+    def __init__(self, ctx: contextvars.Context) -> None:
+        self.ctx = ctx
+        self.cm: Any = None
+        self.turn: Any = None
+
+    def open(self, tracer: TurnTracer, session: ChatSession, message: str, metadata: dict[str, str]) -> None:
+        try:
+            cm = tracer.turn(
+                message=message, user_id=session.user_id, session_id=session.session_id, metadata=metadata
+            )
+            self.turn = self.ctx.run(cm.__enter__)
+            self.cm = cm
+        except Exception:  # noqa: BLE001 - telemetry must never break a chat turn
+            log.exception("Could not start the trace of this turn; its answer cannot be rated")
+
+    @property
+    def trace_id(self) -> str | None:
+        return getattr(self.turn, "trace_id", None)
+
+    def call(self, method: str, *args: Any) -> None:
+        if self.turn is None:
+            return
+        try:
+            self.ctx.run(getattr(self.turn, method), *args)
+        except Exception:  # noqa: BLE001
+            log.exception("Could not record %s on the trace", method)
+
+    def close(self) -> None:
+        if self.cm is None:
+            return
+        cm, self.cm = self.cm, None
+        try:
+            self.ctx.run(cm.__exit__, None, None, None)
+        except Exception:  # noqa: BLE001
+            log.exception("Could not close the trace of this turn")
 
 
 def stream_turn(
@@ -102,54 +86,80 @@ def stream_turn(
     tracer: TurnTracer,
     metadata: dict[str, str],
 ) -> Iterator[TurnUpdate]:
-    """Run one turn; yield the growing chat. The answer's indexes map to its trace id."""
-    with session.lock:
-        history = [*history, {"role": "user", "content": message}]
+    """Run one turn; yield the growing chat. Every message of the answer maps to its trace."""
+    history = [*history, {"role": "user", "content": message}]
+    if not session.lock.acquire(blocking=False):
+        yield TurnUpdate([*history, {"role": "assistant", "content": BUSY}], None, done=True, error=BUSY)
+        return
+    ctx = contextvars.Context()  # empty: no request span can become this turn's parent
+    trace = _Trace(ctx)
+    run: Any = None
+    finished = False
+    try:
         first = len(history)
         session.forget_from(first - 1)
+        trace.open(tracer, session, message, metadata)
+        trace_id = trace.trace_id
         steps: list[Message] = []
-        trace_id: str | None = None
-        out: queue.Queue[tuple[str, Any]] = queue.Queue()
-        worker = threading.Thread(
-            target=_agent_worker,
-            args=(session, message, tracer, metadata, out),
-            name=f"turn-{session.session_id[:8]}",
-            daemon=True,
-        )
-        worker.start()
         pending = {"role": "assistant", "content": THINKING}
-        while True:
-            kind, payload = out.get()
-            if kind == "trace":
-                trace_id = payload
-                if trace_id:
-                    session.map_answer(range(first, first + 1), trace_id)
-                yield TurnUpdate([*history, pending], trace_id)
-            elif kind == "step":
-                steps.extend(messages_from_step(payload))
-                shown = [*history, *steps, pending]
-                if trace_id:
-                    session.map_answer(range(first, len(shown)), trace_id)
-                yield TurnUpdate(shown, trace_id)
-            elif kind == "answer":
-                final = [*history, *steps, {"role": "assistant", "content": payload or "(empty answer)"}]
-                if trace_id:
-                    session.map_answer(range(first, len(final)), trace_id)
-                history = final
-            elif kind == "error":
-                # An error is not an answer: votes on it are ignored.
-                session.unmap(range(first, first + len(steps) + 2))
-                history = [
-                    *history,
-                    *steps,
-                    {
-                        "role": "assistant",
-                        "content": f"⚠️ Sorry, this turn failed and has no answer. Reason: {payload}",
-                    },
-                ]
-                yield TurnUpdate(history, trace_id, done=True, error=payload)
-            elif kind == "end":
-                if payload is None:
-                    yield TurnUpdate(history, trace_id, done=True)
-                break
-        worker.join(timeout=5)
+        if trace_id:
+            session.map_answer(range(first, first + 1), trace_id)
+        yield TurnUpdate([*history, pending], trace_id)
+
+        answer: str | None = None
+        error: str | None = None
+        seen: set[int] = set()
+        try:
+            run = ctx.run(session.agent.run, message, stream=True, reset=False)
+            while True:
+                try:
+                    step = ctx.run(next, run)
+                except StopIteration:
+                    break
+                if id(step) in seen:  # smolagents yields the last step twice at max_steps
+                    continue
+                seen.add(id(step))
+                if isinstance(step, FinalAnswerStep):
+                    answer = answer_text(step)
+                elif isinstance(step, (ActionStep, PlanningStep)):
+                    steps.extend(messages_from_step(step))
+                    shown = [*history, *steps, pending]
+                    if trace_id:
+                        session.map_answer(range(first, len(shown)), trace_id)
+                    yield TurnUpdate(shown, trace_id)
+        except Exception as exc:  # noqa: BLE001 - shown in the chat, recorded on the trace
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning("Agent turn failed: %s", error)
+
+        if error is None:
+            answer = answer or ""
+            trace.call("set_output", answer)
+            history = [*history, *steps, {"role": "assistant", "content": answer or "(empty answer)"}]
+            if trace_id:
+                session.map_answer(range(first, len(history)), trace_id)
+        else:
+            trace.call("set_error", error[:2000])
+            # An error is not an answer: votes on it are ignored.
+            session.unmap(range(first, first + len(steps) + 2))
+            history = [
+                *history,
+                *steps,
+                {
+                    "role": "assistant",
+                    "content": f"⚠️ Sorry, this turn failed and has no answer. Reason: {error}",
+                },
+            ]
+        trace.close()
+        finished = True
+        yield TurnUpdate(history, trace_id, done=True, error=error)
+    finally:
+        if not finished:
+            # The browser went away mid-turn: stop the agent and close the trace in its context.
+            if run is not None:
+                try:
+                    ctx.run(run.close)
+                except Exception:  # noqa: BLE001
+                    log.exception("Could not stop the abandoned agent run")
+            trace.call("set_error", "cancelled: the chat was closed before the answer")
+            trace.close()
+        session.lock.release()

@@ -29,10 +29,28 @@ OBS_STATUS_MESSAGE = "langfuse.observation.status_message"
 APP_TRACER_NAME = "smolagents-chat"
 
 
+_TURN_SCOPES = (APP_TRACER_NAME, "langfuse-sdk", "openinference.instrumentation.smolagents")
+
+
 def is_turn_span(span: ReadableSpan) -> bool:
     """Spans of chat turns: ours, Langfuse's and LLM instrumentors' (never web-server spans)."""
     scope = span.instrumentation_scope
-    return (scope is not None and scope.name == APP_TRACER_NAME) or is_default_export_span(span)
+    return (scope is not None and scope.name in _TURN_SCOPES) or is_default_export_span(span)
+
+
+def _stored_attributes(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The span's attributes as stored: OpenInference repeats every input message, flattened,
+    next to the same messages as JSON in `input.value`; the store keeps the JSON only."""
+    duplicate = "input.value" in attrs
+    return {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in attrs.items()
+        if not (duplicate and k.startswith("llm.input_messages."))
+    }
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) else None
 
 
 def _hex_trace(trace_id: int) -> str:
@@ -80,7 +98,10 @@ def span_record(span: ReadableSpan) -> SpanRecord:
         end_time=(span.end_time or 0) / 1e9,
         status=status_name,
         status_message=span.status.description or attrs.get(OBS_STATUS_MESSAGE),
-        attributes={k: list(v) if isinstance(v, tuple) else v for k, v in attrs.items()},
+        attributes=_stored_attributes(attrs),
+        prompt_tokens=_int_or_none(attrs.get("llm.token_count.prompt")),
+        completion_tokens=_int_or_none(attrs.get("llm.token_count.completion")),
+        total_tokens=_int_or_none(attrs.get("llm.token_count.total")),
     )
 
 

@@ -54,6 +54,9 @@ def m001_traces_and_spans(db: sqlite3.Connection) -> None:
             end_time REAL,
             status TEXT,
             status_message TEXT,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            total_tokens INTEGER,
             attributes TEXT,
             PRIMARY KEY (trace_id, span_id)
         );

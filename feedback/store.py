@@ -78,6 +78,9 @@ class SpanRecord:
     status: str
     status_message: str | None
     attributes: dict[str, Any]
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,7 @@ class Store:
         touched = {s.trace_id for s in spans} | {t.id for t in traces}
         with self.transaction() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         s.trace_id,
@@ -180,6 +183,9 @@ class Store:
                         s.end_time,
                         s.status,
                         s.status_message,
+                        s.prompt_tokens,
+                        s.completion_tokens,
+                        s.total_tokens,
                         json.dumps(s.attributes, default=str),
                     )
                     for s in spans
@@ -207,18 +213,15 @@ class Store:
                         json.dumps(t.metadata, default=str),
                     ),
                 )
-            for trace_id in touched:
-                db.execute(
-                    """UPDATE traces SET
-                         prompt_tokens = COALESCE((SELECT SUM(json_extract(attributes, '$."llm.token_count.prompt"'))
-                                                   FROM spans WHERE trace_id = ? AND kind = 'LLM'), 0),
-                         completion_tokens = COALESCE((SELECT SUM(json_extract(attributes, '$."llm.token_count.completion"'))
-                                                   FROM spans WHERE trace_id = ? AND kind = 'LLM'), 0),
-                         total_tokens = COALESCE((SELECT SUM(json_extract(attributes, '$."llm.token_count.total"'))
-                                                   FROM spans WHERE trace_id = ? AND kind = 'LLM'), 0)
-                       WHERE id = ?""",
-                    (trace_id, trace_id, trace_id, trace_id),
-                )
+            # Token totals of a trace: the sum over its LLM spans, whichever batch they came in.
+            db.executemany(
+                """UPDATE traces SET (prompt_tokens, completion_tokens, total_tokens) = (
+                       SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),
+                              COALESCE(SUM(total_tokens), 0)
+                       FROM spans WHERE spans.trace_id = traces.id AND kind = 'LLM')
+                   WHERE id = ?""",
+                [(trace_id,) for trace_id in touched],
+            )
 
     def get_trace(self, trace_id: str) -> dict[str, Any] | None:
         row = self._db().execute("SELECT * FROM traces WHERE id = ?", (trace_id,)).fetchone()

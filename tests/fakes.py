@@ -318,3 +318,14 @@ class FakeOpenAI:
     def __exit__(self, *exc: Any) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+if __name__ == "__main__":
+    # `python -m tests.fakes`: a stand-alone fake Langfuse (benchmarks run it in its own process
+    # so its protobuf parsing does not share the measured process's CPU and GIL).
+    with FakeLangfuse() as fake:
+        print(fake.url, flush=True)
+        try:
+            fake.thread.join()
+        except KeyboardInterrupt:
+            pass

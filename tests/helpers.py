@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import gradio as gr
@@ -50,3 +51,22 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
             return value
         time.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+@contextmanager
+def global_tracer_provider(provider: object) -> Iterator[None]:
+    """Register a global tracer provider, as Langfuse does by default (trap 1 in the guide).
+
+    FastAPI then traces every request, and Gradio's queue runs handlers inside a long-lived
+    request span: a root opened the naive way would become its child and share its trace.
+    """
+    from opentelemetry import trace
+    from opentelemetry.util._once import Once
+
+    saved = (trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE)
+    trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = None, Once()
+    trace.set_tracer_provider(provider)
+    try:
+        yield
+    finally:
+        trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = saved

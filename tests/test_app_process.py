@@ -35,7 +35,9 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def _start(env: dict[str, str], tmp_path: Path) -> subprocess.Popen:
     log = open(tmp_path / "app.log", "w")
-    return subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:

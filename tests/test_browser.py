@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from contextlib import ExitStack
 
 import pytest
 
 from app import build_app
 from feedback.votes import score_id_for
-from tests.helpers import wait_for
+from tests.helpers import global_tracer_provider, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -45,6 +46,8 @@ def browser():
 @pytest.fixture
 def served(make_settings, make_runtime, fake_langfuse):
     runtime = make_runtime(make_settings(fake_langfuse))
+    stack = ExitStack()
+    stack.enter_context(global_tracer_provider(runtime.feedback.telemetry.provider))
     demo = build_app(runtime=runtime)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -54,6 +57,7 @@ def served(make_settings, make_runtime, fake_langfuse):
         yield f"http://127.0.0.1:{port}/", runtime, fake_langfuse
     finally:
         demo.close()
+        stack.close()
 
 
 def _ask(page, text: str) -> None:

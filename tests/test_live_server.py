@@ -4,38 +4,19 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 
 import pytest
 from gradio_client import Client
 
 from app import build_app
-from tests.helpers import text_of, wait_for
+from tests.helpers import global_tracer_provider, text_of, wait_for
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@contextmanager
-def global_tracer_provider(provider: object) -> Iterator[None]:
-    """Register a global tracer provider, as Langfuse does by default (trap 1 in the guide).
-
-    FastAPI then traces every request, and Gradio's queue runs handlers inside a long-lived
-    request span: a root opened the naive way would become its child and share its trace.
-    """
-    from opentelemetry import trace
-    from opentelemetry.util._once import Once
-
-    saved = (trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE)
-    trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = None, Once()
-    trace.set_tracer_provider(provider)
-    try:
-        yield
-    finally:
-        trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = saved
 
 
 @pytest.fixture

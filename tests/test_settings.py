@@ -23,13 +23,20 @@ def test_hf_token_makes_hf_the_default_provider():
 
 def test_explicit_provider_wins_and_openai_settings_are_read():
     s = settings_from_env(
-        {"HF_TOKEN": "x", "MODEL_PROVIDER": "openai", "OPENAI_BASE_URL": "http://127.0.0.1:1/v1", "MODEL_ID": "m"}
+        {
+            "HF_TOKEN": "x",
+            "MODEL_PROVIDER": "openai",
+            "OPENAI_BASE_URL": "http://127.0.0.1:1/v1",
+            "MODEL_ID": "m",
+        }
     )
     assert (s.model_provider, s.model_id, s.openai_base_url) == ("openai", "m", "http://127.0.0.1:1/v1")
 
 
 def test_langfuse_host_is_accepted_as_base_url():
-    s = settings_from_env({"LANGFUSE_PUBLIC_KEY": "pk", "LANGFUSE_SECRET_KEY": "sk", "LANGFUSE_HOST": "http://h/"})
+    s = settings_from_env(
+        {"LANGFUSE_PUBLIC_KEY": "pk", "LANGFUSE_SECRET_KEY": "sk", "LANGFUSE_HOST": "http://h/"}
+    )
     assert s.langfuse_enabled and s.langfuse_base_url == "http://h"
 
 
@@ -49,7 +56,11 @@ def test_bad_values_are_refused_with_a_clear_sentence(env, message):
 
 def test_secrets_never_appear_in_repr_or_describe():
     s = settings_from_env(
-        {"HF_TOKEN": "hf_TOPSECRET", "OPENAI_API_KEY": "sk-TOPSECRET2", "LANGFUSE_SECRET_KEY": "sk-lf-TOPSECRET3"}
+        {
+            "HF_TOKEN": "hf_TOPSECRET",
+            "OPENAI_API_KEY": "sk-TOPSECRET2",
+            "LANGFUSE_SECRET_KEY": "sk-lf-TOPSECRET3",
+        }
     )
     for text in (repr(s), str(s.describe())):
         for secret in ("hf_TOPSECRET", "sk-TOPSECRET2", "sk-lf-TOPSECRET3"):

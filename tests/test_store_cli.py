@@ -39,7 +39,13 @@ def test_unwritable_data_dir_names_the_path(tmp_path):
 
 @pytest.mark.parametrize(
     "liked, vote",
-    [(True, Vote(1.0)), (False, Vote(0.0)), ("", Vote(None)), ("Like", Vote(1.0)), ("Too slow", Vote(0.0, "Too slow"))],
+    [
+        (True, Vote(1.0)),
+        (False, Vote(0.0)),
+        ("", Vote(None)),
+        ("Like", Vote(1.0)),
+        ("Too slow", Vote(0.0, "Too slow")),
+    ],
 )
 def test_liked_values_map_to_votes(liked, vote):
     assert vote_from_liked(liked) == vote
@@ -70,7 +76,9 @@ def test_cli_list_export_status(tmp_path):
     out = io.StringIO()
     assert cli(["--db", str(db), "export", "--format", "csv"], out) == 0
     table = list(csv.DictReader(io.StringIO(out.getvalue())))
-    assert {(r["score_id"], r["value"], r["comment"]) for r in table} >= {(score_id_for(TRACE), "0.0", "Incorrect")}
+    assert {(r["score_id"], r["value"], r["comment"]) for r in table} >= {
+        (score_id_for(TRACE), "0.0", "Incorrect")
+    }
     out = io.StringIO()
     assert cli(["--db", str(db), "export", "--format", "jsonl"], out) == 0
     assert len(out.getvalue().splitlines()) == 2
