@@ -167,6 +167,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self._body()
+        if self.path == "/_control/mode":
+            # Lets a benchmark switch a fake running in another process.
+            self.state.mode = json.loads(body)["mode"]
+            self._send(200, {"mode": self.state.mode})
+            return
         if self.path.startswith("/api/public/otel/v1/traces"):
             from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
                 ExportTraceServiceRequest,
