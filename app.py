@@ -7,6 +7,7 @@ becomes a `user-feedback` score on the trace of the answer that was rated. Run: 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -193,6 +194,9 @@ def build_app(
     options = ["Like", "Dislike", *[o for o in settings.feedback_options if o not in ("Like", "Dislike")]]
     with gr.Blocks(title="Smolagent chat") as demo:
         demo.runtime = runtime  # type: ignore[attr-defined]
+        if os.environ.get("OAUTH_CLIENT_ID"):
+            # On a Space with `hf_oauth: true`: logged-in users are recorded by their HF name.
+            gr.LoginButton()
         gr.Markdown(
             f"## Smolagent chat\nA smolagents CodeAgent ({runtime.choice.provider}: "
             f"`{runtime.choice.model_id}`). Rate answers with 👍 / 👎; every rating is stored."

@@ -122,8 +122,12 @@ class LocalLlamaModel(Model):
             schema = response_format["json_schema"]["schema"]
             # Grammar-constrained decoding: the reply is always JSON of this schema.
             request["response_format"] = {"type": "json_object", "schema": schema}
-        elif stop_sequences:
-            request["stop"] = stop_sequences
+        else:
+            # Free text (the final summary): a tiny model loops on its own words without this.
+            # Not applied to JSON output, whose braces and quotes must repeat.
+            request["repeat_penalty"] = 1.3
+            if stop_sequences:
+                request["stop"] = stop_sequences
         with lock:
             reply = llm.create_chat_completion(**request)
         content = reply["choices"][0]["message"].get("content") or ""

@@ -34,7 +34,9 @@ LIKED = [True, False, "", "Incorrect", "Like", "Too slow"]
 
 
 def set_mode(url: str, mode: str) -> None:
-    req = urllib.request.Request(f"{url}/_control/mode", data=json.dumps({"mode": mode}).encode(), method="POST")
+    req = urllib.request.Request(
+        f"{url}/_control/mode", data=json.dumps({"mode": mode}).encode(), method="POST"
+    )
     urllib.request.urlopen(req, timeout=5).read()
 
 
@@ -49,7 +51,9 @@ def main() -> None:
     parser.add_argument("--answers", type=int, default=20)
     args = parser.parse_args()
 
-    fake = subprocess.Popen([sys.executable, "-m", "tests.fakes"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     url = fake.stdout.readline().strip()
     with tempfile.TemporaryDirectory() as tmp:
         settings = settings_from_env(
@@ -65,8 +69,8 @@ def main() -> None:
         handlers = ChatHandlers(runtime)
         session, history = None, []
         for n in range(args.answers):
-            for _textbox, history, session, _status in handlers.respond(f"question {n}", history, session, "b"):
-                pass
+            outputs = list(handlers.respond(f"question {n}", history, session, "b"))
+            _textbox, history, session, _status = outputs[-1]
         indexes = sorted({i for i in session.answer_traces})
         rng = random.Random(7)
         results = {}
@@ -74,7 +78,9 @@ def main() -> None:
             set_mode(url, mode)
             latencies = []
             for _ in range(args.votes):
-                data = gr.LikeData(None, {"index": rng.choice(indexes), "value": None, "liked": rng.choice(LIKED)})
+                data = gr.LikeData(
+                    None, {"index": rng.choice(indexes), "value": None, "liked": rng.choice(LIKED)}
+                )
                 start = time.perf_counter()
                 handlers.on_vote(session, data)
                 latencies.append((time.perf_counter() - start) * 1000)
