@@ -12,8 +12,9 @@ import secrets
 import signal
 import sys
 import uuid
+import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,20 @@ class Runtime:
     choice: ModelChoice
     make_agent: AgentFactory
     feedback: FeedbackBackends
+    # Weak references only: they let tests and benchmarks see that dropped sessions are freed.
+    sessions: weakref.WeakSet[ChatSession] = field(default_factory=weakref.WeakSet)
+
+    def new_session(self, user_id: str) -> ChatSession:
+        session = new_session(self.make_agent, user_id)
+        self.sessions.add(session)
+        return session
+
+    def end_session(self, session: object) -> None:
+        """Gradio calls this when a session's state expires (SESSION_TTL_S idle) or closes."""
+        if isinstance(session, ChatSession):
+            log.info("Session %s dropped after %ss idle", session.session_id, self.settings.session_ttl_s)
+            session.agent.memory.reset()
+            session.answer_traces.clear()
 
     def metadata(self) -> dict[str, str]:
         return {
@@ -103,7 +118,7 @@ class ChatHandlers:
             browser_id = str(uuid.UUID(str(browser_id)))
         except ValueError:
             browser_id = str(uuid.uuid4())
-        session = new_session(self.rt.make_agent, _user_id(browser_id, profile))
+        session = self.rt.new_session(_user_id(browser_id, profile))
         return browser_id, session, self.status()
 
     def _session(self, session: ChatSession | None, browser_id: str) -> ChatSession:
@@ -179,7 +194,7 @@ class ChatHandlers:
         self, session: ChatSession | None, browser_id: str
     ) -> tuple[list[Any], ChatSession, Any, str]:
         user_id = session.user_id if isinstance(session, ChatSession) else None
-        fresh = new_session(self.rt.make_agent, user_id or _user_id(browser_id, None))
+        fresh = self.rt.new_session(user_id or _user_id(browser_id, None))
         return [], fresh, gr.update(value="", interactive=True), self.status()
 
 
@@ -220,7 +235,7 @@ def build_app(
         session = gr.State(
             None,
             time_to_live=settings.session_ttl_s,
-            delete_callback=lambda s: s.agent.memory.reset() if isinstance(s, ChatSession) else None,
+            delete_callback=runtime.end_session,
         )
         browser_id = gr.BrowserState(
             "", storage_key=BROWSER_ID_KEY, secret=_browser_secret(settings.data_dir)

@@ -20,7 +20,7 @@ def new_session_id() -> str:
     return uuid.uuid4().hex
 
 
-@dataclass
+@dataclass(eq=False)
 class ChatSession:
     """What the server keeps for one browser session."""
 

@@ -76,3 +76,62 @@ def test_secrets_are_not_in_the_page_or_config(live):
     for path in ("", "config", "gradio_api/info"):
         body = urllib.request.urlopen(url + path, timeout=10).read().decode()
         assert secret not in body
+
+
+@pytest.fixture
+def live_factory(make_settings, make_runtime):
+    demos = []
+
+    def start(model=None, **env):
+        runtime = make_runtime(make_settings(**env), model)
+        demo = build_app(runtime=runtime)
+        port = _free_port()
+        demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        demos.append(demo)
+        return f"http://127.0.0.1:{port}/", runtime
+
+    yield start
+    for demo in demos:
+        demo.close()
+
+
+def test_idle_sessions_are_dropped_after_the_ttl(live_factory):
+    import gc
+
+    url, runtime = live_factory(SESSION_TTL_S="1")
+    for n in range(3):
+        Client(url, verbose=False).predict(f"hello {n}", [], f"b{n}", api_name="/respond")
+    gc.collect()
+    assert len(runtime.sessions) == 3
+
+    def all_gone():
+        gc.collect()
+        return len(runtime.sessions) == 0
+
+    wait_for(all_gone, timeout=15, interval=0.5)
+
+
+def test_turns_of_different_users_run_concurrently(live_factory):
+    import threading
+    import time
+
+    from tests.fakes import ScriptedModel
+
+    url, runtime = live_factory(ScriptedModel(delay_s=1.0), MAX_CONCURRENT_TURNS="4")
+    clients = [Client(url, verbose=False) for _ in range(4)]
+    answers: list[str] = []
+
+    def ask(n: int) -> None:
+        _, history, _ = clients[n].predict(f"user {n}", [], f"b{n}", api_name="/respond")
+        answers.append(text_of(history[-1]))
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    assert sorted(answers) == [f"Answer to: user {n}" for n in range(4)]
+    # One model call takes 1 s; four users one after the other would need 4 s or more.
+    assert elapsed < 3.0, elapsed
