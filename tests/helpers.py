@@ -70,3 +70,26 @@ def global_tracer_provider(provider: object) -> Iterator[None]:
         yield
     finally:
         trace._TRACER_PROVIDER, trace._TRACER_PROVIDER_SET_ONCE = saved
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve(runtime: Any) -> Iterator[str]:
+    """Serve the real app on a free port, with a global tracer provider set as Langfuse would."""
+    from app import build_app
+
+    with global_tracer_provider(runtime.feedback.telemetry.provider):
+        demo = build_app(runtime=runtime)
+        port = free_port()
+        demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+        try:
+            yield f"http://127.0.0.1:{port}/"
+        finally:
+            demo.close()

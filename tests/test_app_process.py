@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -15,15 +16,9 @@ from gradio_client import Client
 
 from feedback.store import Store
 from tests.fakes import FakeOpenAI
-from tests.helpers import text_of
+from tests.helpers import free_port, text_of
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -70,27 +65,28 @@ def test_unwritable_data_dir_stops_the_start_naming_the_path(tmp_path):
     assert f"{blocker}/data" in done.stderr and "not writable" in done.stderr
 
 
-def test_no_keys_end_to_end_then_sigterm_flushes(tmp_path, fake_langfuse):
-    port = _free_port()
+@contextmanager
+def app_process(tmp_path: Path, sig: int = signal.SIGTERM, **env: str) -> Iterator[str]:
+    """`python app.py` on a free port with a fake OpenAI-compatible model; stopped by `sig`."""
+    port = free_port()
     with FakeOpenAI() as llm:
-        env = _env(
-            tmp_path,
-            MODEL_PROVIDER="openai",
-            OPENAI_BASE_URL=llm.url,
-            OPENAI_API_KEY="sk-openai-never-logged",
-            MODEL_ID="fake-gpt",
-            GRADIO_SERVER_PORT=str(port),
+        full_env = _env(
+            tmp_path, MODEL_PROVIDER="openai", OPENAI_BASE_URL=llm.url, GRADIO_SERVER_PORT=str(port), **env
         )
-        proc = _start(env, tmp_path)
+        proc = _start(full_env, tmp_path)
         try:
             url = f"http://127.0.0.1:{port}/"
             _wait_ready(url, proc)
-            client = Client(url, verbose=False)
-            _, history, _ = client.predict("hello offline", [], "b1", api_name="/respond")
-            assert text_of(history[-1]) == "Answer to: hello offline"
+            yield url
         finally:
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(sig)
             assert proc.wait(timeout=60) == 0
+
+
+def test_no_keys_end_to_end_then_sigterm_flushes(tmp_path):
+    with app_process(tmp_path, OPENAI_API_KEY="sk-openai-never-logged", MODEL_ID="fake-gpt") as url:
+        _, history, _ = Client(url, verbose=False).predict("hello offline", [], "b1", api_name="/respond")
+        assert text_of(history[-1]) == "Answer to: hello offline"
     log = (tmp_path / "app.log").read_text()
     assert "provider=openai model=fake-gpt (because MODEL_PROVIDER is set)" in log
     assert "Langfuse: off (no keys)" in log and "Flushing" in log
@@ -104,25 +100,13 @@ def test_no_keys_end_to_end_then_sigterm_flushes(tmp_path, fake_langfuse):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_flushes_pending_langfuse_traffic(tmp_path, fake_langfuse, sig):
-    port = _free_port()
-    with FakeOpenAI() as llm:
-        env = _env(
-            tmp_path,
-            MODEL_PROVIDER="openai",
-            OPENAI_BASE_URL=llm.url,
-            GRADIO_SERVER_PORT=str(port),
-            LANGFUSE_PUBLIC_KEY="pk-lf-proc",
-            LANGFUSE_SECRET_KEY="sk-lf-proc-secret",
-            LANGFUSE_BASE_URL=fake_langfuse.url,
-        )
-        proc = _start(env, tmp_path)
-        try:
-            url = f"http://127.0.0.1:{port}/"
-            _wait_ready(url, proc)
-            Client(url, verbose=False).predict("flush me", [], "b1", api_name="/respond")
-        finally:
-            proc.send_signal(sig)
-            assert proc.wait(timeout=60) == 0
+    lf = {
+        "LANGFUSE_PUBLIC_KEY": "pk-lf-proc",
+        "LANGFUSE_SECRET_KEY": "sk-lf-proc-secret",
+        "LANGFUSE_BASE_URL": fake_langfuse.url,
+    }
+    with app_process(tmp_path, sig, **lf) as url:
+        Client(url, verbose=False).predict("flush me", [], "b1", api_name="/respond")
     roots = [r for r in fake_langfuse.roots() if r.name == "Smolagent-Trace"]
     assert [r.attributes["langfuse.observation.input"] for r in roots] == ["flush me"]
     log = (tmp_path / "app.log").read_text()

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-from contextlib import ExitStack
 
 import pytest
 
-from app import build_app
 from feedback.votes import score_id_for
-from tests.helpers import global_tracer_provider, wait_for
+from tests.helpers import serve, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -46,18 +43,8 @@ def browser():
 @pytest.fixture
 def served(make_settings, make_runtime, fake_langfuse):
     runtime = make_runtime(make_settings(fake_langfuse))
-    stack = ExitStack()
-    stack.enter_context(global_tracer_provider(runtime.feedback.telemetry.provider))
-    demo = build_app(runtime=runtime)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/", runtime, fake_langfuse
-    finally:
-        demo.close()
-        stack.close()
+    with serve(runtime) as url:
+        yield url, runtime, fake_langfuse
 
 
 def _ask(page, text: str) -> None:

@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from contextlib import ExitStack
 
 import pytest
 from gradio_client import Client
 
-from app import build_app
-from tests.helpers import global_tracer_provider, text_of, wait_for
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers import serve, text_of, wait_for
 
 
 @pytest.fixture
 def live(make_settings, make_runtime, fake_langfuse) -> Iterator[tuple[str, object, object]]:
     runtime = make_runtime(make_settings(fake_langfuse))
-    stack = ExitStack()
-    stack.enter_context(global_tracer_provider(runtime.feedback.telemetry.provider))
-    demo = build_app(runtime=runtime)
-    port = _free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/", runtime, fake_langfuse
-    finally:
-        demo.close()
-        stack.close()
+    with serve(runtime) as url:
+        yield url, runtime, fake_langfuse
 
 
 def test_two_sessions_get_one_fresh_trace_per_turn(live):
@@ -80,19 +64,13 @@ def test_secrets_are_not_in_the_page_or_config(live):
 
 @pytest.fixture
 def live_factory(make_settings, make_runtime):
-    demos = []
+    with ExitStack() as stack:
 
-    def start(model=None, **env):
-        runtime = make_runtime(make_settings(**env), model)
-        demo = build_app(runtime=runtime)
-        port = _free_port()
-        demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-        demos.append(demo)
-        return f"http://127.0.0.1:{port}/", runtime
+        def start(model=None, **env):
+            runtime = make_runtime(make_settings(**env), model)
+            return stack.enter_context(serve(runtime)), runtime
 
-    yield start
-    for demo in demos:
-        demo.close()
+        yield start
 
 
 def test_idle_sessions_are_dropped_after_the_ttl(live_factory):
