@@ -24,6 +24,7 @@ from smolagents import Model
 from agent import __version__
 from agent.local_llm import LocalLlamaModel
 from agent.models import ModelChoice, build_model
+from agent.sanitize import clean_text
 from agent.session import AgentFactory, ChatSession, new_session
 from agent.settings import Settings, SettingsError, load_settings
 from agent.tools import build_tools
@@ -135,7 +136,7 @@ class ChatHandlers:
     ) -> Iterator[tuple[Any, list[dict[str, Any]], ChatSession, str]]:
         session = self._session(session, browser_id)
         history = list(history or [])
-        text = message if isinstance(message, str) else ""
+        text = clean_text(message) if isinstance(message, str) else ""
         if not text.strip():
             yield gr.update(value="", interactive=True), history, session, self.status()
             return
@@ -180,7 +181,7 @@ class ChatHandlers:
         return session, self.status()
 
     def on_comment(self, text: str, session: ChatSession | None) -> tuple[str, ChatSession | None, str]:
-        text = text if isinstance(text, str) else ""
+        text = clean_text(text) if isinstance(text, str) else ""
         if not text.strip():
             return "", session, self.status()
         if not isinstance(session, ChatSession) or session.last_rated_trace is None:
@@ -249,17 +250,25 @@ def build_app(
             concurrency_limit=settings.max_concurrent_turns,
             concurrency_id="turns",
         )
-        chatbot.like(handlers.on_vote, [session], [session, status], concurrency_limit=None)
+        # Every click is sent ("multiple": the default "once" drops clicks made while one is
+        # pending) and votes and comments run one at a time in arrival order, so the stored
+        # state is always the last click. A vote takes well under a millisecond.
+        vote_queue: dict[str, Any] = {
+            "concurrency_limit": 1,
+            "concurrency_id": "votes",
+            "trigger_mode": "multiple",
+        }
+        chatbot.like(handlers.on_vote, [session], [session, status], **vote_queue)
         for trigger in (comment.submit, comment_btn.click):
+            trigger(handlers.on_comment, [comment, session], [comment, session, status], **vote_queue)
+        # The chatbot's own clear (trash) button starts a new chat too, so no stale map survives.
+        for trigger in (new_chat.click, chatbot.clear):
             trigger(
-                handlers.on_comment, [comment, session], [comment, session, status], concurrency_limit=None
+                handlers.on_new_chat,
+                [session, browser_id],
+                [chatbot, session, msg, status],
+                concurrency_limit=None,
             )
-        new_chat.click(
-            handlers.on_new_chat,
-            [session, browser_id],
-            [chatbot, session, msg, status],
-            concurrency_limit=None,
-        )
         if runtime.feedback.outbox is not None:
             gr.Timer(5.0).tick(handlers.status, None, status, concurrency_limit=None, show_progress="hidden")
     return demo

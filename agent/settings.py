@@ -63,6 +63,7 @@ class Settings:
     langfuse_secret_key: str = field(default="", repr=False)
     langfuse_base_url: str = "https://cloud.langfuse.com"
     langfuse_timeout_s: float = 5.0
+    langfuse_retry_max_s: float = 60.0
     data_dir: Path = Path("data")
     server_name: str = "127.0.0.1"
     server_port: int = 7860
@@ -165,6 +166,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             or "https://cloud.langfuse.com"
         ).rstrip("/"),
         langfuse_timeout_s=_float(env, "LANGFUSE_TIMEOUT_S", 5.0),
+        langfuse_retry_max_s=_float(env, "LANGFUSE_RETRY_MAX_S", 60.0),
         data_dir=Path(env.get("DATA_DIR", "").strip() or "data"),
         server_name=env.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1",
         server_port=_int(env, "GRADIO_SERVER_PORT", 7860),

@@ -41,13 +41,13 @@ class FeedbackBackends:
             )
             assert telemetry.langfuse is not None
             sink = LangfuseSink(telemetry.langfuse, timeout_s=settings.langfuse_timeout_s)
-            outbox = Outbox(store, sink)
-            votes = VoteRecorder(store, notify=outbox.notify)
+            outbox = Outbox(store, sink, retry_max_s=settings.langfuse_retry_max_s)
+            votes = VoteRecorder(store, notify=outbox.notify, flush_spans=telemetry.flush_to_store)
             return cls(store, telemetry, votes, sink, outbox)
         telemetry = Telemetry(
             store, trace_name=settings.trace_name, tags=settings.app_tags, export_delay_ms=export_delay_ms
         )
-        return cls(store, telemetry, VoteRecorder(store))
+        return cls(store, telemetry, VoteRecorder(store, flush_spans=telemetry.flush_to_store))
 
     def start(self) -> None:
         """Point the agent instrumentation here and start delivering scores."""

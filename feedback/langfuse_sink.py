@@ -97,6 +97,9 @@ class LangfuseSink:
             return Delivery(REJECTED, _error_text(exc))
         except (httpx.TransportError, OSError) as exc:
             return Delivery(RETRY, f"{type(exc).__name__}: {exc}"[:500])
+        except Exception as exc:  # noqa: BLE001 - e.g. an unreadable answer: keep the score, try later
+            log.warning("Unexpected answer from Langfuse for score %s: %s", score.id, exc)
+            return Delivery(RETRY, f"{type(exc).__name__}: {exc}"[:500])
         if isinstance(result, CreateScoreBatchResults) and result.rejected:
             reasons = "; ".join(error.message for error in result.errors) or "rejected"
             return Delivery(REJECTED, reasons[:500])
@@ -112,5 +115,8 @@ class LangfuseSink:
                 return Delivery(RETRY, _error_text(exc))
             return Delivery(REJECTED, _error_text(exc))
         except (httpx.TransportError, OSError) as exc:
+            return Delivery(RETRY, f"{type(exc).__name__}: {exc}"[:500])
+        except Exception as exc:  # noqa: BLE001
+            log.warning("Unexpected answer from Langfuse deleting score %s: %s", score_id, exc)
             return Delivery(RETRY, f"{type(exc).__name__}: {exc}"[:500])
         return Delivery(ACCEPTED)

@@ -18,19 +18,21 @@ from feedback.store import ScoreRow, Store
 
 log = logging.getLogger(__name__)
 
-MAX_BACKOFF_S = 60.0
 
-
-def backoff_s(attempts: int) -> float:
-    return min(MAX_BACKOFF_S, 0.5 * (2 ** min(attempts, 10)))
+def backoff_s(attempts: int, max_s: float = 60.0) -> float:
+    """0.5 s, 1 s, 2 s, ... up to max_s between tries of one score."""
+    return min(max_s, 0.5 * (2 ** min(attempts, 16)))
 
 
 class Outbox:
     """Delivers pending scores in a daemon thread; `notify()` wakes it after a vote."""
 
-    def __init__(self, store: Store, sink: LangfuseSink, *, idle_poll_s: float = 2.0) -> None:
+    def __init__(
+        self, store: Store, sink: LangfuseSink, *, idle_poll_s: float = 2.0, retry_max_s: float = 60.0
+    ) -> None:
         self._store = store
         self._sink = sink
+        self._retry_max_s = retry_max_s
         self._idle_poll_s = idle_poll_s
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -75,7 +77,8 @@ class Outbox:
                 worked = 0
             if not worked:
                 self._idle.set()
-                self._wake.wait(timeout=self._idle_poll_s)
+                # Sleep until a vote wakes us, or the next retry is due, or the idle poll.
+                self._wake.wait(timeout=min(self._idle_poll_s, self._retry_max_s))
 
     def deliver_due(self, on_each: Callable[[ScoreRow, Delivery], None] | None = None) -> int:
         """Send every score that is due now, once; return how many were attempted."""
@@ -104,7 +107,7 @@ class Outbox:
             log.warning("Langfuse rejected score %s: %s", score.id, result.message)
             self._store.mark_rejected(score.id, score.version, result.message)
         else:
-            delay = backoff_s(score.attempts)
+            delay = backoff_s(score.attempts, self._retry_max_s)
             log.info(
                 "Langfuse is not reachable for score %s (%s); retrying in %.1fs",
                 score.id,

@@ -94,9 +94,10 @@ class Telemetry:
         self.trace_name = trace_name
         self.tags = list(tags)
         self.provider = TracerProvider()
-        self.provider.add_span_processor(
-            BatchSpanProcessor(StoreSpanExporter(store), schedule_delay_millis=export_delay_ms)
+        self.store_processor = BatchSpanProcessor(
+            StoreSpanExporter(store), schedule_delay_millis=export_delay_ms
         )
+        self.provider.add_span_processor(self.store_processor)
         if extra_exporter is not None:
             self.provider.add_span_processor(
                 BatchSpanProcessor(extra_exporter, schedule_delay_millis=export_delay_ms)
@@ -166,6 +167,10 @@ class Telemetry:
                     yield TurnTrace(trace_id, root, otel_span, self.langfuse is not None)
         finally:
             otel_context.detach(token)
+
+    def flush_to_store(self, timeout_ms: int = 1000) -> None:
+        """Write finished spans to the local store now (never waits on Langfuse)."""
+        self.store_processor.force_flush(timeout_ms)
 
     def flush(self, timeout_ms: int = 5000) -> None:
         self.provider.force_flush(timeout_ms)

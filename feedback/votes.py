@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from agent.sanitize import clean_text
 from feedback.store import ScoreRow, Store
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def vote_from_liked(liked: object) -> Vote:
     if liked is False:
         return Vote(0.0)
     if isinstance(liked, str):
-        label = liked.strip()
+        label = clean_text(liked).strip()
         if not label:
             return Vote(None)
         if label.lower() == "like":
@@ -54,14 +55,24 @@ def vote_from_liked(liked: object) -> Vote:
 class VoteRecorder:
     """Writes votes to the store first, then tells the outbox (if any) to deliver them."""
 
-    def __init__(self, store: Store, notify: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        notify: Callable[[], None] | None = None,
+        flush_spans: Callable[[], None] | None = None,
+    ) -> None:
         self._store = store
         self._notify = notify or (lambda: None)
+        self._flush_spans = flush_spans or (lambda: None)
 
     def record(
         self, *, trace_id: str, vote: Vote, session_id: str | None, user_id: str | None
     ) -> ScoreRow | None:
         score_id = score_id_for(trace_id)
+        if self._store.get_trace(trace_id) is None:
+            # A vote right after its answer can beat the span exporter's batch: write the
+            # trace first, so even a crash right after this vote keeps the rated trace.
+            self._flush_spans()
         if vote.value is None:
             row = self._store.delete_score(score_id)
         else:

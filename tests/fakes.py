@@ -105,6 +105,9 @@ class FakeLangfuseState:
 
     spans: list[RecordedSpan] = field(default_factory=list)
     score_posts: list[dict[str, Any]] = field(default_factory=list)
+    # Langfuse upserts a resent id only when the name and the timestamp's date match; a post
+    # that breaks this would create a second score there, so the fake records it.
+    upsert_violations: list[dict[str, Any]] = field(default_factory=list)
     deletes: list[str] = field(default_factory=list)
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)
     auth_calls: int = 0
@@ -218,6 +221,11 @@ class _Handler(BaseHTTPRequestHandler):
                     self._send(207, {"accepted": 0, "rejected": len(items), "errors": errors})
                     return
                 for item in items:
+                    old = self.state.scores.get(item["id"])
+                    if old is not None and (
+                        old["name"] != item["name"] or old["timestamp"][:10] != item["timestamp"][:10]
+                    ):
+                        self.state.upsert_violations.append(item)
                     self.state.scores[item["id"]] = item
             self._send(202, {"message": "Accepted"})
             return
@@ -246,27 +254,47 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, {"message": "Score deleted"})
 
 
+class _ReusableServer(ThreadingHTTPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+
 class FakeLangfuse:
-    """A real HTTP server on 127.0.0.1 that answers like Langfuse's public API."""
+    """A real HTTP server on 127.0.0.1 that answers like Langfuse's public API.
+
+    `refuse()` closes its port (connections are refused) and `accept()` opens it again on
+    the same port, with everything it recorded kept.
+    """
 
     def __init__(self) -> None:
         self.state = FakeLangfuseState()
-        handler = type("Handler", (_Handler,), {"state": self.state})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
+        self._handler = type("Handler", (_Handler,), {"state": self.state})
+        self.server: ThreadingHTTPServer | None = _ReusableServer(("127.0.0.1", 0), self._handler)
+        self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> FakeLangfuse:
         self.thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.refuse()
+
+    def refuse(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def accept(self) -> None:
+        if self.server is None:
+            self.server = _ReusableServer(("127.0.0.1", self.port), self._handler)
+            self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+            self.thread.start()
 
     def spans_of(self, trace_id: str) -> list[RecordedSpan]:
         with self.state.lock:

@@ -80,7 +80,8 @@ def app_process(tmp_path: Path, sig: int = signal.SIGTERM, **env: str) -> Iterat
             yield url
         finally:
             proc.send_signal(sig)
-            assert proc.wait(timeout=60) == 0
+            code = proc.wait(timeout=60)
+            assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 0)
 
 
 def test_no_keys_end_to_end_then_sigterm_flushes(tmp_path):
@@ -111,3 +112,38 @@ def test_signal_flushes_pending_langfuse_traffic(tmp_path, fake_langfuse, sig):
     assert [r.attributes["langfuse.observation.input"] for r in roots] == ["flush me"]
     log = (tmp_path / "app.log").read_text()
     assert "Langfuse: connected" in log and "sk-lf-proc-secret" not in log
+
+
+@pytest.mark.parametrize("first_mode", ["hang", "ok"])
+def test_vote_survives_sigkill_and_arrives_exactly_once(tmp_path, fake_langfuse, first_mode):
+    from feedback.votes import score_id_for
+    from tests.gradio_queue import QueueClient
+    from tests.helpers import wait_for
+
+    lf = {
+        "LANGFUSE_PUBLIC_KEY": "pk-lf-crash",
+        "LANGFUSE_SECRET_KEY": "sk-lf-crash",
+        "LANGFUSE_BASE_URL": fake_langfuse.url,
+        "LANGFUSE_TIMEOUT_S": "1",
+        "LANGFUSE_RETRY_MAX_S": "0.5",
+    }
+    fake_langfuse.state.mode = first_mode
+    fake_langfuse.state.hang_s = 30
+    with app_process(tmp_path, signal.SIGKILL, **lf) as url:
+        q = QueueClient(url)
+        assert q.chat("crash question").success
+        assert q.vote(2, True).success
+        # app_process sends SIGKILL right after the vote returned.
+    store = Store(tmp_path / "data" / "feedback.sqlite3")
+    (score,) = store.scores()
+    store.close()
+    fake_langfuse.state.mode = "ok"
+    with app_process(tmp_path, signal.SIGTERM, **lf):
+        wait_for(lambda: score.id in fake_langfuse.state.scores, timeout=30)
+    assert fake_langfuse.state.scores[score.id]["value"] == 1.0
+    assert len(fake_langfuse.state.scores) == 1 and fake_langfuse.state.upsert_violations == []
+    store = Store(tmp_path / "data" / "feedback.sqlite3")
+    assert store.get_score(score.id).delivery == "delivered"
+    assert score.trace_id in {t["id"] for t in store.list_traces()}
+    assert score.id == score_id_for(score.trace_id)
+    store.close()

@@ -1,0 +1,87 @@
+"""A small client for Gradio's queue API that can send event data (gradio_client cannot).
+
+It speaks what the browser speaks: POST /gradio_api/queue/join with fn_index, data,
+session_hash and event_data, then reads the session's server-sent events until the call
+completes. Used to vote over HTTP, and to send what no browser would (hostile event data).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+
+@dataclass
+class Result:
+    success: bool
+    output: list[Any]
+    message: dict[str, Any]
+
+
+class QueueClient:
+    """One browser session (one session_hash) talking to a running app."""
+
+    def __init__(self, url: str, session_hash: str | None = None, timeout: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self.session_hash = session_hash or uuid.uuid4().hex[:12]
+        self.http = httpx.Client(timeout=timeout)
+        config = self.http.get(f"{self.url}/config").json()
+        self.api_prefix = config.get("api_prefix", "/gradio_api")
+        self.fn_by_name = {d.get("api_name"): d["id"] for d in config["dependencies"]}
+        self.fn_by_target = {
+            (target[0], target[1]): d["id"] for d in config["dependencies"] for target in d.get("targets", [])
+        }
+        self.chat_id = next(
+            c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "chat"
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def call(
+        self, fn_index: int, data: list[Any], event_data: Any = None, trigger_id: int | None = None
+    ) -> Result:
+        body = {
+            "data": data,
+            "fn_index": fn_index,
+            "session_hash": self.session_hash,
+            "event_data": event_data,
+            "trigger_id": trigger_id,
+        }
+        join = self.http.post(f"{self.url}{self.api_prefix}/queue/join", json=body)
+        join.raise_for_status()
+        event_id = join.json()["event_id"]
+        last: dict[str, Any] = {}
+        with self.http.stream(
+            "GET", f"{self.url}{self.api_prefix}/queue/data", params={"session_hash": self.session_hash}
+        ) as stream:
+            for line in stream.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                if message.get("event_id") not in (event_id, None):
+                    continue
+                if message.get("msg") == "process_completed" and message.get("event_id") == event_id:
+                    last = message
+                    break
+        output = (last.get("output") or {}).get("data") or []
+        return Result(bool(last.get("success")), output, last)
+
+    def chat(self, message: str, history: list[Any] | None = None, browser_id: str = "") -> Result:
+        # Inputs: message, chatbot value, session state (held by the server), browser id.
+        return self.call(
+            self.fn_by_name["respond"], [message, history or [], None, browser_id or self.session_hash]
+        )
+
+    def vote(self, index: Any, liked: Any, value: Any = None) -> Result:
+        fn = self.fn_by_target[(self.chat_id, "like")]
+        return self.call(
+            fn, [None], {"index": index, "value": value, "liked": liked}, trigger_id=self.chat_id
+        )
+
+    def new_chat(self) -> Result:
+        return self.call(self.fn_by_name["on_new_chat"], [None, self.session_hash])
