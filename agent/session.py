@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from smolagents import CodeAgent, Model, Tool
 
+from agent.sandbox import folder_open
 from agent.settings import Settings
 
 
@@ -69,6 +70,8 @@ class AgentFactory:
             model=self._model,
             max_steps=self._settings.max_steps,
             additional_authorized_imports=list(self._settings.allowed_imports),
+            # `open` for the model's code reaches only files inside AGENT_FILES_DIR.
+            executor_kwargs={"additional_functions": {"open": folder_open(self._settings.agent_files_dir)}},
             # Constrained JSON {thought, code}: the tiny local model's replies always parse.
             use_structured_outputs_internally=local,
             verbosity_level=0,

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
+from agent.sandbox import forbidden_imports
+
 PROVIDERS = ("local", "hf", "openai")
 DEFAULT_HF_MODEL = "Qwen/Qwen2.5-Coder-32B-Instruct"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
@@ -53,6 +55,7 @@ class Settings:
     agent_tools: tuple[str, ...] = ()
     max_steps: int = 3
     allowed_imports: tuple[str, ...] = DEFAULT_ALLOWED_IMPORTS
+    agent_files_dir: Path = Path("data/agent_files")
     trace_name: str = "Smolagent-Trace"
     app_tags: tuple[str, ...] = ("smolagents-chat",)
     session_ttl_s: float = 3600.0
@@ -139,6 +142,13 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     imports = env.get("ALLOWED_IMPORTS")
     options = env.get("FEEDBACK_OPTIONS")
     tags = env.get("APP_TAGS")
+    allowed = _split(imports) if imports is not None else DEFAULT_ALLOWED_IMPORTS
+    if bad := forbidden_imports(allowed):
+        raise SettingsError(
+            f"ALLOWED_IMPORTS may not include {', '.join(bad)}: they would let the model's code "
+            "reach the environment, files, processes or the network."
+        )
+    data_dir = Path(env.get("DATA_DIR", "").strip() or "data")
     return Settings(
         model_provider=provider,
         provider_reason=reason,
@@ -151,7 +161,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         openai_api_key=env.get("OPENAI_API_KEY", "").strip(),
         agent_tools=tuple(t.lower() for t in _split(env.get("AGENT_TOOLS", ""))),
         max_steps=_int(env, "MAX_STEPS", default_steps),
-        allowed_imports=_split(imports) if imports is not None else DEFAULT_ALLOWED_IMPORTS,
+        allowed_imports=allowed,
+        agent_files_dir=Path(env.get("AGENT_FILES_DIR", "").strip() or data_dir / "agent_files"),
         trace_name=env.get("TRACE_NAME", "").strip() or "Smolagent-Trace",
         app_tags=_split(tags) if tags is not None else ("smolagents-chat",),
         session_ttl_s=_float(env, "SESSION_TTL_S", 3600.0),
@@ -167,7 +178,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         ).rstrip("/"),
         langfuse_timeout_s=_float(env, "LANGFUSE_TIMEOUT_S", 5.0),
         langfuse_retry_max_s=_float(env, "LANGFUSE_RETRY_MAX_S", 60.0),
-        data_dir=Path(env.get("DATA_DIR", "").strip() or "data"),
+        data_dir=data_dir,
         server_name=env.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1",
         server_port=_int(env, "GRADIO_SERVER_PORT", 7860),
         log_level=(env.get("LOG_LEVEL", "").strip() or "INFO").upper(),

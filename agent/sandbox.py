@@ -1,0 +1,84 @@
+"""What the model's code may touch: a vetted import list and files inside one folder only.
+
+smolagents' local executor already refuses imports outside the allowed list, dunder tricks
+and builtins such as `open`; this module keeps a misconfiguration from undoing that and gives
+the agent a file function that cannot leave its folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+# Modules that reach the machine: the environment, files, processes, the network.
+FORBIDDEN_IMPORTS = frozenset(
+    {
+        "*",
+        "os",
+        "sys",
+        "subprocess",
+        "socket",
+        "shutil",
+        "pathlib",
+        "io",
+        "builtins",
+        "importlib",
+        "ctypes",
+        "multiprocessing",
+        "threading",
+        "signal",
+        "posix",
+        "posixpath",
+        "pty",
+        "fcntl",
+        "resource",
+        "urllib",
+        "http",
+        "requests",
+        "httpx",
+        "ftplib",
+        "smtplib",
+        "telnetlib",
+        "asyncio",
+        "pickle",
+        "marshal",
+        "shelve",
+        "tempfile",
+        "glob",
+        "inspect",
+        "gc",
+        "code",
+        "codeop",
+        "runpy",
+    }
+)
+
+
+def forbidden_imports(names: tuple[str, ...]) -> list[str]:
+    """The names (or parents of dotted names) that may never be allowed."""
+    return sorted({n for n in names if n.split(".")[0] in FORBIDDEN_IMPORTS or n in FORBIDDEN_IMPORTS})
+
+
+class FileAccessError(PermissionError):
+    """The model's code asked for a file outside its folder."""
+
+
+def folder_open(root: Path) -> Callable[..., IO[Any]]:
+    """An `open` for the model's code that only reaches files inside `root`."""
+    root = root.resolve()
+
+    def open_in_folder(file: str, mode: str = "r", encoding: str | None = None) -> IO[Any]:
+        if not isinstance(file, str) or not isinstance(mode, str):
+            raise FileAccessError("open() takes a file name inside the agent's folder")
+        target = (root / file).resolve()
+        if target != root and root not in target.parents:
+            raise FileAccessError(f"Access outside the agent's folder is not allowed: {file}")
+        if any(flag in mode for flag in ("w", "a", "x", "+")):
+            root.mkdir(parents=True, exist_ok=True)
+        if "b" in mode:
+            return open(target, mode)  # noqa: SIM115 - the caller closes it
+        return open(target, mode, encoding=encoding or "utf-8")  # noqa: SIM115
+
+    open_in_folder.__name__ = "open"
+    return open_in_folder
