@@ -161,6 +161,10 @@ class ChatHandlers:
         if not isinstance(session, ChatSession):
             log.warning("Vote ignored: this browser session has no chat yet")
             return session, self.status()
+        if not isinstance(getattr(data, "_data", None), dict) or "liked" not in data._data:
+            # The browser always says what was clicked; Gradio would read a missing value as a like.
+            log.warning("Vote ignored: the event does not say like or dislike")
+            return session, self.status()
         trace_id = session.trace_for(data.index)
         if trace_id is None:
             log.warning(

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from smolagents.memory import ActionStep, FinalAnswerStep, PlanningStep
 
 from agent.session import ChatSession
-from agent.steps import Message, answer_text, messages_from_step
+from agent.steps import Message, answer_text, as_text, messages_from_step
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def stream_turn(
     metadata: dict[str, str],
 ) -> Iterator[TurnUpdate]:
     """Run one turn; yield the growing chat. Every message of the answer maps to its trace."""
-    history = [*history, {"role": "user", "content": message}]
+    history = [*history, {"role": "user", "content": as_text(message)}]
     if not session.lock.acquire(blocking=False):
         yield TurnUpdate([*history, {"role": "assistant", "content": BUSY}], None, done=True, error=BUSY)
         return
@@ -134,7 +134,8 @@ def stream_turn(
         if error is None:
             answer = answer or ""
             trace.call("set_output", answer)
-            history = [*history, *steps, {"role": "assistant", "content": answer or "(empty answer)"}]
+            shown_answer = as_text(answer) if answer else "(empty answer)"
+            history = [*history, *steps, {"role": "assistant", "content": shown_answer}]
             if trace_id:
                 session.map_answer(range(first, len(history)), trace_id)
         else:

@@ -52,7 +52,12 @@ class QueueClient:
             "event_data": event_data,
             "trigger_id": trigger_id,
         }
-        join = self.http.post(f"{self.url}{self.api_prefix}/queue/join", json=body)
+        # ASCII-escaped JSON, so even invalid surrogates can be sent, as a browser could.
+        join = self.http.post(
+            f"{self.url}{self.api_prefix}/queue/join",
+            content=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+        )
         join.raise_for_status()
         event_id = join.json()["event_id"]
         last: dict[str, Any] = {}

@@ -87,3 +87,59 @@ def test_like_one_answer_and_dislike_another_with_a_reason(browser, served):
     page.fill("#comment textarea", "wrong number")
     page.click("#comment-btn")
     wait_for(lambda: store.get_score(disliked.id).comment == "Incorrect; wrong number")
+
+
+PAYLOAD = (
+    '<img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script> '
+    '<svg onload="window.__pwned=3"></svg> <b>bold?</b>'
+)
+
+
+def test_html_and_script_in_a_message_are_shown_as_text_and_never_run(browser, served):
+    url, runtime, _ = served
+    page = browser.new_page()
+    page.goto(url)
+    page.fill("#msg textarea", PAYLOAD)
+    page.keyboard.press("Enter")
+    page.wait_for_function("!document.querySelector('#msg textarea').disabled", timeout=30_000)
+    page.get_by_text("Answer to:", exact=False).first.wait_for(timeout=30_000)
+    page.wait_for_timeout(500)
+    assert page.evaluate("window.__pwned") is None
+    chat = page.inner_text("#chat")
+    assert '<img src=x onerror="window.__pwned=1">' in chat and "<script>" in chat
+    assert page.locator("#chat img[src=x], #chat svg[onload], #chat script").count() == 0
+    runtime.feedback.telemetry.flush()
+    (trace,) = runtime.feedback.store.list_traces()
+    assert trace["input"] == PAYLOAD  # the trace keeps exactly what was typed
+
+
+def test_rapid_clicks_end_in_the_state_of_the_last_click(browser, served):
+    url, runtime, fake = served
+    page = browser.new_page()
+    page.goto(url)
+    _ask(page, "click me fast")
+    # A chosen button's label becomes "Liked" / "Disliked".
+    like_btn = page.locator('#chat button[aria-label^="Like"]').first
+    dislike_btn = page.locator('#chat button[aria-label^="Dislike"]').first
+    # Seven clicks within a few milliseconds: far faster than a vote's round trip.
+    page.evaluate(
+        """async () => {
+            const order = ["Like", "Dislike", "Like", "Dislike", "Like", "Dislike", "Like"];
+            for (const name of order) {
+                document.querySelector(`#chat button[aria-label^="${name}"]`).click();
+                await new Promise((resolve) => setTimeout(resolve, 0));
+            }
+        }"""
+    )
+    store = runtime.feedback.store
+    runtime.feedback.telemetry.flush()
+    (trace,) = wait_for(lambda: store.list_traces())
+    sid = score_id_for(trace["id"])
+    wait_for(lambda: (s := store.get_score(sid)) is not None and s.version == 7, timeout=15)
+    assert store.get_score(sid).value == 1.0 and not store.get_score(sid).deleted
+    assert like_btn.get_attribute("aria-label") == "Liked"  # what the user sees matches the store
+    wait_for(lambda: fake.state.scores.get(sid, {}).get("value") == 1.0, timeout=15)
+    # Clicking the chosen button again undoes the vote.
+    like_btn.click(delay=0)
+    wait_for(lambda: store.get_score(sid).deleted, timeout=15)
+    wait_for(lambda: sid not in fake.state.scores, timeout=15)
