@@ -120,7 +120,6 @@ def test_rapid_clicks_end_in_the_state_of_the_last_click(browser, served):
     _ask(page, "click me fast")
     # A chosen button's label becomes "Liked" / "Disliked".
     like_btn = page.locator('#chat button[aria-label^="Like"]').first
-    dislike_btn = page.locator('#chat button[aria-label^="Dislike"]').first
     # Seven clicks within a few milliseconds: far faster than a vote's round trip.
     page.evaluate(
         """async () => {
