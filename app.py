@@ -13,7 +13,7 @@ import signal
 import sys
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,8 +50,12 @@ class Runtime:
     # Weak references only: they let tests and benchmarks see that dropped sessions are freed.
     sessions: weakref.WeakSet[ChatSession] = field(default_factory=weakref.WeakSet)
 
-    def new_session(self, user_id: str) -> ChatSession:
+    # Set by build_app: drops what Gradio itself keeps for a browser session.
+    forget_gradio_session: Callable[[str], None] = field(default=lambda _hash: None)
+
+    def new_session(self, user_id: str, gradio_session: str | None = None) -> ChatSession:
         session = new_session(self.make_agent, user_id)
+        session.gradio_session = gradio_session
         self.sessions.add(session)
         return session
 
@@ -61,6 +65,8 @@ class Runtime:
             log.info("Session %s dropped after %ss idle", session.session_id, self.settings.session_ttl_s)
             session.agent.memory.reset()
             session.answer_traces.clear()
+            if session.gradio_session:
+                self.forget_gradio_session(session.gradio_session)
 
     def metadata(self) -> dict[str, str]:
         return {
@@ -96,6 +102,10 @@ def _browser_secret(data_dir: Path) -> str:
         return value
 
 
+def _hash(request: gr.Request | None) -> str | None:
+    return getattr(request, "session_hash", None)
+
+
 def _user_id(browser_id: str, profile: gr.OAuthProfile | None) -> str:
     if profile is not None and getattr(profile, "username", None):
         return str(profile.username)
@@ -113,19 +123,24 @@ class ChatHandlers:
         return " · ".join(parts)
 
     def on_load(
-        self, browser_id: str, profile: gr.OAuthProfile | None = None
+        self,
+        browser_id: str,
+        request: gr.Request = None,  # type: ignore[assignment]  # injected by Gradio
+        profile: gr.OAuthProfile | None = None,
     ) -> tuple[str, ChatSession, str]:
         try:
             browser_id = str(uuid.UUID(str(browser_id)))
         except ValueError:
             browser_id = str(uuid.uuid4())
-        session = self.rt.new_session(_user_id(browser_id, profile))
+        session = self.rt.new_session(_user_id(browser_id, profile), _hash(request))
         return browser_id, session, self.status()
 
-    def _session(self, session: ChatSession | None, browser_id: str) -> ChatSession:
+    def _session(
+        self, session: ChatSession | None, browser_id: str, request: gr.Request | None
+    ) -> ChatSession:
         if isinstance(session, ChatSession):
             return session
-        return self.on_load(browser_id)[1]
+        return self.on_load(browser_id, request)[1]
 
     def respond(
         self,
@@ -133,8 +148,9 @@ class ChatHandlers:
         history: list[dict[str, Any]],
         session: ChatSession | None,
         browser_id: str,
+        request: gr.Request = None,  # type: ignore[assignment]  # injected by Gradio
     ) -> Iterator[tuple[Any, list[dict[str, Any]], ChatSession, str]]:
-        session = self._session(session, browser_id)
+        session = self._session(session, browser_id, request)
         history = list(history or [])
         text = clean_text(message) if isinstance(message, str) else ""
         if not text.strip():
@@ -196,10 +212,13 @@ class ChatHandlers:
         return "", session, self.status("Comment saved with your last rating.")
 
     def on_new_chat(
-        self, session: ChatSession | None, browser_id: str
+        self,
+        session: ChatSession | None,
+        browser_id: str,
+        request: gr.Request = None,  # type: ignore[assignment]  # injected by Gradio
     ) -> tuple[list[Any], ChatSession, Any, str]:
         user_id = session.user_id if isinstance(session, ChatSession) else None
-        fresh = self.rt.new_session(user_id or _user_id(browser_id, None))
+        fresh = self.rt.new_session(user_id or _user_id(browser_id, None), _hash(request))
         return [], fresh, gr.update(value="", interactive=True), self.status()
 
 
@@ -214,6 +233,17 @@ def build_app(
     options = ["Like", "Dislike", *[o for o in settings.feedback_options if o not in ("Like", "Dislike")]]
     with gr.Blocks(title="Smolagent chat") as demo:
         demo.runtime = runtime  # type: ignore[attr-defined]
+
+        def forget_gradio_session(session_hash: str) -> None:
+            # Gradio keeps a per-session copy of the page config until 10,000 sessions have
+            # been seen; once our session expired nothing in it is needed, so memory stays flat.
+            holder = getattr(demo, "state_holder", None)
+            if holder is not None:
+                with holder.lock:
+                    holder.session_data.pop(session_hash, None)
+                    holder.time_last_used.pop(session_hash, None)
+
+        runtime.forget_gradio_session = forget_gradio_session
         if os.environ.get("OAUTH_CLIENT_ID"):
             # On a Space with `hf_oauth: true`: logged-in users are recorded by their HF name.
             gr.LoginButton()

@@ -6,11 +6,14 @@ user says or rates can reach another user's agent or traces.
 
 from __future__ import annotations
 
+import copy
+import importlib.resources
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import yaml
 from smolagents import CodeAgent, Model, Tool
 
 from agent.sandbox import folder_open
@@ -31,6 +34,7 @@ class ChatSession:
     # Chat index of every message of an answer -> the trace id of the turn that produced it.
     answer_traces: dict[int, str] = field(default_factory=dict)
     last_rated_trace: str | None = None
+    gradio_session: str | None = None  # the browser tab's Gradio session hash
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def map_answer(self, indexes: range, trace_id: str) -> None:
@@ -57,14 +61,19 @@ class AgentFactory:
     """Builds a fresh CodeAgent for each session, all sharing one model object."""
 
     def __init__(self, settings: Settings, model: Model, tools: list[Tool]) -> None:
+        from agent.local_llm import LocalLlamaModel
+
         self._settings = settings
         self._model = model
         self._tools = tools
+        self._structured = isinstance(model, LocalLlamaModel)
+        # Parsed once: reading the YAML is most of the cost of a new session's agent.
+        name = "structured_code_agent.yaml" if self._structured else "code_agent.yaml"
+        self._templates = yaml.safe_load(
+            importlib.resources.files("smolagents.prompts").joinpath(name).read_text()
+        )
 
     def __call__(self) -> CodeAgent:
-        from agent.local_llm import LocalLlamaModel
-
-        local = isinstance(self._model, LocalLlamaModel)
         return CodeAgent(
             tools=list(self._tools),
             model=self._model,
@@ -73,7 +82,8 @@ class AgentFactory:
             # `open` for the model's code reaches only files inside AGENT_FILES_DIR.
             executor_kwargs={"additional_functions": {"open": folder_open(self._settings.agent_files_dir)}},
             # Constrained JSON {thought, code}: the tiny local model's replies always parse.
-            use_structured_outputs_internally=local,
+            use_structured_outputs_internally=self._structured,
+            prompt_templates=copy.deepcopy(self._templates),
             verbosity_level=0,
         )
 

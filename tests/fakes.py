@@ -146,6 +146,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
+        if self.path == "/_control/state":
+            with self.state.lock:
+                self._send(
+                    200,
+                    {
+                        "scores": self.state.scores,
+                        "posts": len(self.state.score_posts),
+                        "deletes": len(self.state.deletes),
+                        "upsert_violations": len(self.state.upsert_violations),
+                    },
+                )
+            return
         if self.path.startswith("/api/public/projects"):
             with self.state.lock:
                 self.state.auth_calls += 1
@@ -312,8 +324,13 @@ class _OpenAIHandler(BaseHTTPRequestHandler):
         return None
 
     def do_POST(self) -> None:
+        started = time.perf_counter()
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-        text = echo_reply(body.get("messages", []))
+        messages = body.get("messages", [])
+        delay = re.search(r"\[delay=([0-9.]+)\]", last_task(messages))
+        if delay:  # a task can ask the scripted model to take its time
+            time.sleep(float(delay.group(1)))
+        text = echo_reply(messages)
         payload = {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
@@ -325,6 +342,7 @@ class _OpenAIHandler(BaseHTTPRequestHandler):
             "usage": {"prompt_tokens": 21, "completion_tokens": 9, "total_tokens": 30},
         }
         data = json.dumps(payload).encode()
+        self.server.service_ms.append((time.perf_counter() - started) * 1000)  # type: ignore[attr-defined]
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -338,11 +356,17 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _OpenAIHandler)
         self.server.daemon_threads = True
+        self.server.service_ms = []  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    @property
+    def service_ms(self) -> list[float]:
+        """How long each answer took inside the fake model server."""
+        return self.server.service_ms  # type: ignore[attr-defined]
 
     def __enter__(self) -> FakeOpenAI:
         self.thread.start()

@@ -76,6 +76,10 @@ class QueueClient:
         output = (last.get("output") or {}).get("data") or []
         return Result(bool(last.get("success")), output, last)
 
+    def load(self) -> Result:
+        """What a browser does when the page opens: the session (and its agent) is created."""
+        return self.call(self.fn_by_name["on_load"], [self.session_hash])
+
     def chat(self, message: str, history: list[Any] | None = None, browser_id: str = "") -> Result:
         # Inputs: message, chatbot value, session state (held by the server), browser id.
         return self.call(

@@ -1,0 +1,287 @@
+"""Load: many users chatting and voting at once through the running app, over HTTP.
+
+Starts `python app.py` (a scripted OpenAI-compatible model, a Langfuse stand-in, both local)
+and drives it through Gradio's queue API like browsers do: chat turns, and votes sent with
+their event data. Prints, measured in this one run:
+
+- misattributed votes (must be 0) and lost votes (must be 0), checked in the local store
+  and in the Langfuse stand-in, by score id and trace;
+- turn throughput and the p95 latency the app adds over the scripted model;
+- a concurrency figure: 8 users whose model takes 1 s finish 8 turns within 1.5 s, and a vote
+  cast while those 8 turns run is recorded within 100 ms;
+- the app's memory while 500 sessions come and go with SESSION_TTL_S eviction.
+
+    python -m bench.load [--users 20] [--turns 5] [--sessions 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from feedback.votes import score_id_for  # noqa: E402
+from tests.fakes import FakeOpenAI  # noqa: E402
+from tests.gradio_queue import QueueClient  # noqa: E402
+from tests.helpers import free_port  # noqa: E402
+
+VALUES = {True: 1.0, False: 0.0, "Incorrect": 0.0, "Too slow": 0.0, "": None}
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def answer_index(history: list[dict]) -> int:
+    """LikeData.index of the last answer: the first message of the last assistant group."""
+    i = len(history) - 1
+    while i > 0 and history[i - 1]["role"] == "assistant":
+        i -= 1
+    return i
+
+
+def start_app(data_dir: Path, llm_url: str, langfuse_url: str, **extra: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "OPENAI_", "HF_", "MODEL_"))}
+    env.update(
+        MODEL_PROVIDER="openai",
+        OPENAI_BASE_URL=llm_url,
+        MODEL_ID="scripted",
+        DATA_DIR=str(data_dir),
+        GRADIO_SERVER_PORT=str(port),
+        GRADIO_ANALYTICS_ENABLED="False",
+        LANGFUSE_PUBLIC_KEY="pk-lf-load",
+        LANGFUSE_SECRET_KEY="sk-lf-load",
+        LANGFUSE_BASE_URL=langfuse_url,
+        LOG_LEVEL="WARNING",
+        **extra,
+    )
+    log = open(data_dir.parent / f"app-{port}.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return proc, url
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("the app did not start")
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def user_run(url: str, user: int, turns: int, rng: random.Random, out: dict) -> None:
+    q = QueueClient(url)
+    q.load()  # the page opens
+    history: list = []
+    latencies = []
+    for turn in range(turns):
+        question = f"user {user} turn {turn}"
+        start = time.perf_counter()
+        result = q.chat(question, history)
+        latencies.append(time.perf_counter() - start)
+        assert result.success, result.message
+        history = result.output[1]
+        index = answer_index(history)
+        clicks = [rng.choice(list(VALUES)) for _ in range(rng.randint(1, 4))]
+        for liked in clicks:
+            assert q.vote(index, liked).success
+        out["final"][question] = VALUES[clicks[-1]]
+        out["clicks"] += len(clicks)
+    # Change some earlier votes at the end, as people do.
+    for turn in rng.sample(range(turns), k=min(2, turns)):
+        question = f"user {user} turn {turn}"
+        liked = rng.choice(list(VALUES))
+        index_of = [
+            i for i, m in enumerate(history) if m["role"] == "user" and question in str(m["content"])
+        ][0]
+        assert q.vote(index_of + 1, liked).success
+        out["final"][question] = VALUES[liked]
+        out["clicks"] += 1
+    out["latencies"].extend(latencies)
+    q.close()
+
+
+def check_votes(db: Path, langfuse_url: str, final: dict[str, float | None]) -> tuple[int, int, int]:
+    """(misattributed, lost in the store, lost in Langfuse) by score id and trace."""
+    con = sqlite3.connect(db)
+    traces = {
+        row[0]: (row[1], row[2], row[3])
+        for row in con.execute("SELECT input, id, user_id, session_id FROM traces")
+    }
+    scores = {
+        row[0]: row[1:]
+        for row in con.execute("SELECT id, trace_id, value, deleted, user_id, session_id FROM scores")
+    }
+    con.close()
+    state = json.load(urllib.request.urlopen(f"{langfuse_url}/_control/state", timeout=10))
+    lf = state["scores"]
+    by_trace = {tid: q for q, (tid, _u, _s) in traces.items()}
+    misattributed = lost_store = lost_lf = 0
+    for sid, (trace_id, _value, _deleted, user_id, session_id) in scores.items():
+        question = by_trace.get(trace_id)
+        t = traces.get(question) if question else None
+        if t is None or sid != score_id_for(trace_id) or (t[1], t[2]) != (user_id, session_id):
+            misattributed += 1
+    for question, value in final.items():
+        trace_id = traces[question][0]
+        row = scores.get(score_id_for(trace_id))
+        if value is None:
+            if row is not None and not row[2]:
+                lost_store += 1  # an undone vote still present counts as wrong too
+            if score_id_for(trace_id) in lf:
+                lost_lf += 1
+        else:
+            if row is None or row[2] or row[1] != value:
+                lost_store += 1
+            got = lf.get(score_id_for(trace_id))
+            if got is None or got["value"] != value or got["traceId"] != trace_id:
+                lost_lf += 1
+    misattributed += sum(1 for v in lf.values() if by_trace.get(v["traceId"]) is None)
+    return misattributed, lost_store, lost_lf
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--turns", type=int, default=5)
+    parser.add_argument("--sessions", type=int, default=500)
+    args = parser.parse_args()
+    rng = random.Random(42)
+
+    fake_lf = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    langfuse_url = fake_lf.stdout.readline().strip()
+    with tempfile.TemporaryDirectory() as tmp, FakeOpenAI() as llm:
+        data_dir = Path(tmp) / "data"
+        proc, url = start_app(data_dir, llm.url, langfuse_url, MAX_CONCURRENT_TURNS="20", SESSION_TTL_S="3")
+        try:
+            # 1. Load: users chatting and voting at once.
+            out: dict = {"final": {}, "clicks": 0, "latencies": []}
+            start = time.perf_counter()
+            with ThreadPoolExecutor(args.users) as pool:
+                futures = [
+                    pool.submit(user_run, url, u, args.turns, random.Random(rng.random()), out)
+                    for u in range(args.users)
+                ]
+                for f in futures:
+                    f.result()
+            elapsed = time.perf_counter() - start
+            lat = sorted(out["latencies"])
+            p95 = lat[int(0.95 * (len(lat) - 1))]
+            # The scripted model answers in about a millisecond: nearly all of a turn is the app.
+            model_ms = statistics.median(llm.service_ms) if llm.service_ms else 0.0
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                mis, lost_store, lost_lf = check_votes(
+                    data_dir / "feedback.sqlite3", langfuse_url, out["final"]
+                )
+                if lost_lf == 0:
+                    break
+                time.sleep(0.5)
+
+            # 2. Concurrency: 8 users whose model takes 1 s per call, and a vote meanwhile.
+            voter = QueueClient(url)
+            voter.load()
+            history = voter.chat("voter question").output[1]
+            clients = [QueueClient(url) for _ in range(8)]
+            for client in clients:
+                client.load()  # their pages are open; then all eight ask at once
+            results: list[float] = []
+
+            def slow_turn(n: int) -> None:
+                t0 = time.perf_counter()
+                assert clients[n].chat(f"[delay=1.0] slow user {n}").success
+                results.append(time.perf_counter() - t0)
+
+            t0 = time.perf_counter()
+            threads = [threading.Thread(target=slow_turn, args=(n,)) for n in range(8)]
+            for t in threads:
+                t.start()
+            time.sleep(0.3)  # the 8 turns are running now
+            v0 = time.perf_counter()
+            assert voter.vote(answer_index(history), True).success
+            vote_ms = (time.perf_counter() - v0) * 1000
+            for t in threads:
+                t.join()
+            wall_8 = time.perf_counter() - t0
+
+            # 3. Memory: sessions come and go; idle ones are evicted after SESSION_TTL_S.
+            rss = [(0, rss_mb(proc.pid))]
+
+            def one_session(n: int) -> None:
+                q = QueueClient(url)
+                q.load()
+                q.chat(f"visitor {n}")
+                q.close()
+
+            done = 0
+            while done < args.sessions:
+                with ThreadPoolExecutor(20) as pool:
+                    list(pool.map(one_session, range(done, done + 100)))
+                done += 100
+                time.sleep(4)  # longer than SESSION_TTL_S: the batch's sessions expire
+                rss.append((done, rss_mb(proc.pid)))
+        finally:
+            stop_app(proc)
+    fake_lf.terminate()
+
+    print(f"users {args.users} x turns {args.turns}: {len(lat)} turns, {out['clicks']} vote clicks")
+    print(f"misattributed votes: {mis}  (must be 0)")
+    print(f"lost votes: local store {lost_store}, Langfuse {lost_lf}  (must be 0)")
+    print(f"turn throughput: {len(lat) / elapsed:.1f} turns/s over {elapsed:.1f} s")
+    print(
+        f"turn latency p50 {statistics.median(lat) * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms; "
+        f"model {model_ms:.1f} ms; p95 added by the app {p95 * 1000 - model_ms:.1f} ms"
+    )
+    print(
+        f"8 users, 1 s model: 8 turns in {wall_8:.2f} s wall (target <= 1.5 s): "
+        f"{'MET' if wall_8 <= 1.5 else 'NOT MET'}; ratio to target {wall_8 / 1.5:.2f}"
+    )
+    print(
+        f"vote during those 8 turns recorded in {vote_ms:.1f} ms (target < 100 ms): "
+        f"{'MET' if vote_ms < 100 else 'NOT MET'}; ratio to target {vote_ms / 100:.2f}"
+    )
+    print("memory (sessions -> RSS MB): " + ", ".join(f"{n}: {m:.0f}" for n, m in rss))
+    steps = [b[1] - a[1] for a, b in zip(rss, rss[1:], strict=False)]
+    half = len(steps) // 2
+    first = sum(steps[:half]) / max(half, 1)
+    last = sum(steps[half:]) / max(len(steps) - half, 1)
+    print(
+        f"growth per 100 sessions: first half {first:+.1f} MB, second half {last:+.1f} MB "
+        f"(ratio {last / first if first > 0 else float('nan'):.2f}); "
+        f"{'slowing' if last < first else 'not slowing'}"
+    )
+
+
+if __name__ == "__main__":
+    main()
