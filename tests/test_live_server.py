@@ -51,15 +51,17 @@ def test_two_sessions_get_one_fresh_trace_per_turn(live):
     assert all(s.trace_id in ids for s in fake.state.spans)
 
 
-def test_secrets_are_not_in_the_page_or_config(live):
+def test_secrets_are_not_in_the_page_or_config(make_settings, make_runtime, fake_langfuse):
     import urllib.request
 
-    url, runtime, _ = live
-    secret = runtime.settings.langfuse_secret_key
-    assert secret
-    for path in ("", "config", "gradio_api/info"):
-        body = urllib.request.urlopen(url + path, timeout=10).read().decode()
-        assert secret not in body
+    settings = make_settings(fake_langfuse, HF_TOKEN="hf_PAGESECRET", OPENAI_API_KEY="sk-PAGESECRET")
+    runtime = make_runtime(settings)
+    with serve(runtime) as url:
+        Client(url, verbose=False).predict("hello", [], "b", api_name="/respond")
+        for path in ("", "config", "gradio_api/info", "gradio_api/openapi.json"):
+            body = urllib.request.urlopen(url + path, timeout=10).read().decode()
+            for secret in (settings.langfuse_secret_key, "hf_PAGESECRET", "sk-PAGESECRET"):
+                assert secret not in body, (path, secret)
 
 
 @pytest.fixture
