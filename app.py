@@ -10,6 +10,7 @@ import logging
 import os
 import secrets
 import signal
+import sqlite3
 import sys
 import uuid
 import weakref
@@ -194,9 +195,13 @@ class ChatHandlers:
         except ValueError:
             log.warning("Vote ignored: unknown value %r", data.liked)
             return session, self.status()
-        self.rt.feedback.votes.record(
-            trace_id=trace_id, vote=vote, session_id=session.session_id, user_id=session.user_id
-        )
+        try:
+            self.rt.feedback.votes.record(
+                trace_id=trace_id, vote=vote, session_id=session.session_id, user_id=session.user_id
+            )
+        except sqlite3.Error as exc:
+            log.exception("Could not save a vote on trace %s", trace_id)
+            return session, self.status(f"⚠️ Your rating could not be saved ({exc}). Please click again.")
         session.last_rated_trace = trace_id if vote.value is not None else session.last_rated_trace
         return session, self.status()
 
@@ -206,7 +211,11 @@ class ChatHandlers:
             return "", session, self.status()
         if not isinstance(session, ChatSession) or session.last_rated_trace is None:
             return text, session, self.status("Rate an answer first; the comment goes with your rating.")
-        row = self.rt.feedback.votes.comment(trace_id=session.last_rated_trace, text=text)
+        try:
+            row = self.rt.feedback.votes.comment(trace_id=session.last_rated_trace, text=text)
+        except sqlite3.Error as exc:
+            log.exception("Could not save a comment on trace %s", session.last_rated_trace)
+            return text, session, self.status(f"⚠️ Your comment could not be saved ({exc}). Please try again.")
         if row is None:
             return text, session, self.status("Your last rating was undone; rate an answer first.")
         return "", session, self.status("Comment saved with your last rating.")

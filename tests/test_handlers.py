@@ -182,3 +182,19 @@ def test_trace_holds_turn_details_and_token_totals(handlers):
     spans = handlers.rt.feedback.store.spans_of(trace["id"])
     assert sum(1 for s in spans if s["parent_id"] is None) == 1
     assert any(s["kind"] == "LLM" for s in spans) and any(s["kind"] == "AGENT" for s in spans)
+
+
+def test_a_store_failure_on_vote_is_a_clear_message_not_a_crash(handlers, caplog):
+    import sqlite3
+
+    history, session, _ = turn(handlers, None, [], "store breaks")
+    handlers.rt.feedback.telemetry.flush()
+    store = handlers.rt.feedback.store
+
+    def broken(**_kwargs):
+        raise sqlite3.OperationalError("database is locked")
+
+    store.upsert_score = broken
+    _, status = like(handlers, session, answer_index(history, 0), True)
+    assert "could not be saved (database is locked)" in status
+    assert "Could not save a vote" in caplog.text
