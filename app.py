@@ -251,6 +251,9 @@ def build_app(
                 with holder.lock:
                     holder.session_data.pop(session_hash, None)
                     holder.time_last_used.pop(session_hash, None)
+            queue = getattr(demo, "_queue", None)
+            if queue is not None and not queue.pending_event_ids_session.get(session_hash):
+                queue.pending_messages_per_session.pop(session_hash, None)
 
         runtime.forget_gradio_session = forget_gradio_session
         if os.environ.get("OAUTH_CLIENT_ID"):
