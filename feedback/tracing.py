@@ -7,6 +7,7 @@ or FastAPI request span: that is how every vote finds its own trace.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -154,9 +155,22 @@ class Telemetry:
                 otel_span = otel_trace.get_current_span()
                 trace_id = format(otel_span.get_span_context().trace_id, "032x")
                 if self.langfuse is None:
-                    otel_span.set_attribute("langfuse.observation.type", "agent")
-                    otel_span.set_attribute("langfuse.observation.input", message)
-                    otel_span.set_attribute("input.value", message)
+                    # No Langfuse: nothing propagates attributes to child spans, so the trace
+                    # attributes go on the root only, under the names Langfuse itself uses.
+                    otel_span.set_attributes(
+                        {
+                            "langfuse.observation.type": "agent",
+                            "langfuse.observation.input": message,
+                            "input.value": message,
+                            "langfuse.trace.name": self.trace_name,
+                            "user.id": user_id,
+                            "session.id": session_id,
+                            **({"langfuse.trace.tags": self.tags} if self.tags else {}),
+                            **{f"langfuse.trace.metadata.{k}": json.dumps(v) for k, v in metadata.items()},
+                        }
+                    )
+                    yield TurnTrace(trace_id, root, otel_span, False)
+                    return
                 with propagate_attributes(
                     user_id=user_id,
                     session_id=session_id,
@@ -164,7 +178,7 @@ class Telemetry:
                     metadata=metadata,
                     trace_name=self.trace_name,
                 ):
-                    yield TurnTrace(trace_id, root, otel_span, self.langfuse is not None)
+                    yield TurnTrace(trace_id, root, otel_span, True)
         finally:
             otel_context.detach(token)
 
