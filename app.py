@@ -168,11 +168,13 @@ class ChatHandlers:
             yield gr.update(value=text, interactive=True), history, session, self.status(note)
             return
         locked = gr.update(value="", interactive=False)
+        # Counted once per turn, not at every streamed step (it reads the whole scores table).
+        working = self.status("Agent is working…")
         for update in stream_turn(session, text, history, self.rt.feedback.telemetry, self.rt.metadata()):
             if update.done:
                 yield gr.update(value="", interactive=True), update.history, session, self.status()
             else:
-                yield locked, update.history, session, self.status("Agent is working…")
+                yield locked, update.history, session, working
 
     def on_vote(self, session: ChatSession | None, data: gr.LikeData) -> tuple[ChatSession | None, str]:
         if not isinstance(session, ChatSession):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import yaml
 from smolagents import CodeAgent, Model, Tool
 
+from agent.local_llm import LocalLlamaModel
 from agent.sandbox import folder_open
 from agent.settings import Settings
 
@@ -61,8 +62,6 @@ class AgentFactory:
     """Builds a fresh CodeAgent for each session, all sharing one model object."""
 
     def __init__(self, settings: Settings, model: Model, tools: list[Tool]) -> None:
-        from agent.local_llm import LocalLlamaModel
-
         self._settings = settings
         self._model = model
         self._tools = tools

@@ -183,6 +183,11 @@ def cmd_sync(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     return 0 if counts["pending"] == 0 and counts["rejected"] == 0 else 1
 
 
+def cmd_path(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    out.write(f"{store.path.resolve()}\n")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m feedback", description="The app's local ratings store.")
     p.add_argument("--db", type=Path, help="the SQLite file (default: DATA_DIR/feedback.sqlite3)")
@@ -202,7 +207,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sync")
     s.set_defaults(fn=cmd_sync)
     s = sub.add_parser("path")
-    s.set_defaults(fn=lambda store, args, out: out.write(f"{store.path.resolve()}\n") and 0)
+    s.set_defaults(fn=cmd_path)
     return p
 
 

@@ -47,6 +47,18 @@ def _error_text(exc: ApiError) -> str:
     return f"HTTP {exc.status_code}: {body}"[:500]
 
 
+def _failed(exc: Exception, score_id: str) -> Delivery:
+    """What a failed call means: an API error is rejected unless retryable; a transport
+    failure (refused, timeout) or anything unexpected (an unreadable answer) is retried."""
+    if isinstance(exc, ApiError):
+        if _retryable_status(exc.status_code):
+            return Delivery(RETRY, _error_text(exc))
+        return Delivery(REJECTED, _error_text(exc))
+    if not isinstance(exc, (httpx.TransportError, OSError)):
+        log.warning("Unexpected answer from Langfuse for score %s: %s", score_id, exc)
+    return Delivery(RETRY, f"{type(exc).__name__}: {exc}"[:500])
+
+
 class LangfuseSink:
     """Creates and deletes scores through the Langfuse public API (SDK v5 `api.scores`)."""
 
@@ -91,15 +103,8 @@ class LangfuseSink:
                 request=[self.body(score)],  # type: ignore[list-item]
                 request_options=self._options,
             )
-        except ApiError as exc:
-            if _retryable_status(exc.status_code):
-                return Delivery(RETRY, _error_text(exc))
-            return Delivery(REJECTED, _error_text(exc))
-        except (httpx.TransportError, OSError) as exc:
-            return Delivery(RETRY, f"{type(exc).__name__}: {exc}"[:500])
-        except Exception as exc:  # noqa: BLE001 - e.g. an unreadable answer: keep the score, try later
-            log.warning("Unexpected answer from Langfuse for score %s: %s", score.id, exc)
-            return Delivery(RETRY, f"{type(exc).__name__}: {exc}"[:500])
+        except Exception as exc:  # noqa: BLE001 - classified: nothing here may stop the outbox
+            return _failed(exc, score.id)
         if isinstance(result, CreateScoreBatchResults) and result.rejected:
             reasons = "; ".join(error.message for error in result.errors) or "rejected"
             return Delivery(REJECTED, reasons[:500])
@@ -111,12 +116,7 @@ class LangfuseSink:
         except ApiError as exc:
             if exc.status_code == 404:
                 return Delivery(ACCEPTED, "already absent")
-            if _retryable_status(exc.status_code):
-                return Delivery(RETRY, _error_text(exc))
-            return Delivery(REJECTED, _error_text(exc))
-        except (httpx.TransportError, OSError) as exc:
-            return Delivery(RETRY, f"{type(exc).__name__}: {exc}"[:500])
-        except Exception as exc:  # noqa: BLE001
-            log.warning("Unexpected answer from Langfuse deleting score %s: %s", score_id, exc)
-            return Delivery(RETRY, f"{type(exc).__name__}: {exc}"[:500])
+            return _failed(exc, score_id)
+        except Exception as exc:  # noqa: BLE001 - classified: nothing here may stop the outbox
+            return _failed(exc, score_id)
         return Delivery(ACCEPTED)

@@ -77,7 +77,7 @@ class Outbox:
                 worked = 0
             if not worked:
                 self._idle.set()
-                # Sleep until a vote wakes us, or the next retry is due, or the idle poll.
+                # Sleep until a vote wakes us; poll at least as often as the longest retry wait.
                 self._wake.wait(timeout=min(self._idle_poll_s, self._retry_max_s))
 
     def deliver_due(self, on_each: Callable[[ScoreRow, Delivery], None] | None = None) -> int:

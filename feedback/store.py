@@ -223,6 +223,9 @@ class Store:
                 [(trace_id,) for trace_id in touched],
             )
 
+    def has_trace(self, trace_id: str) -> bool:
+        return self._db().execute("SELECT 1 FROM traces WHERE id = ?", (trace_id,)).fetchone() is not None
+
     def get_trace(self, trace_id: str) -> dict[str, Any] | None:
         row = self._db().execute("SELECT * FROM traces WHERE id = ?", (trace_id,)).fetchone()
         return dict(row) if row else None

@@ -21,7 +21,7 @@ from openinference.instrumentation.smolagents import SmolagentsInstrumentor
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
 from feedback.exporter import APP_TRACER_NAME, StoreSpanExporter
@@ -89,7 +89,6 @@ class Telemetry:
         trace_name: str,
         tags: tuple[str, ...] = (),
         langfuse: Langfuse | None = None,
-        extra_exporter: SpanExporter | None = None,
         export_delay_ms: int = 200,
     ) -> None:
         self.trace_name = trace_name
@@ -99,10 +98,6 @@ class Telemetry:
             StoreSpanExporter(store), schedule_delay_millis=export_delay_ms
         )
         self.provider.add_span_processor(self.store_processor)
-        if extra_exporter is not None:
-            self.provider.add_span_processor(
-                BatchSpanProcessor(extra_exporter, schedule_delay_millis=export_delay_ms)
-            )
         self.langfuse = langfuse
         self._tracer = self.provider.get_tracer(APP_TRACER_NAME)
 

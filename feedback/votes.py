@@ -69,7 +69,7 @@ class VoteRecorder:
         self, *, trace_id: str, vote: Vote, session_id: str | None, user_id: str | None
     ) -> ScoreRow | None:
         score_id = score_id_for(trace_id)
-        if self._store.get_trace(trace_id) is None:
+        if not self._store.has_trace(trace_id):
             # A vote right after its answer can beat the span exporter's batch: write the
             # trace first, so even a crash right after this vote keeps the rated trace.
             self._flush_spans()

@@ -125,17 +125,9 @@ def _any_value(value: Any) -> Any:
     return getattr(value, kind)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    state: FakeLangfuseState
-
+class _JSONHandler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         return None
-
-    def _body(self) -> bytes:
-        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.headers.get("Content-Encoding") == "gzip":
-            raw = gzip.decompress(raw)
-        return raw
 
     def _send(self, status: int, payload: Any = None, content_type: str = "application/json") -> None:
         body = payload if isinstance(payload, bytes) else json.dumps(payload or {}).encode()
@@ -144,6 +136,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+
+class _Handler(_JSONHandler):
+    state: FakeLangfuseState
+
+    def _body(self) -> bytes:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.headers.get("Content-Encoding") == "gzip":
+            raw = gzip.decompress(raw)
+        return raw
 
     def do_GET(self) -> None:
         if self.path == "/_control/state":
@@ -317,12 +319,7 @@ class FakeLangfuse:
             return [s for s in self.state.spans if s.parent_id is None]
 
 
-class _OpenAIHandler(BaseHTTPRequestHandler):
-    replies: list[str]
-
-    def log_message(self, *args: Any) -> None:
-        return None
-
+class _OpenAIHandler(_JSONHandler):
     def do_POST(self) -> None:
         started = time.perf_counter()
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
@@ -341,13 +338,8 @@ class _OpenAIHandler(BaseHTTPRequestHandler):
             ],
             "usage": {"prompt_tokens": 21, "completion_tokens": 9, "total_tokens": 30},
         }
-        data = json.dumps(payload).encode()
         self.server.service_ms.append((time.perf_counter() - started) * 1000)  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self._send(200, payload)
 
 
 class FakeOpenAI:
