@@ -23,10 +23,12 @@ import gradio as gr
 from smolagents import Model
 
 from agent import __version__
+from agent.confine import set_dumpable
+from agent.executor import CodeSandbox, SandboxError
 from agent.local_llm import LocalLlamaModel
 from agent.models import ModelChoice, build_model
 from agent.sanitize import clean_text
-from agent.session import AgentFactory, ChatSession, new_session
+from agent.session import AgentFactory, ChatSession, close_session, new_session
 from agent.settings import Settings, SettingsError, load_settings
 from agent.tools import build_tools
 from agent.turn import stream_turn
@@ -64,8 +66,7 @@ class Runtime:
         """Gradio calls this when a session's state expires (SESSION_TTL_S idle) or closes."""
         if isinstance(session, ChatSession):
             log.info("Session %s dropped after %ss idle", session.session_id, self.settings.session_ttl_s)
-            session.agent.memory.reset()
-            session.answer_traces.clear()
+            close_session(session)
             if session.gradio_session:
                 self.forget_gradio_session(session.gradio_session)
 
@@ -85,11 +86,46 @@ def create_runtime(settings: Settings, *, model: Model | None = None) -> Runtime
     else:
         register_model_class(type(model))
         choice = ModelChoice("custom", str(model.model_id), "a model object was passed in")
+    sandbox = start_sandbox(settings)
     feedback = FeedbackBackends.from_settings(settings)
     feedback.start()
     return Runtime(
-        settings, choice, AgentFactory(settings, model, build_tools(settings.agent_tools)), feedback
+        settings, choice, AgentFactory(settings, model, build_tools(settings.agent_tools), sandbox), feedback
     )
+
+
+REMOTE_EXECUTOR_NEEDS = {
+    "e2b": ("e2b_code_interpreter", "pip install 'smolagents[e2b]' and set E2B_API_KEY"),
+    "docker": ("docker", "pip install 'smolagents[docker]' and a running Docker engine"),
+    "modal": ("modal", "pip install 'smolagents[modal]' and a Modal token (modal token new)"),
+}
+
+
+def start_sandbox(settings: Settings) -> CodeSandbox | None:
+    """The worker processes for CODE_EXECUTOR=local-process; remote executors are checked here."""
+    kind = settings.code_executor
+    if kind in REMOTE_EXECUTOR_NEEDS:
+        module, needs = REMOTE_EXECUTOR_NEEDS[kind]
+        try:
+            __import__(module)
+        except ImportError:
+            raise SettingsError(f"CODE_EXECUTOR={kind} needs {needs}.") from None
+        return None
+    if kind != "local-process":
+        return None
+    sandbox = CodeSandbox(settings)
+    sandbox.start()
+    return sandbox
+
+
+def isolation_line(runtime: Runtime) -> str:
+    sandbox = runtime.make_agent.sandbox
+    kind = runtime.settings.code_executor
+    if sandbox is not None:
+        return sandbox.describe()
+    if kind == "local-unsafe":
+        return "code isolation: NONE (CODE_EXECUTOR=local-unsafe runs the model's code in the app; never expose it)"
+    return f"code isolation: remote sandbox ({kind}, smolagents' executor)"
 
 
 def _browser_secret(data_dir: Path) -> str:
@@ -229,6 +265,8 @@ class ChatHandlers:
         request: gr.Request = None,  # type: ignore[assignment]  # injected by Gradio
     ) -> tuple[list[Any], ChatSession, Any, str]:
         user_id = session.user_id if isinstance(session, ChatSession) else None
+        if isinstance(session, ChatSession):
+            close_session(session)
         fresh = self.rt.new_session(user_id or _user_id(browser_id, None), _hash(request))
         return [], fresh, gr.update(value="", interactive=True), self.status()
 
@@ -331,10 +369,16 @@ def main() -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         runtime = create_runtime(settings)
-    except StoreError as exc:
+    except SettingsError as exc:
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (StoreError, SandboxError) as exc:
         print(f"Cannot start: {exc}", file=sys.stderr)
         return 1
+    # /proc/<this pid>/environ and memory are closed to other processes of the same user.
+    set_dumpable(False)
     print(runtime.choice.banner(), flush=True)
+    print(isolation_line(runtime), flush=True)
     print(runtime.feedback.check_langfuse(), flush=True)
     print(f"Local store: {settings.db_path.resolve()}", flush=True)
     demo = build_app(runtime=runtime)

@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import copy
 import importlib.resources
+import logging
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import yaml
 from smolagents import CodeAgent, Model, Tool
 
+from agent.executor import CodeSandbox, IsolatedExecutor, remove_folder
 from agent.local_llm import LocalLlamaModel
 from agent.sandbox import folder_open
 from agent.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def new_session_id() -> str:
@@ -59,12 +65,19 @@ class ChatSession:
 
 
 class AgentFactory:
-    """Builds a fresh CodeAgent for each session, all sharing one model object."""
+    """Builds a fresh CodeAgent for each session, all sharing one model object.
 
-    def __init__(self, settings: Settings, model: Model, tools: list[Tool]) -> None:
+    The agent's code runs where CODE_EXECUTOR says: by default in the session's own confined
+    worker process (`sandbox`), started on its first code step.
+    """
+
+    def __init__(
+        self, settings: Settings, model: Model, tools: list[Tool], sandbox: CodeSandbox | None = None
+    ) -> None:
         self._settings = settings
         self._model = model
         self._tools = tools
+        self.sandbox = sandbox
         self._structured = isinstance(model, LocalLlamaModel)
         # Parsed once: reading the YAML is most of the cost of a new session's agent.
         name = "structured_code_agent.yaml" if self._structured else "code_agent.yaml"
@@ -72,14 +85,27 @@ class AgentFactory:
             importlib.resources.files("smolagents.prompts").joinpath(name).read_text()
         )
 
-    def __call__(self) -> CodeAgent:
+    def work_dir(self, session_id: str) -> Path:
+        return self._settings.agent_files_dir.resolve() / session_id
+
+    def _executor(self, session_id: str) -> dict[str, Any]:
+        kind = self._settings.code_executor
+        if kind == "local-process":
+            assert self.sandbox is not None, "local-process needs a CodeSandbox"
+            return {"executor": IsolatedExecutor(self.sandbox, self.work_dir(session_id))}
+        if kind == "local-unsafe":
+            # In the app's own process: for comparison only (see README, Security).
+            opener = folder_open(self._settings.agent_files_dir)
+            return {"executor_kwargs": {"additional_functions": {"open": opener}}}
+        return {"executor_type": kind}  # e2b, docker, modal: smolagents' own remote executors
+
+    def __call__(self, session_id: str) -> CodeAgent:
         return CodeAgent(
             tools=list(self._tools),
             model=self._model,
             max_steps=self._settings.max_steps,
             additional_authorized_imports=list(self._settings.allowed_imports),
-            # `open` for the model's code reaches only files inside AGENT_FILES_DIR.
-            executor_kwargs={"additional_functions": {"open": folder_open(self._settings.agent_files_dir)}},
+            **self._executor(session_id),
             # Constrained JSON {thought, code}: the tiny local model's replies always parse.
             use_structured_outputs_internally=self._structured,
             prompt_templates=copy.deepcopy(self._templates),
@@ -87,5 +113,19 @@ class AgentFactory:
         )
 
 
-def new_session(make_agent: Callable[[], CodeAgent], user_id: str) -> ChatSession:
-    return ChatSession(session_id=new_session_id(), user_id=user_id, agent=make_agent())
+def new_session(make_agent: Callable[[str], CodeAgent], user_id: str) -> ChatSession:
+    session_id = new_session_id()
+    return ChatSession(session_id=session_id, user_id=user_id, agent=make_agent(session_id))
+
+
+def close_session(session: ChatSession) -> None:
+    """Stop the session's code worker (or remote sandbox) and drop its memory and folder."""
+    session.agent.memory.reset()
+    session.answer_traces.clear()
+    executor = getattr(session.agent, "python_executor", None)
+    try:
+        session.agent.cleanup()
+    except Exception:  # noqa: BLE001 - a remote sandbox that is already gone
+        log.exception("Could not stop the code executor of session %s", session.session_id)
+    if isinstance(executor, IsolatedExecutor):
+        remove_folder(executor.work_dir)

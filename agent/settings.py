@@ -16,6 +16,10 @@ from dotenv import load_dotenv
 from agent.sandbox import forbidden_imports
 
 PROVIDERS = ("local", "hf", "openai")
+# local-process: a confined worker process per session (the default). local-unsafe: smolagents'
+# in-process executor, for comparison and benchmarks only. The rest are smolagents' remote sandboxes.
+CODE_EXECUTORS = ("local-process", "local-unsafe", "e2b", "docker", "modal")
+SANDBOX_LAYERS = ("namespaces", "landlock", "seccomp")
 DEFAULT_HF_MODEL = "Qwen/Qwen2.5-Coder-32B-Instruct"
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 DEFAULT_FEEDBACK_OPTIONS = ("Incorrect", "Not helpful", "Unsafe", "Too slow")
@@ -56,6 +60,13 @@ class Settings:
     max_steps: int = 3
     allowed_imports: tuple[str, ...] = DEFAULT_ALLOWED_IMPORTS
     agent_files_dir: Path = Path("data/agent_files")
+    code_executor: str = "local-process"
+    code_sandbox_layers: tuple[str, ...] = SANDBOX_LAYERS
+    code_memory_mb: int = 512
+    code_timeout_s: int = 30
+    code_max_output_kb: int = 256
+    code_max_files: int = 1000
+    code_max_folder_mb: int = 100
     trace_name: str = "Smolagent-Trace"
     app_tags: tuple[str, ...] = ("smolagents-chat",)
     session_ttl_s: float = 3600.0
@@ -149,6 +160,15 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             "reach the environment, files, processes or the network."
         )
     data_dir = Path(env.get("DATA_DIR", "").strip() or "data")
+    executor = env.get("CODE_EXECUTOR", "").strip().lower() or "local-process"
+    if executor not in CODE_EXECUTORS:
+        raise SettingsError(f"CODE_EXECUTOR must be one of {', '.join(CODE_EXECUTORS)}, got {executor!r}.")
+    layers_raw = env.get("CODE_SANDBOX_LAYERS")
+    layers = tuple(x.lower() for x in _split(layers_raw)) if layers_raw is not None else SANDBOX_LAYERS
+    if unknown := [x for x in layers if x not in SANDBOX_LAYERS and x != "none"]:
+        raise SettingsError(
+            f"CODE_SANDBOX_LAYERS may list {', '.join(SANDBOX_LAYERS)} (or none), got {', '.join(unknown)}."
+        )
     return Settings(
         model_provider=provider,
         provider_reason=reason,
@@ -163,6 +183,13 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         max_steps=_int(env, "MAX_STEPS", default_steps),
         allowed_imports=allowed,
         agent_files_dir=Path(env.get("AGENT_FILES_DIR", "").strip() or data_dir / "agent_files"),
+        code_executor=executor,
+        code_sandbox_layers=tuple(x for x in layers if x != "none"),
+        code_memory_mb=_int(env, "CODE_MEMORY_MB", 512, minimum=64),
+        code_timeout_s=_int(env, "CODE_TIMEOUT_S", 30),
+        code_max_output_kb=_int(env, "CODE_MAX_OUTPUT_KB", 256, minimum=4),
+        code_max_files=_int(env, "CODE_MAX_FILES", 1000),
+        code_max_folder_mb=_int(env, "CODE_MAX_FOLDER_MB", 100),
         trace_name=env.get("TRACE_NAME", "").strip() or "Smolagent-Trace",
         app_tags=_split(tags) if tags is not None else ("smolagents-chat",),
         session_ttl_s=_float(env, "SESSION_TTL_S", 3600.0),

@@ -59,8 +59,11 @@ def test_files_inside_the_agent_folder_can_be_used(make_settings, make_runtime, 
     folder = tmp_path / "data" / "agent_files"
     code = "with open('notes.txt', 'w') as f:\n    f.write('kept')\nfinal_answer(open('notes.txt').read())"
     runtime = make_runtime(make_settings(AGENT_FILES_DIR=str(folder)), _attacker({"write a note": code}))
-    history, _, _ = turn(ChatHandlers(runtime), None, [], "write a note")
-    assert history[-1]["content"] == "kept" and (folder / "notes.txt").read_text() == "kept"
+    history, session, _ = turn(ChatHandlers(runtime), None, [], "write a note")
+    # Each session has a folder of its own under AGENT_FILES_DIR.
+    assert (
+        history[-1]["content"] == "kept" and (folder / session.session_id / "notes.txt").read_text() == "kept"
+    )
 
 
 @pytest.mark.parametrize(
