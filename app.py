@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from smolagents import Model
+from smolagents import Model, Tool
 
 from agent import __version__
 from agent.confine import set_dumpable
@@ -78,8 +78,10 @@ class Runtime:
         }
 
 
-def create_runtime(settings: Settings, *, model: Model | None = None) -> Runtime:
-    """Wire the app together; `model` lets tests pass a scripted model."""
+def create_runtime(
+    settings: Settings, *, model: Model | None = None, extra_tools: list[Tool] | None = None
+) -> Runtime:
+    """Wire the app together; `model` and `extra_tools` let tests and embedders pass their own."""
     register_model_class(LocalLlamaModel)
     if model is None:
         model, choice = build_model(settings)
@@ -90,7 +92,10 @@ def create_runtime(settings: Settings, *, model: Model | None = None) -> Runtime
     feedback = FeedbackBackends.from_settings(settings)
     feedback.start()
     return Runtime(
-        settings, choice, AgentFactory(settings, model, build_tools(settings.agent_tools), sandbox), feedback
+        settings,
+        choice,
+        AgentFactory(settings, model, [*build_tools(settings.agent_tools), *(extra_tools or [])], sandbox),
+        feedback,
     )
 
 

@@ -91,6 +91,7 @@ def test_no_keys_end_to_end_then_sigterm_flushes(tmp_path):
     log = (tmp_path / "app.log").read_text()
     assert "provider=openai model=fake-gpt (because MODEL_PROVIDER is set)" in log
     assert "Langfuse: off (no keys)" in log and "Flushing" in log
+    assert "code isolation: process" in log
     assert "sk-openai-never-logged" not in log
     store = Store(tmp_path / "data" / "feedback.sqlite3")
     (trace,) = store.list_traces()

@@ -1,0 +1,232 @@
+"""The model's code runs in a worker process per session: its lifecycle, limits and tools.
+
+The attack suite (tests/test_attacks.py) tries to get out; these tests check that ordinary
+use still works and that every worker lives exactly as long as its session.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from smolagents import Tool
+
+from agent.executor import IsolatedExecutor
+from agent.settings import SettingsError
+from app import ChatHandlers, create_runtime, isolation_line, start_sandbox
+from tests.fakes import ScriptedModel, code_reply, last_task
+from tests.helpers import free_port, text_of, turn, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _coder(code_by_task: dict[str, str]) -> ScriptedModel:
+    def respond(messages):
+        task = last_task(messages)
+        return code_reply(code_by_task.get(task, "final_answer('ok')"))
+
+    return ScriptedModel(respond)
+
+
+def _executor(session) -> IsolatedExecutor:
+    executor = session.agent.python_executor
+    assert isinstance(executor, IsolatedExecutor)
+    return executor
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_code_runs_outside_the_app_process(make_settings, make_runtime):
+    code = "import math\nsetattr(math, 'isolation_probe', 'changed')\nfinal_answer(math.isolation_probe)"
+    runtime = make_runtime(make_settings(MAX_STEPS="1"), _coder({"touch math": code}))
+    history, session, _ = turn(ChatHandlers(runtime), None, [], "touch math")
+    assert text_of(history[-1]) == "changed"
+    assert not hasattr(math, "isolation_probe"), "the code changed a module of the app's own process"
+    assert _executor(session).worker.pid != os.getpid()
+
+
+def test_worker_starts_on_first_code_step_and_keeps_variables(make_settings, make_runtime):
+    code = {"first": "x = 41\nfinal_answer(x)", "second": "final_answer(x + 1)"}
+    runtime = make_runtime(make_settings(MAX_STEPS="1"), _coder(code))
+    handlers = ChatHandlers(runtime)
+    _, session, _ = handlers.on_load("0b6c3b84-7f8c-4d35-8f4e-1f8f3c2e4a10")
+    assert _executor(session).worker is None, "no process before the first code step"
+    history, session, _ = turn(handlers, session, [], "first")
+    pid = _executor(session).worker.pid
+    history, session, _ = turn(handlers, session, history, "second")
+    assert text_of(history[-1]) == "42"
+    assert _executor(session).worker.pid == pid
+
+
+@pytest.mark.parametrize("how", ["new chat", "expiry"])
+def test_worker_is_killed_and_folder_removed_when_the_session_ends(how, make_settings, make_runtime):
+    code = "with open('keep.txt', 'w') as f:\n    f.write('x')\nfinal_answer('saved')"
+    runtime = make_runtime(make_settings(MAX_STEPS="1"), _coder({"save": code}))
+    handlers = ChatHandlers(runtime)
+    history, session, _ = turn(handlers, None, [], "save")
+    executor = _executor(session)
+    pid, folder = executor.worker.pid, executor.work_dir
+    assert _alive(pid) and (folder / "keep.txt").exists()
+    if how == "new chat":
+        _, fresh, _, _ = handlers.on_new_chat(session, "0b6c3b84-7f8c-4d35-8f4e-1f8f3c2e4a10")
+        assert fresh is not session and _executor(fresh).work_dir != folder
+    else:
+        runtime.end_session(session)
+    wait_for(lambda: not _alive(pid), timeout=5)
+    assert not folder.exists()
+
+
+def test_a_limit_stops_the_step_and_the_session_goes_on(make_settings, make_runtime):
+    code = {"spin": "while True:\n    pass", "after": "final_answer('still here')"}
+    runtime = make_runtime(make_settings(MAX_STEPS="1", CODE_TIMEOUT_S="2"), _coder(code))
+    handlers = ChatHandlers(runtime)
+    history, session, _ = turn(handlers, None, [], "spin")
+    first = _executor(session)
+    shown = "\n".join(text_of(m) for m in history)
+    assert "Your code ran for more than 2 s and was stopped." in shown
+    assert first.worker is None
+    history, session, _ = turn(handlers, session, history, "after")
+    assert text_of(history[-1]) == "still here"
+    runtime.feedback.telemetry.flush()
+    traces = {t["input"]: t["id"] for t in runtime.feedback.store.list_traces()}
+    spans = runtime.feedback.store.spans_of(traces["spin"])
+    assert "was stopped" in " ".join(f"{s['status_message']} {s['attributes']}" for s in spans)
+
+
+def test_another_session_is_not_slowed_by_a_busy_worker(make_settings, make_runtime):
+    code = {"hog": "sum(range(10**11))", "quick": "final_answer('quick')"}
+    runtime = make_runtime(make_settings(MAX_STEPS="1", CODE_TIMEOUT_S="4"), _coder(code))
+    handlers = ChatHandlers(runtime)
+    _, quick_session, _ = turn(handlers, None, [], "quick")  # its worker is warm
+    hog = threading.Thread(target=turn, args=(handlers, None, [], "hog"))
+    hog.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    history, _, _ = turn(handlers, quick_session, [], "quick")
+    took = time.monotonic() - started
+    hog.join()
+    assert text_of(history[-1]) == "quick"
+    assert took < 1.0, f"a turn took {took:.2f} s while another session's code ran"
+
+
+class Lookup(Tool):
+    name = "lookup"
+    description = "Looks a word up."
+    inputs = {"word": {"type": "string", "description": "the word"}}
+    output_type = "string"
+    calls: list[int] = []
+
+    def forward(self, word: str) -> str:
+        Lookup.calls.append(os.getpid())
+        return f"definition of {word}"
+
+
+def test_tools_run_in_the_app_and_return_values_to_the_code(make_settings):
+    code = "d = lookup('sandbox')\nfinal_answer(d.upper())"
+    runtime = create_runtime(
+        make_settings(MAX_STEPS="1"), model=_coder({"define": code}), extra_tools=[Lookup()]
+    )
+    try:
+        history, _, _ = turn(ChatHandlers(runtime), None, [], "define")
+    finally:
+        runtime.feedback.close()
+    assert text_of(history[-1]) == "DEFINITION OF SANDBOX"
+    assert Lookup.calls == [os.getpid()]
+
+
+def test_isolation_level_is_measured_and_can_be_narrowed(make_settings, make_runtime):
+    full = make_runtime(make_settings())
+    line = isolation_line(full)
+    assert line.startswith("code isolation: process")
+    bare = make_runtime(make_settings(CODE_SANDBOX_LAYERS="none"))
+    assert isolation_line(bare).startswith("code isolation: process (namespaces, landlock, seccomp not")
+    unsafe = make_runtime(make_settings(CODE_EXECUTOR="local-unsafe"))
+    assert "NONE" in isolation_line(unsafe)
+
+
+def test_remote_executor_without_its_package_is_a_clear_error(make_settings):
+    with pytest.raises(SettingsError, match="CODE_EXECUTOR=e2b needs .*E2B_API_KEY"):
+        start_sandbox(make_settings(CODE_EXECUTOR="e2b"))
+    with pytest.raises(SettingsError, match="CODE_EXECUTOR must be one of"):
+        make_settings(CODE_EXECUTOR="vm")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().split(") ", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+def test_workers_die_with_the_app(tmp_path):
+    """SIGKILL of the app leaves no zygote or worker behind."""
+    from tests.fakes import FakeOpenAI
+    from tests.gradio_queue import QueueClient
+
+    port = free_port()
+    with FakeOpenAI() as llm:
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "DATA_DIR": str(tmp_path / "data"),
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "MODEL_PROVIDER": "openai",
+            "OPENAI_BASE_URL": llm.url,
+            "GRADIO_SERVER_PORT": str(port),
+        }
+        log = open(tmp_path / "app.log", "w")
+        proc = subprocess.Popen(
+            [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            import urllib.request
+
+            wait_for(
+                lambda: _try(urllib.request.urlopen, f"http://127.0.0.1:{port}/"), timeout=90, interval=0.3
+            )
+            assert QueueClient(f"http://127.0.0.1:{port}/").chat("run some code").success
+            zygotes = _children(proc.pid)
+            workers = [w for z in zygotes for w in _children(z)]
+            assert zygotes and workers, "a code step should have started a worker"
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+    for pid in zygotes + workers:
+        wait_for(lambda pid=pid: not _alive(pid), timeout=5)
+    assert "code isolation: process" in (tmp_path / "app.log").read_text()
+
+
+def _try(fn, *args):
+    try:
+        return fn(*args, timeout=2) or True
+    except OSError:
+        return False
+
+
+def test_sessions_never_share_a_worker_or_a_folder(make_settings):
+    runtime = create_runtime(make_settings(MAX_STEPS="1"), model=_coder({"a": "final_answer(1)"}))
+    try:
+        handlers = ChatHandlers(runtime)
+        _, one, _ = turn(handlers, None, [], "a")
+        _, two, _ = turn(handlers, None, [], "a")
+        assert _executor(one).worker.pid != _executor(two).worker.pid
+        assert _executor(one).work_dir != _executor(two).work_dir
+    finally:
+        runtime.feedback.close()
