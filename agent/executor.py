@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
@@ -374,14 +375,22 @@ class IsolatedExecutor(PythonExecutor):
             now = time.monotonic()
             if now >= deadline:
                 self._stop("time")
+            # Poll for the start of a reply (checking the folder meanwhile); once it has started,
+            # read it whole against the step's deadline, so a message is never cut in two.
             try:
-                message = protocol.recv(worker.channel, limit=limit, deadline=min(deadline, now + 1.0))
-            except protocol.ChannelTimeout:
+                readable = select.select([worker.channel], [], [], min(deadline - now, 1.0))[0]
+            except (OSError, ValueError):
+                self._stop("crash")
+            if not readable:
                 if self._folder_over():
                     self._stop("folder")
                 continue
+            try:
+                message = protocol.recv(worker.channel, limit=limit, deadline=deadline)
             except protocol.MessageTooLarge:
                 self._stop("output")
+            except protocol.ChannelTimeout:
+                self._stop("time")
             except (protocol.ChannelClosed, OSError):
                 self._stop("time" if time.monotonic() >= deadline - 0.5 else "crash")
             if message.get("op") == "tool":

@@ -230,3 +230,31 @@ def test_sessions_never_share_a_worker_or_a_folder(make_settings):
         assert _executor(one).work_dir != _executor(two).work_dir
     finally:
         runtime.feedback.close()
+
+
+def test_a_reply_split_across_the_poll_interval_is_read_whole(make_settings, tmp_path):
+    """A reply whose header and body arrive a poll interval apart is one message (bench found this)."""
+    import json
+    import socket
+    import struct
+
+    from agent.executor import CodeSandbox, Worker
+
+    executor = IsolatedExecutor(CodeSandbox(make_settings()), tmp_path / "w")
+    ours, theirs = socket.socketpair()
+    stand_in = subprocess.Popen(["sleep", "60"])  # the pidfd Worker.kill would signal
+    worker = Worker(stand_in.pid, os.pidfd_open(stand_in.pid), ours, [])
+    executor.worker = worker
+    body = json.dumps({"output": "whole", "logs": "", "final": True}).encode()
+
+    def slow_worker() -> None:
+        theirs.sendall(struct.pack("!I", len(body)))
+        time.sleep(1.3)
+        theirs.sendall(body)
+
+    threading.Thread(target=slow_worker).start()
+    try:
+        assert executor._wait(worker)["output"] == "whole"
+    finally:
+        worker.kill()
+        stand_in.wait(timeout=5)
