@@ -49,6 +49,9 @@ WORKER_ENV = {
 }
 
 
+MAX_TOOL_CALLS_PER_STEP = 20
+
+
 class SandboxError(RuntimeError):
     """The worker processes cannot be started; the message says why."""
 
@@ -371,6 +374,7 @@ class IsolatedExecutor(PythonExecutor):
     def _wait(self, worker: Worker) -> dict[str, Any]:
         limit = self.limits.output_kb * 1024 + 4096
         deadline = time.monotonic() + self.limits.timeout_s
+        tool_calls = 0
         while True:
             now = time.monotonic()
             if now >= deadline:
@@ -394,6 +398,13 @@ class IsolatedExecutor(PythonExecutor):
             except (protocol.ChannelClosed, OSError):
                 self._stop("time" if time.monotonic() >= deadline - 0.5 else "crash")
             if message.get("op") == "tool":
+                tool_calls += 1
+                if tool_calls > MAX_TOOL_CALLS_PER_STEP:
+                    # Tool time does not count against the step, so the number of calls must.
+                    self._send(
+                        {"error": f"A code step may call tools at most {MAX_TOOL_CALLS_PER_STEP} times."}
+                    )
+                    continue
                 started = time.monotonic()
                 reply = self._run_tool(message)
                 deadline += time.monotonic() - started  # a tool's own time is not the code's

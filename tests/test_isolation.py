@@ -135,6 +135,7 @@ class Lookup(Tool):
 
 def test_tools_run_in_the_app_and_return_values_to_the_code(make_settings):
     code = "d = lookup('sandbox')\nfinal_answer(d.upper())"
+    Lookup.calls.clear()
     runtime = create_runtime(
         make_settings(MAX_STEPS="1"), model=_coder({"define": code}), extra_tools=[Lookup()]
     )
@@ -258,3 +259,16 @@ def test_a_reply_split_across_the_poll_interval_is_read_whole(make_settings, tmp
     finally:
         worker.kill()
         stand_in.wait(timeout=5)
+
+
+def test_tool_calls_per_step_are_capped(make_settings):
+    code = "n = 0\nfor i in range(100):\n    try:\n        lookup('x')\n        n += 1\n    except Exception:\n        break\nfinal_answer(n)"
+    Lookup.calls.clear()
+    runtime = create_runtime(
+        make_settings(MAX_STEPS="1"), model=_coder({"flood": code}), extra_tools=[Lookup()]
+    )
+    try:
+        history, _, _ = turn(ChatHandlers(runtime), None, [], "flood")
+    finally:
+        runtime.feedback.close()
+    assert text_of(history[-1]) == "20" and len(Lookup.calls) == 20
