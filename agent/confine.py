@@ -147,6 +147,9 @@ def enter_namespaces(walls: Walls, uid: int, gid: int) -> None:
     flags = CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
     if uid != 0:
         flags |= CLONE_NEWUSER
+    if uid != 0:
+        # The zygote is not dumpable, which makes /proc/self root-owned; the maps below need it ours.
+        set_dumpable(True)
     _check(_libc.unshare(flags), "unshare")
     if uid != 0:
         _write("/proc/self/setgroups", "deny")

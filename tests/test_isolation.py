@@ -272,3 +272,56 @@ def test_tool_calls_per_step_are_capped(make_settings):
     finally:
         runtime.feedback.close()
     assert text_of(history[-1]) == "20" and len(Lookup.calls) == 20
+
+
+def test_an_unprivileged_app_gets_the_same_layers(tmp_path):
+    """Spaces run the app as an ordinary user: the user namespace path must work there too."""
+    if os.getuid() != 0:
+        pytest.skip("needs root to start the app as another user")
+    nobody = 65534
+    probe = subprocess.run(
+        [sys.executable, "-c", "import smolagents"],
+        user=nobody,
+        group=nobody,
+        extra_groups=[],
+        capture_output=True,
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"uid {nobody} cannot run this Python here: {probe.stderr[-200:]!r}")
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="unprivileged-app-"))  # pytest's own tmp root is root-only
+    os.chown(home, nobody, nobody)
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from agent.settings import settings_from_env\n"
+        "from agent.executor import CodeSandbox, IsolatedExecutor\n"
+        "s = settings_from_env({'DATA_DIR': sys.argv[2]})\n"
+        "sb = CodeSandbox(s)\n"
+        "print(sb.describe())\n"
+        "ex = IsolatedExecutor(sb, s.agent_files_dir.resolve() / 'x'); ex.send_tools({})\n"
+        "print(ex('import statistics\\nstatistics.mean([2, 4])').output)\n"
+        "ex.cleanup()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(ROOT), str(home / "data")],
+        user=nobody,
+        group=nobody,
+        extra_groups=[],
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    subprocess.run(["rm", "-rf", str(home)], check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    as_root = isolation_line_of_root(tmp_path)
+    assert done.stdout.splitlines()[0] == as_root
+    assert done.stdout.splitlines()[1] == "3"
+
+
+def isolation_line_of_root(tmp_path: Path) -> str:
+    from agent.executor import CodeSandbox
+    from agent.settings import settings_from_env
+
+    return CodeSandbox(settings_from_env({"DATA_DIR": str(tmp_path / "root-data")})).describe()
