@@ -53,19 +53,20 @@ def _tool_proxy(channel: socket.socket, name: str) -> Any:
     return call
 
 
-def _run(executor: Any, code: str) -> dict[str, Any]:
+def _run(executor: Any, code: str, max_chars: int) -> dict[str, Any]:
     try:
         out = executor(code)
-        return {
-            "output": protocol.plain(out.output),
-            "logs": str(out.logs),
-            "final": bool(out.is_final_answer),
-        }
+        logs = str(out.logs)
+        if len(logs) > max_chars:
+            return {"limit": "output"}
+        return {"output": protocol.plain(out.output), "logs": logs, "final": bool(out.is_final_answer)}
     except MemoryError:
         return {"limit": "memory"}
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the app as text
         text = str(exc)
         logs = str(executor.state.get("_print_outputs", ""))
+        if len(logs) > max_chars:
+            return {"limit": "output"}
         if "due to: MemoryError" in text:
             return {"limit": "memory", "logs": logs}
         if "[Errno 27]" in text:  # RLIMIT_FSIZE: a file grew past the limit
@@ -79,7 +80,7 @@ def serve(channel: socket.socket, config: dict[str, Any], applied: list[str]) ->
 
     executor = LocalPythonExecutor(
         additional_authorized_imports=list(config["imports"]),
-        max_print_outputs_length=int(config["max_output_chars"]),
+        max_print_outputs_length=1 << 40,  # never cut here: past the limit the step is stopped
         additional_functions={"open": folder_open(Path.cwd())},
         timeout_seconds=None,  # its timer needs a thread; the app's wall clock is the limit
     )
@@ -99,7 +100,7 @@ def serve(channel: socket.socket, config: dict[str, Any], applied: list[str]) ->
         elif op == "run":
             confine.limit_step_cpu(int(config["timeout_s"]))
             try:
-                reply = _run(executor, str(message.get("code", "")))
+                reply = _run(executor, str(message.get("code", "")), int(config["max_output_chars"]))
                 protocol.send(channel, reply)
             except MemoryError:
                 protocol.send(channel, {"limit": "memory"})

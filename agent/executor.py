@@ -82,7 +82,7 @@ class Limits:
             "output": f"Your code's output was larger than {self.output_kb} KB and was stopped.",
             "folder": (
                 f"Your code wrote more than {self.max_files} files or {self.folder_mb} MB in its folder "
-                "and was stopped."
+                "and was stopped; the folder was emptied."
             ),
         }.get(kind, "Your code stopped its worker process unexpectedly and was stopped.") + (
             " Its variables are gone; the next code step starts a fresh worker."
@@ -120,6 +120,21 @@ class Worker:
         self.layers = layers
         self._lock = threading.Lock()
         self.dead = False
+
+    def signal(self, signum: int) -> None:
+        with self._lock:
+            if not self.dead:
+                try:
+                    signal.pidfd_send_signal(self.pidfd, signum)
+                except ProcessLookupError:
+                    pass
+
+    def pause(self) -> None:
+        """Between steps the worker does not run at all: a forged 'done' reply buys it nothing."""
+        self.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
 
     def kill(self) -> None:
         with self._lock:
@@ -322,18 +337,20 @@ class IsolatedExecutor(PythonExecutor):
     def send_tools(self, tools: dict[str, Any]) -> None:
         self.tools = dict(tools)
         if self.worker is not None:
-            self._send({"op": "tools", "names": sorted(self.tools)})
+            self._send_between_steps({"op": "tools", "names": sorted(self.tools)})
 
     def send_variables(self, variables: dict[str, Any]) -> None:
         self.variables = protocol.plain(dict(variables))
         if self.worker is not None:
-            self._send({"op": "variables", "variables": self.variables})
+            self._send_between_steps({"op": "variables", "variables": self.variables})
 
     def __call__(self, code_action: str) -> CodeOutput:
         self.state["_print_outputs"] = ""
         worker = self._ensure_worker()
+        worker.resume()
         self._send({"op": "run", "code": code_action})
         reply = self._wait(worker)
+        worker.pause()
         logs = str(reply.get("logs", ""))
         self.state["_print_outputs"] = logs
         if reply.get("limit"):
@@ -363,6 +380,16 @@ class IsolatedExecutor(PythonExecutor):
             self._send({"op": "tools", "names": sorted(self.tools)})
             self._send({"op": "variables", "variables": self.variables})
         return self.worker
+
+    def _send_between_steps(self, message: dict[str, Any]) -> None:
+        """Queued for the worker, which reads it when it resumes for its next step."""
+        assert self.worker is not None
+        self.worker.resume()
+        try:
+            self._send(message)
+        finally:
+            if self.worker is not None:
+                self.worker.pause()
 
     def _send(self, message: dict[str, Any]) -> None:
         assert self.worker is not None
@@ -432,6 +459,8 @@ class IsolatedExecutor(PythonExecutor):
         worker, self.worker = self.worker, None
         if worker is not None:
             worker.kill()
+        if kind == "folder":
+            remove_folder(self.work_dir)  # or every later step would stop at the same limit
         message = self.limits.message(kind)
         log.warning("Code worker stopped (%s): %s", kind, message)
         raise InterpreterError(message)
