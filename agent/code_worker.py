@@ -81,7 +81,7 @@ def serve(channel: socket.socket, config: dict[str, Any], applied: list[str]) ->
     executor = LocalPythonExecutor(
         additional_authorized_imports=list(config["imports"]),
         max_print_outputs_length=1 << 40,  # never cut here: past the limit the step is stopped
-        additional_functions={"open": folder_open(Path.cwd())},
+        additional_functions={"open": folder_open(Path.cwd(), relative=True)},
         timeout_seconds=None,  # its timer needs a thread; the app's wall clock is the limit
     )
     executor.send_tools({"final_answer": _final_answer})

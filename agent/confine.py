@@ -552,6 +552,7 @@ def close_other_fds(keep: int) -> int:
 def confine(walls: Walls) -> list[str]:
     """Put every available layer in place, strongest first; return the names of those applied."""
     applied: list[str] = []
+    parent = os.getppid()
     uid, gid = os.getuid(), os.getgid()
     as_root = uid == 0
     mapped = mapped_bytes()  # /proc is gone once the private root is in place
@@ -561,7 +562,6 @@ def confine(walls: Walls) -> list[str]:
     if "namespaces" in walls.layers:
         enter_namespaces(walls, uid, gid)
         applied.append("namespaces")
-    work = "/work" if "namespaces" in applied else walls.work_dir
     os.nice(10)
     set_limits(walls.memory_mb, walls.max_file_mb, walls.cpu_s, mapped)
     if as_root:
@@ -569,8 +569,14 @@ def confine(walls: Walls) -> list[str]:
     elif "namespaces" in applied:
         drop_capabilities()
     set_dumpable(False)
+    # A credential change clears the parent-death signal: set it again, and if the zygote is
+    # already gone, go too (a paused orphan would otherwise stay forever).
+    die_with_parent()
+    if os.getppid() != parent:
+        os._exit(1)
     if "landlock" in walls.layers:
-        apply_landlock(walls.ro_paths, [work], walls.hidden)
+        # "." is the work folder: its parents may not be searchable by the worker's own uid.
+        apply_landlock(walls.ro_paths, ["."], walls.hidden)
         applied.append("landlock")
     if "seccomp" in walls.layers:
         apply_seccomp()
