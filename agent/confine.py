@@ -255,6 +255,22 @@ def apply_landlock(ro_paths: Iterable[str], rw_paths: Iterable[str], hidden: Ite
 
 # --- seccomp: system calls the model's code never needs are refused by the kernel
 
+# Numbers from 424 up are the same on every architecture.
+_DENY_COMMON = {
+    "pidfd_open": 434,
+    "pidfd_getfd": 438,
+    "pidfd_send_signal": 424,
+    "io_uring_setup": 425,
+    "io_uring_enter": 426,
+    "io_uring_register": 427,
+    "open_tree": 428,
+    "move_mount": 429,
+    "fsopen": 430,
+    "fsconfig": 431,
+    "fsmount": 432,
+    "fspick": 433,
+    "mount_setattr": 442,
+}
 _DENY = {
     # processes, debugging, other processes' memory
     "x86_64": {
@@ -267,9 +283,6 @@ _DENY = {
         "process_vm_readv": 310,
         "process_vm_writev": 311,
         "kcmp": 312,
-        "pidfd_open": 434,
-        "pidfd_getfd": 438,
-        "pidfd_send_signal": 424,
         "rt_sigqueueinfo": 129,
         "rt_tgsigqueueinfo": 297,
         # the network and local sockets
@@ -287,19 +300,9 @@ _DENY = {
         "umount2": 166,
         "pivot_root": 155,
         "chroot": 161,
-        "open_tree": 428,
-        "move_mount": 429,
-        "fsopen": 430,
-        "fsconfig": 431,
-        "fsmount": 432,
-        "fspick": 433,
-        "mount_setattr": 442,
         "bpf": 321,
         "perf_event_open": 298,
         "userfaultfd": 323,
-        "io_uring_setup": 425,
-        "io_uring_enter": 426,
-        "io_uring_register": 427,
         "keyctl": 250,
         "add_key": 248,
         "request_key": 249,
@@ -348,9 +351,6 @@ _DENY = {
         "process_vm_readv": 270,
         "process_vm_writev": 271,
         "kcmp": 272,
-        "pidfd_open": 434,
-        "pidfd_getfd": 438,
-        "pidfd_send_signal": 424,
         "rt_sigqueueinfo": 138,
         "rt_tgsigqueueinfo": 240,
         "socket": 198,
@@ -366,19 +366,9 @@ _DENY = {
         "umount2": 39,
         "pivot_root": 41,
         "chroot": 51,
-        "open_tree": 428,
-        "move_mount": 429,
-        "fsopen": 430,
-        "fsconfig": 431,
-        "fsmount": 432,
-        "fspick": 433,
-        "mount_setattr": 442,
         "bpf": 280,
         "perf_event_open": 241,
         "userfaultfd": 282,
-        "io_uring_setup": 425,
-        "io_uring_enter": 426,
-        "io_uring_register": 427,
         "keyctl": 219,
         "add_key": 217,
         "request_key": 218,
@@ -446,7 +436,7 @@ def seccomp_program(pid: int) -> bytes:
             _insn(_RET_K, _RET_ALLOW),
             _insn(_RET_K, _RET_ERRNO | errno.EPERM),
         ]
-    for nr in sorted(set(_DENY[arch].values())):
+    for nr in sorted({*_DENY[arch].values(), *_DENY_COMMON.values()}):
         prog += [_insn(_JEQ_K, nr, 0, 1), _insn(_RET_K, _RET_ERRNO | errno.EPERM)]
     prog.append(_insn(_RET_K, _RET_ALLOW))
     return b"".join(prog)
