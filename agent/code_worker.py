@@ -15,9 +15,11 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
@@ -113,7 +115,6 @@ def _walls(config: dict[str, Any], request: dict[str, Any], layers: list[str]) -
     return confine.Walls(
         work_dir=str(request["work_dir"]),
         ro_paths=tuple(request["ro_paths"]),
-        hidden=tuple(request["hidden"]),
         root_dir=str(request["root_dir"]),
         memory_mb=int(config["memory_mb"]),
         max_file_mb=int(config["max_file_mb"]),
@@ -145,14 +146,11 @@ def _try_layers(config: dict[str, Any], probe: dict[str, Any], layers: list[str]
 
 def measure_layers(config: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
     """Which layers this kernel allows, each tried alone, then all together."""
-    import tempfile
-
     base = tempfile.mkdtemp(prefix="sandbox-probe-")
     probe = {
         "work_dir": os.path.join(base, "work"),
         "root_dir": os.path.join(base, "root"),
         "ro_paths": config["ro_paths"],
-        "hidden": [],
     }
     os.makedirs(probe["work_dir"])
     os.makedirs(probe["root_dir"])
@@ -169,8 +167,6 @@ def measure_layers(config: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
             why[works[-1]] = f"not with the others: {reason}"
             works.pop()
     finally:
-        import shutil
-
         shutil.rmtree(base, ignore_errors=True)
     return works, why
 

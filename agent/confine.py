@@ -81,8 +81,7 @@ class Walls:
     """What one worker may see and use; built by the app, applied in the worker."""
 
     work_dir: str  # the session's folder on the host
-    ro_paths: tuple[str, ...]  # the Python runtime and shared libraries, read-only
-    hidden: tuple[str, ...]  # never visible, even below a read-only path (project, DATA_DIR)
+    ro_paths: tuple[str, ...]  # the Python runtime and shared libraries (`runtime_paths`), read-only
     root_dir: str  # an empty host folder the private root is mounted on
     memory_mb: int
     max_file_mb: int
@@ -161,12 +160,6 @@ def enter_namespaces(walls: Walls, uid: int, gid: int) -> None:
     for path in walls.ro_paths:
         if os.path.exists(path):
             _bind(path, root + path, writable=False)
-    for hidden in walls.hidden:
-        # A hidden folder below a read-only path (a project under /usr, say) gets an empty cover.
-        if any(hidden.startswith(p.rstrip("/") + "/") for p in walls.ro_paths) and os.path.isdir(
-            root + hidden
-        ):
-            _mount("tmpfs", root + hidden, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k")
     for dev in ("null", "zero", "urandom", "random"):
         _bind(f"/dev/{dev}", f"{root}/dev/{dev}", writable=True, device=True)
     _bind(walls.work_dir, root + "/work", writable=True)
@@ -195,20 +188,7 @@ def landlock_abi() -> int:
     return max(int(result), 0)
 
 
-def _allowed(root: str, hidden: Iterable[str]) -> list[str]:
-    """`root`, or its parts that hold none of the hidden folders (Landlock cannot subtract)."""
-    inside = [h for h in hidden if h == root or h.startswith(root.rstrip("/") + "/")]
-    if not inside:
-        return [root]
-    if root in inside or not os.path.isdir(root):
-        return []
-    out: list[str] = []
-    for entry in os.scandir(root):
-        out.extend(_allowed(entry.path, inside))
-    return out
-
-
-def apply_landlock(ro_paths: Iterable[str], rw_paths: Iterable[str], hidden: Iterable[str]) -> None:
+def apply_landlock(ro_paths: Iterable[str], rw_paths: Iterable[str]) -> None:
     abi = landlock_abi()
     if abi < 1:
         raise ConfineError(errno.ENOSYS, "Landlock is not available")
@@ -230,7 +210,7 @@ def apply_landlock(ro_paths: Iterable[str], rw_paths: Iterable[str], hidden: Ite
         files = _LL_READ | _LL_WRITE | (_LL_TRUNCATE if abi >= 3 else 0)
         write = read | _LL_WRITE | _LL_REMOVE_DIR | _LL_REMOVE_FILE | _LL_MAKE_DIR | _LL_MAKE_REG
         write |= _LL_TRUNCATE if abi >= 3 else 0
-        rules = [(p, read) for root in ro_paths for p in _allowed(root, hidden)]
+        rules = [(p, read) for p in ro_paths]
         rules += [(p, write) for p in rw_paths]
         rules += [(f"/dev/{d}", files) for d in ("null", "zero", "urandom", "random")]
         for path, access in rules:
@@ -566,7 +546,7 @@ def confine(walls: Walls) -> list[str]:
         os._exit(1)
     if "landlock" in walls.layers:
         # "." is the work folder: its parents may not be searchable by the worker's own uid.
-        apply_landlock(walls.ro_paths, ["."], walls.hidden)
+        apply_landlock(walls.ro_paths, ["."])
         applied.append("landlock")
     if "seccomp" in walls.layers:
         apply_seccomp()
@@ -575,7 +555,12 @@ def confine(walls: Walls) -> list[str]:
 
 
 def runtime_paths(hidden: Iterable[str]) -> tuple[str, ...]:
-    """Read-only paths a worker needs: the interpreter's libraries and the system's shared ones."""
+    """Read-only paths a worker needs: the interpreter's libraries and the system's shared ones.
+
+    The one place that keeps `hidden` folders (project, DATA_DIR, AGENT_FILES_DIR) out of a
+    worker's view: a candidate that is one of them or contains one is left out whole, so neither
+    the private root nor the Landlock rules ever reach them.
+    """
     import sys
     import sysconfig
 

@@ -113,11 +113,10 @@ def folder_usage(path: Path, max_files: int) -> tuple[int, int]:
 class Worker:
     """One confined worker process, as the app sees it: a socket and a pidfd to kill it with."""
 
-    def __init__(self, pid: int, pidfd: int, channel: socket.socket, layers: list[str]) -> None:
+    def __init__(self, pid: int, pidfd: int, channel: socket.socket) -> None:
         self.pid = pid
         self.pidfd = pidfd
         self.channel = channel
-        self.layers = layers
         self._lock = threading.Lock()
         self.dead = False
 
@@ -219,13 +218,13 @@ class Zygote:
             if reply is None or not fds:
                 self._stop_locked()
                 raise SandboxError("The code worker process exited; it is restarted on the next step.")
-        worker = Worker(int(reply["pid"]), fds[0], ours, [])
+        worker = Worker(int(reply["pid"]), fds[0], ours)
         try:
-            ready = protocol.recv(ours, limit=1 << 16, deadline=time.monotonic() + 30)
+            # The worker's first message says it is confined and ready.
+            protocol.recv(ours, limit=1 << 16, deadline=time.monotonic() + 30)
         except (OSError, ValueError) as exc:
             worker.kill()
             raise SandboxError(f"A code worker could not confine itself: {exc}") from exc
-        worker.layers = list(ready.get("layers", []))
         return worker
 
     def _stop_locked(self) -> None:
@@ -262,10 +261,9 @@ class CodeSandbox:
     def __init__(self, settings: Settings) -> None:
         self.limits = Limits.from_settings(settings)
         self.files_dir = settings.agent_files_dir.resolve()
-        self.hidden = tuple(
-            sorted({str(PROJECT_ROOT), str(settings.data_dir.resolve()), str(self.files_dir)})
-        )
-        self.ro_paths = confine.runtime_paths(self.hidden)
+        # Never visible to a worker: the project (code, .env), the store and other sessions' folders.
+        hidden = (str(PROJECT_ROOT), str(settings.data_dir.resolve()), str(self.files_dir))
+        self.ro_paths = confine.runtime_paths(hidden)
         imports = list(settings.allowed_imports)
         preload = sorted({*BASE_BUILTIN_MODULES, *imports, "json"})
         self.zygote = _zygote_for(
@@ -284,10 +282,6 @@ class CodeSandbox:
                 "layers": list(settings.code_sandbox_layers),
             }
         )
-
-    @property
-    def layers(self) -> list[str]:
-        return self.zygote.layers
 
     def start(self) -> None:
         """Start the zygote now (it measures which layers this kernel allows)."""
@@ -313,7 +307,6 @@ class CodeSandbox:
                 "work_dir": str(work_dir),
                 "root_dir": str(root_dir),
                 "ro_paths": list(self.ro_paths),
-                "hidden": list(self.hidden),
             }
         )
 
@@ -330,7 +323,8 @@ class IsolatedExecutor(PythonExecutor):
         self.worker: Worker | None = None
         # CodeAgent shows these logs when a step fails.
         self.state: dict[str, Any] = {"_print_outputs": ""}
-        self._finalizer = weakref.finalize(self, _kill_holder, [None])
+        # Kills the worker if the executor is dropped without cleanup().
+        self._finalizer: weakref.finalize | None = None
 
     # --- PythonExecutor
 
@@ -375,7 +369,8 @@ class IsolatedExecutor(PythonExecutor):
                 self.worker = self.sandbox.spawn(self.work_dir)
             except SandboxError as exc:
                 raise InterpreterError(f"The code could not run: {exc}") from exc
-            self._finalizer.detach()
+            if self._finalizer is not None:
+                self._finalizer.detach()
             self._finalizer = weakref.finalize(self, Worker.kill, self.worker)
             self._send({"op": "tools", "names": sorted(self.tools)})
             self._send({"op": "variables", "variables": self.variables})
@@ -464,11 +459,6 @@ class IsolatedExecutor(PythonExecutor):
         message = self.limits.message(kind)
         log.warning("Code worker stopped (%s): %s", kind, message)
         raise InterpreterError(message)
-
-
-def _kill_holder(holder: list[Worker | None]) -> None:
-    if holder[0] is not None:
-        holder[0].kill()
 
 
 def remove_folder(path: Path) -> None:

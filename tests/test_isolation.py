@@ -244,7 +244,7 @@ def test_a_reply_split_across_the_poll_interval_is_read_whole(make_settings, tmp
     executor = IsolatedExecutor(CodeSandbox(make_settings()), tmp_path / "w")
     ours, theirs = socket.socketpair()
     stand_in = subprocess.Popen(["sleep", "60"])  # the pidfd Worker.kill would signal
-    worker = Worker(stand_in.pid, os.pidfd_open(stand_in.pid), ours, [])
+    worker = Worker(stand_in.pid, os.pidfd_open(stand_in.pid), ours)
     executor.worker = worker
     body = json.dumps({"output": "whole", "logs": "", "final": True}).encode()
 
