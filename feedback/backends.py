@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from agent.settings import Settings
 from feedback.langfuse_sink import LangfuseSink
 from feedback.outbox import Outbox
+from feedback.retention import DEFAULT_INTERVAL_S, RetentionLoop
 from feedback.store import Store
 from feedback.tracing import Telemetry
 from feedback.votes import VoteRecorder
@@ -24,10 +25,20 @@ class FeedbackBackends:
     votes: VoteRecorder
     sink: LangfuseSink | None = None
     outbox: Outbox | None = None
+    retention: RetentionLoop | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, export_delay_ms: int = 200) -> FeedbackBackends:
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        export_delay_ms: int = 200,
+        retention_interval_s: float = DEFAULT_INTERVAL_S,
+    ) -> FeedbackBackends:
         store = Store(settings.db_path)
+        retention = None
+        if settings.store_retention_days is not None:
+            retention = RetentionLoop(store, settings.store_retention_days, interval_s=retention_interval_s)
         if settings.langfuse_enabled:
             telemetry = Telemetry.with_langfuse(
                 store,
@@ -43,17 +54,20 @@ class FeedbackBackends:
             sink = LangfuseSink(telemetry.langfuse, timeout_s=settings.langfuse_timeout_s)
             outbox = Outbox(store, sink, retry_max_s=settings.langfuse_retry_max_s)
             votes = VoteRecorder(store, notify=outbox.notify, flush_spans=telemetry.flush_to_store)
-            return cls(store, telemetry, votes, sink, outbox)
+            return cls(store, telemetry, votes, sink, outbox, retention)
         telemetry = Telemetry(
             store, trace_name=settings.trace_name, tags=settings.app_tags, export_delay_ms=export_delay_ms
         )
-        return cls(store, telemetry, VoteRecorder(store, flush_spans=telemetry.flush_to_store))
+        votes = VoteRecorder(store, flush_spans=telemetry.flush_to_store)
+        return cls(store, telemetry, votes, retention=retention)
 
     def start(self) -> None:
-        """Point the agent instrumentation here and start delivering scores."""
+        """Point the agent instrumentation here, start delivering scores and pruning old spans."""
         self.telemetry.instrument()
         if self.outbox is not None:
             self.outbox.start()
+        if self.retention is not None:
+            self.retention.start()
 
     def check_langfuse(self) -> str:
         """One line for the start banner; a failed check is a warning, never fatal."""
@@ -85,6 +99,8 @@ class FeedbackBackends:
 
     def close(self) -> None:
         """Flush pending traffic (on SIGINT/SIGTERM and at exit)."""
+        if self.retention is not None:
+            self.retention.stop()
         if self.outbox is not None:
             self.outbox.stop(flush_timeout_s=5.0)
         self.telemetry.shutdown()

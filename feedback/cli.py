@@ -6,6 +6,8 @@ export --format csv|jsonl   every rating (and its trace) to stdout or --output F
 status                      delivery to Langfuse: pending, delivered, rejected
 sync                        deliver pending ratings to Langfuse now
 path                        where the local store is
+prune --older-than-days N   delete spans of traces older than N days (--dry-run: only count)
+vacuum                      give the space of deleted rows back to the disk
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ import argparse
 import csv
 import json
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from agent.settings import SettingsError, load_settings
+from feedback.retention import cutoff_for, prune
 from feedback.store import ScoreRow, Store
 
 EXPORT_FIELDS = [
@@ -188,6 +193,53 @@ def cmd_path(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_prune(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    days = args.older_than_days
+    if days is None:
+        try:
+            days = load_settings().store_retention_days
+        except SettingsError as exc:
+            print(f"Configuration error: {exc}", file=sys.stderr)
+            return 2
+        if days is None:
+            print("Give --older-than-days N, or set STORE_RETENTION_DAYS.", file=sys.stderr)
+            return 2
+    now = time.time()
+    before = datetime.fromtimestamp(cutoff_for(days, now), UTC).isoformat(timespec="seconds")
+    if args.dry_run:
+        n = store.count_spans_before(cutoff_for(days, now))
+        out.write(f"Would delete {n} spans of traces started before {before} (dry run: nothing deleted).\n")
+        return 0
+    n = prune(store, days, now=now)
+    out.write(f"Deleted {n} spans of traces started before {before}; trace summaries and ratings kept.\n")
+    if n:
+        out.write(
+            "The file keeps its size (new spans reuse the space); `python -m feedback vacuum` shrinks it.\n"
+        )
+    return 0
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.0f} KB"
+
+
+def cmd_vacuum(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    before, after = store.vacuum()
+    out.write(f"{store.path}: {_size(before)} -> {_size(after)}\n")
+    return 0
+
+
+def _days(text: str) -> float:
+    error = argparse.ArgumentTypeError(f"must be a number of days greater than 0, got {text!r}")
+    try:
+        value = float(text)
+    except ValueError:
+        raise error from None
+    if not 0 < value < float("inf"):  # refuses nan too
+        raise error
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m feedback", description="The app's local ratings store.")
     p.add_argument("--db", type=Path, help="the SQLite file (default: DATA_DIR/feedback.sqlite3)")
@@ -208,6 +260,12 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_sync)
     s = sub.add_parser("path")
     s.set_defaults(fn=cmd_path)
+    s = sub.add_parser("prune", help="delete spans of traces older than N days; traces and ratings stay")
+    s.add_argument("--older-than-days", type=_days, help="default: STORE_RETENTION_DAYS")
+    s.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+    s.set_defaults(fn=cmd_prune)
+    s = sub.add_parser("vacuum", help="shrink the file after a prune")
+    s.set_defaults(fn=cmd_vacuum)
     return p
 
 

@@ -7,6 +7,7 @@ record the outbox delivers from, so a rating is never lost when Langfuse is down
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from feedback.migrations import migrate
+
+log = logging.getLogger(__name__)
 
 
 class StoreError(RuntimeError):
@@ -243,6 +246,75 @@ class Store:
             .fetchall()
         )
         return [dict(r) for r in rows]
+
+    # ----- retention --------------------------------------------------------------------
+
+    # A trace started when its root span did and every other span starts later, so the spans
+    # older than the cutoff name exactly the traces that started before it (index spans_start).
+    _OLD_TRACES = "SELECT trace_id FROM spans WHERE start_time < ? ORDER BY start_time LIMIT ?"
+
+    def delete_spans_before(self, cutoff_epoch_s: float, batch: int = 1000, *, pause_s: float = 0.01) -> int:
+        """Drop the span details of traces that started before the cutoff; return how many.
+
+        Trace summaries (`traces`) and every score stay, so old ratings keep their question and
+        answer. Each batch (whole traces, about `batch` spans) is its own short transaction and
+        the pause after it lets a waiting vote in, so a big first prune never holds a vote up:
+        LLM spans carry whole prompts (tens of KB), and 1000 of them take about 0.1 s to delete.
+        """
+        deleted = 0
+        while True:
+            with self.transaction() as db:
+                count = db.execute(
+                    f"DELETE FROM spans WHERE trace_id IN ({self._OLD_TRACES})", (cutoff_epoch_s, batch)
+                ).rowcount
+            if count <= 0:
+                return deleted
+            deleted += count
+            time.sleep(pause_s)
+
+    def count_spans_before(self, cutoff_epoch_s: float) -> int:
+        """What `delete_spans_before` would delete now (for `prune --dry-run`)."""
+        row = (
+            self._db()
+            .execute(
+                f"SELECT COUNT(*) FROM spans WHERE trace_id IN ({self._OLD_TRACES})",
+                (cutoff_epoch_s, -1),
+            )
+            .fetchone()
+        )
+        return int(row[0])
+
+    def disk_size(self) -> int:
+        """Bytes the store takes on disk: the file and its write-ahead log."""
+        return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+
+    def vacuum(self) -> tuple[int, int]:
+        """Give the pages of deleted rows back to the disk; return the size before and after.
+
+        SQLite reuses freed pages for new rows, so this is only needed to shrink the file. It
+        runs on a connection of its own (VACUUM cannot run inside a transaction, and the app's
+        threads keep theirs); writers wait on their busy timeout meanwhile, readers go on.
+        """
+        before = self.disk_size()
+        db = sqlite3.connect(self.path, timeout=5, isolation_level=None)
+        try:
+            # Short waits: a TRUNCATE checkpoint holds writers off while it waits for readers,
+            # and a vote must not wait long. Pages it leaves go back at a later checkpoint.
+            db.execute("PRAGMA busy_timeout=5000")
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            db.execute("VACUUM")
+            # In WAL mode VACUUM writes the new file into the log; the checkpoint copies it back
+            # and truncates both.
+            busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            if busy:
+                log.warning(
+                    "A reader kept the store's log busy; %s shrinks at the next checkpoint.", self.path
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"Cannot vacuum the local store at {self.path.resolve()}: {exc}") from exc
+        finally:
+            db.close()
+        return before, self.disk_size()
 
     # ----- scores -----------------------------------------------------------------------
 
