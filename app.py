@@ -12,6 +12,7 @@ import secrets
 import signal
 import sqlite3
 import sys
+import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
@@ -365,6 +366,13 @@ def build_app(
     return demo
 
 
+def _warm_up(runtime: Runtime) -> None:
+    try:
+        runtime.make_agent.warm_up()
+    except Exception:  # noqa: BLE001 - the first question will load the model instead
+        log.exception("Could not warm the model up; the first answer will be slower")
+
+
 def main() -> int:
     try:
         settings = load_settings()
@@ -387,6 +395,7 @@ def main() -> int:
     print(runtime.feedback.check_langfuse(), flush=True)
     print(f"Local store: {settings.db_path.resolve()}", flush=True)
     demo = build_app(runtime=runtime)
+    threading.Thread(target=_warm_up, args=(runtime,), name="model-warm-up", daemon=True).start()
 
     def _terminate(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt

@@ -10,10 +10,11 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from smolagents.models import ChatMessage, MessageRole, Model, TokenUsage
+from smolagents.models import ChatMessage, ChatMessageStreamDelta, MessageRole, Model, TokenUsage
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,42 @@ def _role(role: Any) -> str:
     return {"tool-call": "assistant", "tool-response": "user"}.get(value, value)
 
 
+# Longest thought and code the grammar allows. A tiny model can loop ("2 * 2 * 2 * ...") until
+# max_tokens cuts the JSON short: unparsable, slow, and copied by the next step. Bounded
+# strings end the loop inside the grammar, so the reply is still a complete object.
+STRING_LIMITS = {"thought": 160, "code": 320}
+
+
+def _bounded(schema: dict[str, Any]) -> dict[str, Any]:
+    properties = schema.get("properties")
+    if not isinstance(properties, dict):
+        return schema
+    bounded = {
+        name: {**spec, "maxLength": STRING_LIMITS[name]}
+        if name in STRING_LIMITS and isinstance(spec, dict) and spec.get("type") == "string"
+        else spec
+        for name, spec in properties.items()
+    }
+    return {**schema, "properties": bounded}
+
+
+LOOP_WINDOW = 48
+
+
+def is_looping(text: str) -> bool:
+    """The reply ends in one short unit repeated over and over ("2 * 2 * 2 * ...").
+
+    A tiny model at temperature 0 never leaves such a loop; stopping it early saves the
+    seconds it would spend filling max_tokens with it.
+    """
+    tail = text[-LOOP_WINDOW:]
+    if len(tail) < LOOP_WINDOW:
+        return False
+    return any(
+        tail == (tail[-period:] * (LOOP_WINDOW // period + 1))[-LOOP_WINDOW:] for period in range(1, 9)
+    )
+
+
 class LocalLlamaModel(Model):
     """A smolagents Model over llama.cpp; replies follow the agent's JSON schema when asked."""
 
@@ -86,7 +123,7 @@ class LocalLlamaModel(Model):
         *,
         n_ctx: int = 8192,
         max_tokens: int = 384,
-        temperature: float = 0.2,
+        temperature: float = 0.0,
         **kwargs: Any,
     ) -> None:
         path = model_path or str(packaged_gguf_path())
@@ -100,15 +137,12 @@ class LocalLlamaModel(Model):
         """Load the weights now (otherwise on the first call)."""
         _load(self.model_path, self.n_ctx)
 
-    def generate(
+    def _request(
         self,
         messages: list[ChatMessage | dict[str, Any]],
-        stop_sequences: list[str] | None = None,
-        response_format: dict[str, Any] | None = None,
-        tools_to_call_from: list[Any] | None = None,
-        **kwargs: Any,
-    ) -> ChatMessage:
-        llm, lock = _load(self.model_path, self.n_ctx)
+        stop_sequences: list[str] | None,
+        response_format: dict[str, Any] | None,
+    ) -> dict[str, Any]:
         chat = []
         for message in messages:
             data = message.dict() if isinstance(message, ChatMessage) else dict(message)
@@ -119,7 +153,7 @@ class LocalLlamaModel(Model):
             "temperature": self.temperature,
         }
         if response_format and response_format.get("type") == "json_schema":
-            schema = response_format["json_schema"]["schema"]
+            schema = _bounded(response_format["json_schema"]["schema"])
             # Grammar-constrained decoding: the reply is always JSON of this schema.
             request["response_format"] = {"type": "json_object", "schema": schema}
         else:
@@ -128,6 +162,29 @@ class LocalLlamaModel(Model):
             request["repeat_penalty"] = 1.3
             if stop_sequences:
                 request["stop"] = stop_sequences
+        return request
+
+    def warm_up(self, messages: list[ChatMessage | dict[str, Any]]) -> None:
+        """Load the weights and evaluate this prompt prefix once, ahead of the first user.
+
+        llama.cpp reuses the longest prefix it has already evaluated, so the first question
+        pays only for its own tokens instead of the whole system prompt (about 1 s on 2 cores).
+        """
+        llm, lock = _load(self.model_path, self.n_ctx)
+        request = {**self._request(messages, None, None), "max_tokens": 1}
+        with lock:
+            llm.create_chat_completion(**request)
+
+    def generate(
+        self,
+        messages: list[ChatMessage | dict[str, Any]],
+        stop_sequences: list[str] | None = None,
+        response_format: dict[str, Any] | None = None,
+        tools_to_call_from: list[Any] | None = None,
+        **kwargs: Any,
+    ) -> ChatMessage:
+        llm, lock = _load(self.model_path, self.n_ctx)
+        request = self._request(messages, stop_sequences, response_format)
         with lock:
             reply = llm.create_chat_completion(**request)
         content = reply["choices"][0]["message"].get("content") or ""
@@ -140,4 +197,39 @@ class LocalLlamaModel(Model):
                 input_tokens=int(usage.get("prompt_tokens", 0)),
                 output_tokens=int(usage.get("completion_tokens", 0)),
             ),
+        )
+
+    def generate_stream(
+        self,
+        messages: list[ChatMessage | dict[str, Any]],
+        stop_sequences: list[str] | None = None,
+        response_format: dict[str, Any] | None = None,
+        tools_to_call_from: list[Any] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatMessageStreamDelta]:
+        """Yield the reply token by token, so the chat shows it while it is written.
+
+        llama.cpp reports no usage when streaming: each content chunk is one token, and the
+        context length after the reply gives the prompt's size. The last delta carries both.
+        """
+        llm, lock = _load(self.model_path, self.n_ctx)
+        request = self._request(messages, stop_sequences, response_format)
+        generated = 0
+        # Held until the stream ends or is closed (a closed chat): one context, one user.
+        with lock:
+            stream = llm.create_chat_completion(**request, stream=True)
+            written = ""
+            for chunk in stream:
+                text = (chunk["choices"][0].get("delta") or {}).get("content")
+                if text:
+                    generated += 1
+                    written += text
+                    yield ChatMessageStreamDelta(content=text)
+                    if is_looping(written):
+                        log.info("Local model stopped: it was repeating itself (%d tokens)", generated)
+                        stream.close()
+                        break
+            prompt = max(0, int(llm.n_tokens) - generated)
+        yield ChatMessageStreamDelta(
+            content="", token_usage=TokenUsage(input_tokens=prompt, output_tokens=generated)
         )

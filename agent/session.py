@@ -7,7 +7,6 @@ user says or rates can reach another user's agent or traces.
 from __future__ import annotations
 
 import copy
-import importlib.resources
 import logging
 import threading
 import uuid
@@ -16,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from smolagents import CodeAgent, Model, Tool
 
+from agent.chat_agent import ChatAgent, prompt_templates
 from agent.executor import CodeSandbox, IsolatedExecutor, remove_folder
 from agent.local_llm import LocalLlamaModel
 from agent.sandbox import folder_open
@@ -78,12 +77,22 @@ class AgentFactory:
         self._model = model
         self._tools = tools
         self.sandbox = sandbox
-        self._structured = isinstance(model, LocalLlamaModel)
+        self._local = isinstance(model, LocalLlamaModel)
         # Parsed once: reading the YAML is most of the cost of a new session's agent.
-        name = "structured_code_agent.yaml" if self._structured else "code_agent.yaml"
-        self._templates = yaml.safe_load(
-            importlib.resources.files("smolagents.prompts").joinpath(name).read_text()
-        )
+        self._templates = prompt_templates(local=self._local)
+        # Tokens appear in the chat as they are generated, for every model that can stream.
+        self._stream = callable(getattr(model, "generate_stream", None))
+
+    def warm_up(self) -> None:
+        """Have the offline model read its system prompt now, so the first answer starts fast."""
+        if not isinstance(self._model, LocalLlamaModel):
+            return
+        agent = self("warm-up")
+        try:
+            messages = agent.write_memory_to_messages()
+            self._model.warm_up([*messages, {"role": "user", "content": "New task:\n"}])
+        finally:
+            agent.cleanup()
 
     def work_dir(self, session_id: str) -> Path:
         return self._settings.agent_files_dir.resolve() / session_id
@@ -99,16 +108,20 @@ class AgentFactory:
             return {"executor_kwargs": {"additional_functions": {"open": opener}}}
         return {"executor_type": kind}  # e2b, docker, modal: smolagents' own remote executors
 
-    def __call__(self, session_id: str) -> CodeAgent:
-        return CodeAgent(
+    def __call__(self, session_id: str) -> ChatAgent:
+        return ChatAgent(
             tools=list(self._tools),
             model=self._model,
             max_steps=self._settings.max_steps,
+            memory_turns=self._settings.memory_turns,
+            trust_fallback=not self._local,
+            compact=self._local,
             additional_authorized_imports=list(self._settings.allowed_imports),
             **self._executor(session_id),
             # Constrained JSON {thought, code}: the tiny local model's replies always parse.
-            use_structured_outputs_internally=self._structured,
+            use_structured_outputs_internally=self._local,
             prompt_templates=copy.deepcopy(self._templates),
+            stream_outputs=self._stream,
             verbosity_level=0,
         )
 

@@ -58,6 +58,8 @@ class Settings:
     openai_api_key: str = field(default="", repr=False)
     agent_tools: tuple[str, ...] = ()
     max_steps: int = 3
+    # Turns of the chat the agent remembers and re-sends (0: all); the local model keeps 3.
+    memory_turns: int = 3
     allowed_imports: tuple[str, ...] = DEFAULT_ALLOWED_IMPORTS
     agent_files_dir: Path = Path("data/agent_files")
     code_executor: str = "local-process"
@@ -79,6 +81,8 @@ class Settings:
     langfuse_timeout_s: float = 5.0
     langfuse_retry_max_s: float = 60.0
     data_dir: Path = Path("data")
+    # Days to keep span details; trace summaries and scores stay forever. None keeps everything.
+    store_retention_days: float | None = None
     server_name: str = "127.0.0.1"
     server_port: int = 7860
     log_level: str = "INFO"
@@ -127,6 +131,20 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}.") from None
     if value <= 0:
         raise SettingsError(f"{name} must be greater than 0, got {raw}.")
+    return value
+
+
+def _optional_days(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    error = f"{name} must be a number of days greater than 0 (empty keeps everything), got {raw!r}."
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(error) from None
+    if not 0 < value < float("inf"):  # refuses nan too
+        raise SettingsError(error)
     return value
 
 
@@ -181,6 +199,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         openai_api_key=env.get("OPENAI_API_KEY", "").strip(),
         agent_tools=tuple(t.lower() for t in _split(env.get("AGENT_TOOLS", ""))),
         max_steps=_int(env, "MAX_STEPS", default_steps),
+        memory_turns=_int(env, "MEMORY_TURNS", 3 if provider == "local" else 0, minimum=0),
         allowed_imports=allowed,
         agent_files_dir=Path(env.get("AGENT_FILES_DIR", "").strip() or data_dir / "agent_files"),
         code_executor=executor,
@@ -206,6 +225,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         langfuse_timeout_s=_float(env, "LANGFUSE_TIMEOUT_S", 5.0),
         langfuse_retry_max_s=_float(env, "LANGFUSE_RETRY_MAX_S", 60.0),
         data_dir=data_dir,
+        store_retention_days=_optional_days(env, "STORE_RETENTION_DAYS"),
         server_name=env.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1",
         server_port=_int(env, "GRADIO_SERVER_PORT", 7860),
         log_level=(env.get("LOG_LEVEL", "").strip() or "INFO").upper(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from typing import Any
 
 from smolagents.agent_types import AgentType
@@ -46,6 +47,66 @@ def _fenced(text: str, language: str = "") -> str:
     while fence in body:
         fence += "`"
     return f"{fence}{language}\n{body}\n{fence}"
+
+
+_JSON_STRING = {"thought": re.compile(r'"thought"\s*:\s*"'), "code": re.compile(r'"code"\s*:\s*"')}
+_ESCAPES = {"n": "\n", "t": "\t", "r": "", '"': '"', "\\": "\\", "/": "/", "b": "", "f": ""}
+
+
+def _partial_json_string(text: str, key: str) -> str | None:
+    """The value of "key" in a JSON object still being written, as far as it goes."""
+    match = _JSON_STRING[key].search(text)
+    if match is None:
+        return None
+    out: list[str] = []
+    i = match.end()
+    while i < len(text):
+        char = text[i]
+        if char == '"':
+            break
+        if char == "\\":
+            nxt = text[i + 1 : i + 2]
+            if nxt == "u" and len(text) >= i + 6:
+                try:
+                    out.append(chr(int(text[i + 2 : i + 6], 16)))
+                except ValueError:
+                    pass
+                i += 6
+                continue
+            out.append(_ESCAPES.get(nxt, ""))
+            i += 2
+            continue
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def live_text(model_output: str) -> str:
+    """What the model has written so far in this step, readable: its thought, then its code.
+
+    The local model writes a JSON object; hosted models write "Thought: ... <code>...</code>".
+    """
+    text = model_output.lstrip()
+    if text.startswith("{"):
+        thought = _partial_json_string(text, "thought") or ""
+        code = _partial_json_string(text, "code")
+    else:
+        thought, _, rest = text.partition("<code>")
+        code = rest.split("</code>", 1)[0] if _ else None
+        thought = "" if "Thought:".startswith(thought.strip()) else thought.removeprefix("Thought:")
+    parts = [as_text(thought.strip())] if thought.strip() else []
+    if code is not None and code.strip():
+        parts.append(_fenced(code, "python"))
+    return "\n\n".join(parts) or "…"
+
+
+def live_message(model_output: str, step_number: int) -> Message:
+    """The step being written, open (status pending) so its text shows while it grows."""
+    return {
+        "role": "assistant",
+        "content": live_text(model_output),
+        "metadata": {"title": f"✍️ Step {step_number}: writing…", "status": "pending"},
+    }
 
 
 def messages_from_step(step: Any) -> list[Message]:

@@ -10,19 +10,41 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from opentelemetry import trace as otel_trace
 from smolagents.memory import ActionStep, FinalAnswerStep, PlanningStep
+from smolagents.models import ChatMessageStreamDelta
+from smolagents.utils import AgentMaxStepsError
 
+from agent.answer import GIVE_UP, is_usable
 from agent.session import ChatSession
-from agent.steps import Message, answer_text, as_text, messages_from_step
+from agent.steps import Message, answer_text, as_text, live_message, messages_from_step
 
 log = logging.getLogger(__name__)
 
 THINKING = "⏳ Working on it…"
 BUSY = "⏳ Your previous message is still being answered; send this one when it is done."
+# How often the growing text of a step is sent to the browser: often enough to look live,
+# rarely enough that a fast hosted model does not send one update per token.
+LIVE_INTERVAL_S = 0.08
+FINAL_OUTPUT_ATTRIBUTE = "app.final_output"
+
+
+def mark_final_output(span: Any, answer: str) -> None:
+    """Tell the span shaper that this agent run span's output is the final answer.
+
+    OpenInference sets a streamed run's output to the repr of every step it yielded (tens of
+    KB, growing with the chat); the shaper swaps that for this value when the span ends.
+    """
+    try:
+        if span is not None and span.is_recording():
+            span.set_attribute(FINAL_OUTPUT_ATTRIBUTE, answer)
+    except Exception:  # noqa: BLE001 - telemetry must never break a chat turn
+        log.exception("Could not mark the agent span's output")
 
 
 class TurnTracer(Protocol):
@@ -79,6 +101,12 @@ class _Trace:
             log.exception("Could not close the trace of this turn")
 
 
+def _max_steps_reached(session: ChatSession) -> bool:
+    steps = session.agent.memory.steps
+    last = steps[-1] if steps else None
+    return isinstance(last, ActionStep) and isinstance(last.error, AgentMaxStepsError)
+
+
 def stream_turn(
     session: ChatSession,
     message: str,
@@ -86,7 +114,11 @@ def stream_turn(
     tracer: TurnTracer,
     metadata: dict[str, str],
 ) -> Iterator[TurnUpdate]:
-    """Run one turn; yield the growing chat. Every message of the answer maps to its trace."""
+    """Run one turn; yield the growing chat. Every message of the answer maps to its trace.
+
+    The model's tokens are shown as they arrive (at most every LIVE_INTERVAL_S), in an open
+    message that collapses into the step's messages when the step ends.
+    """
     history = [*history, {"role": "user", "content": as_text(message)}]
     if not session.lock.acquire(blocking=False):
         yield TurnUpdate([*history, {"role": "assistant", "content": BUSY}], None, done=True, error=BUSY)
@@ -109,19 +141,33 @@ def stream_turn(
         answer: str | None = None
         error: str | None = None
         seen: set[int] = set()
+        written = ""  # the model's output in the current step, so far
+        shown_at = 0.0
         try:
             run = ctx.run(session.agent.run, message, stream=True, reset=False)
+            agent_span = ctx.run(otel_trace.get_current_span)  # the agent's own run span
             while True:
                 try:
                     step = ctx.run(next, run)
                 except StopIteration:
                     break
+                if isinstance(step, ChatMessageStreamDelta):
+                    written += step.content or ""
+                    now = time.monotonic()
+                    if written.strip() and now - shown_at >= LIVE_INTERVAL_S:
+                        shown_at = now
+                        live = live_message(written, getattr(session.agent, "step_number", 1))
+                        yield TurnUpdate([*history, *steps, live], trace_id)
+                    continue
                 if id(step) in seen:  # smolagents yields the last step twice at max_steps
                     continue
                 seen.add(id(step))
                 if isinstance(step, FinalAnswerStep):
                     answer = answer_text(step)
+                    # The run span's output is the answer, not a dump of every streamed step.
+                    mark_final_output(agent_span, answer)
                 elif isinstance(step, (ActionStep, PlanningStep)):
+                    written, shown_at = "", 0.0
                     steps.extend(messages_from_step(step))
                     shown = [*history, *steps, pending]
                     if trace_id:
@@ -132,9 +178,18 @@ def stream_turn(
             log.warning("Agent turn failed: %s", error)
 
         if error is None:
-            answer = answer or ""
-            trace.call("set_output", answer)
-            shown_answer = as_text(answer) if answer else "(empty answer)"
+            raw = answer or ""
+            trace.call("set_output", raw)  # the trace keeps what the agent really ended with
+            max_steps = _max_steps_reached(session)
+            trust = getattr(session.agent, "trust_fallback", True)
+            if is_usable(raw, max_steps_reached=max_steps, trust_fallback=trust):
+                shown_answer = as_text(raw)
+            else:
+                shown_answer = GIVE_UP
+                why = "reached the step limit" if max_steps else "its output was not a usable answer"
+                trace.call(
+                    "set_warning", f"No usable answer: the agent {why}; the chat showed the give-up message."
+                )
             history = [*history, *steps, {"role": "assistant", "content": shown_answer}]
             if trace_id:
                 session.map_answer(range(first, len(history)), trace_id)

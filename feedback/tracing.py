@@ -17,6 +17,7 @@ from typing import Any
 
 import smolagents
 from langfuse import Langfuse, propagate_attributes
+from openinference.instrumentation import TraceConfig
 from openinference.instrumentation.smolagents import SmolagentsInstrumentor
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
@@ -25,6 +26,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
 from feedback.exporter import APP_TRACER_NAME, StoreSpanExporter
+from feedback.span_shaping import SPAN_LIMITS, ShapingSpanProcessor
 from feedback.store import Store
 
 log = logging.getLogger(__name__)
@@ -44,12 +46,16 @@ def register_model_class(cls: type) -> None:
 
 
 def instrument(provider: TracerProvider) -> None:
-    """Point the process-wide smolagents instrumentation at this provider."""
+    """Point the process-wide smolagents instrumentation at this provider.
+
+    The flattened copies of each LLM call's input messages are left out: `input.value`
+    holds the same messages (see feedback/span_shaping.py).
+    """
     with _instrument_lock:
         instrumentor = SmolagentsInstrumentor()
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
-        instrumentor.instrument(tracer_provider=provider)
+        instrumentor.instrument(tracer_provider=provider, config=TraceConfig(hide_input_messages=True))
 
 
 @dataclass
@@ -69,6 +75,14 @@ class TurnTrace:
         else:
             self._otel_span.set_attribute("langfuse.observation.output", answer)
             self._otel_span.set_attribute("output.value", answer)
+
+    def set_warning(self, reason: str) -> None:
+        """The turn ended without a usable answer: not an error, but worth finding."""
+        if self._is_langfuse:
+            self._span.update(level="WARNING", status_message=reason)
+        else:
+            self._otel_span.set_attribute("langfuse.observation.level", "WARNING")
+            self._otel_span.set_attribute("langfuse.observation.status_message", reason)
 
     def set_error(self, reason: str) -> None:
         if self._is_langfuse:
@@ -93,7 +107,8 @@ class Telemetry:
     ) -> None:
         self.trace_name = trace_name
         self.tags = list(tags)
-        self.provider = TracerProvider()
+        # Every exporter added to this provider (ours, Langfuse's) sees shaped spans.
+        self.provider = TracerProvider(active_span_processor=ShapingSpanProcessor(), span_limits=SPAN_LIMITS)
         self.store_processor = BatchSpanProcessor(
             StoreSpanExporter(store), schedule_delay_millis=export_delay_ms
         )

@@ -7,12 +7,14 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from smolagents.models import ChatMessage, MessageRole, Model, TokenUsage
+from smolagents.models import ChatMessage, ChatMessageStreamDelta, MessageRole, Model, TokenUsage
+
+from agent.local_llm import LocalLlamaModel
 
 
 def last_task(messages: list[Any]) -> str:
@@ -87,6 +89,61 @@ class ScriptedModel(Model):
             content=text,
             token_usage=TokenUsage(input_tokens=11, output_tokens=7),
         )
+
+
+class StreamingScriptedModel(ScriptedModel):
+    """A ScriptedModel that streams its reply in small chunks, `chunk_delay_s` apart."""
+
+    def __init__(self, *args: Any, chunk_chars: int = 4, chunk_delay_s: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.chunk_chars = chunk_chars
+        self.chunk_delay_s = chunk_delay_s
+
+    def generate_stream(
+        self, messages: list[Any], stop_sequences: Any = None, **kwargs: Any
+    ) -> Iterator[ChatMessageStreamDelta]:
+        text = str(self.generate(messages, stop_sequences, **kwargs).content)
+        for start in range(0, len(text), self.chunk_chars):
+            if self.chunk_delay_s:
+                time.sleep(self.chunk_delay_s)
+            yield ChatMessageStreamDelta(content=text[start : start + self.chunk_chars])
+        yield ChatMessageStreamDelta(content="", token_usage=TokenUsage(input_tokens=11, output_tokens=7))
+
+
+def json_reply(messages: list[Any]) -> str:
+    """The offline model's reply shape: one JSON object {thought, code}."""
+    return json.dumps(
+        {"thought": "I answer.", "code": f"final_answer({('Answer to: ' + last_task(messages))!r})"}
+    )
+
+
+class ScriptedLocalModel(LocalLlamaModel):
+    """The offline model's class, so the app gives it the offline setup (compact prompt,
+    JSON replies, bounded memory), with scripted replies instead of llama.cpp."""
+
+    def __init__(self, respond: Callable[[list[Any]], str] = json_reply) -> None:
+        super().__init__()
+        self.respond = respond
+        self.prompts: list[list[Any]] = []
+
+    def load(self) -> None:
+        return None
+
+    def warm_up(self, messages: list[Any]) -> None:
+        return None
+
+    def generate(self, messages: list[Any], *args: Any, **kwargs: Any) -> ChatMessage:
+        self.prompts.append(list(messages))
+        usage = TokenUsage(input_tokens=300, output_tokens=30)
+        return ChatMessage(role=MessageRole.ASSISTANT, content=self.respond(messages), token_usage=usage)
+
+    def generate_stream(
+        self, messages: list[Any], *args: Any, **kwargs: Any
+    ) -> Iterator[ChatMessageStreamDelta]:
+        text = str(self.generate(messages).content)
+        for start in range(0, len(text), 4):
+            yield ChatMessageStreamDelta(content=text[start : start + 4])
+        yield ChatMessageStreamDelta(content="", token_usage=TokenUsage(input_tokens=300, output_tokens=30))
 
 
 @dataclass
@@ -328,6 +385,10 @@ class _OpenAIHandler(_JSONHandler):
         if delay:  # a task can ask the scripted model to take its time
             time.sleep(float(delay.group(1)))
         text = echo_reply(messages)
+        if body.get("stream"):
+            self._stream(body, text)
+            self.server.service_ms.append((time.perf_counter() - started) * 1000)  # type: ignore[attr-defined]
+            return
         payload = {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
@@ -340,6 +401,26 @@ class _OpenAIHandler(_JSONHandler):
         }
         self.server.service_ms.append((time.perf_counter() - started) * 1000)  # type: ignore[attr-defined]
         self._send(200, payload)
+
+    def _stream(self, body: dict[str, Any], text: str) -> None:
+        """Server-sent chunks as OpenAI streams them, usage last (stream_options.include_usage)."""
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": int(time.time())}
+        base["model"] = body.get("model", "fake")
+        chunks = [
+            {**base, "choices": [{"index": 0, "delta": {"content": text[i : i + 8]}, "finish_reason": None}]}
+            for i in range(0, len(text), 8)
+        ]
+        chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        if (body.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": 21, "completion_tokens": 9, "total_tokens": 30}
+            chunks.append({**base, "choices": [], "usage": usage})
+        payload = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        data = payload.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
 
 class FakeOpenAI:
