@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from agent.answer import GIVE_UP
 from agent.local_llm import LocalLlamaModel, packaged_gguf_path
 from agent.models import build_model
 from app import ChatHandlers, create_runtime
@@ -35,9 +36,50 @@ def test_local_model_answers_through_the_app_and_is_traced(make_settings):
         store = runtime.feedback.store
         (trace,) = wait_for(lambda: store.list_traces())
         assert trace["status"] == "OK" and trace["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
-        assert trace["prompt_tokens"] > 500 and trace["completion_tokens"] > 0
+        assert trace["prompt_tokens"] > 100 and trace["completion_tokens"] > 0
         llm = [s for s in store.spans_of(trace["id"]) if s["kind"] == "LLM"]
         assert llm, "the local model must produce OpenInference LLM spans"
         assert store.get_score(score_id_for(trace["id"])).value == 1.0
+    finally:
+        runtime.feedback.close()
+
+
+# Our own first-chat questions, asked in one chat as a newcomer would. Temperature 0 (greedy
+# decoding) makes the answers the same on every run of this machine.
+FIRST_CHAT = [
+    ("What is 12 times 3?", "36"),
+    ("Hello! Who are you?", None),
+    ("What is 15 plus 27?", "42"),
+    ("What is the capital of France?", "Paris"),
+]
+
+
+def test_first_chat_gets_right_answers_streamed_and_without_json(make_settings):
+    runtime = create_runtime(make_settings())  # nothing configured: the offline model
+    try:
+        handlers = ChatHandlers(runtime)
+        runtime.make_agent.warm_up()
+        session, history = None, []
+        for question, expected in FIRST_CHAT:
+            history, session, outputs = turn(handlers, session, history, question)
+            answer = history[-1]["content"]
+            assert "{" not in answer and "final_answer" not in answer and not answer.startswith("⚠️")
+            assert answer != GIVE_UP, question
+            if expected is not None:
+                assert expected in answer, (question, answer)
+            else:
+                assert len(answer.split()) >= 3, answer
+            # The model's words were shown while it wrote them: a growing open message.
+            live = [
+                o[1][-1]["content"]
+                for o in outputs
+                if (o[1][-1].get("metadata") or {}).get("status") == "pending"
+            ]
+            assert len(live) >= 2 and len(live[-1]) > len(live[0]), (question, live)
+        runtime.feedback.telemetry.flush()
+        prompts = [t["prompt_tokens"] for t in wait_for(lambda: runtime.feedback.store.list_traces(10))]
+        assert len(prompts) == len(FIRST_CHAT) and max(prompts) < 1500, (
+            prompts
+        )  # compact prompt, bounded memory
     finally:
         runtime.feedback.close()
