@@ -9,7 +9,16 @@ their event data. Prints, measured in this one run:
 - turn throughput and the p95 latency the app adds over the scripted model;
 - a concurrency figure: 8 users whose model takes 1 s finish 8 turns within 1.5 s, and a vote
   cast while those 8 turns run is recorded within 100 ms;
-- the app's memory while 500 sessions come and go with SESSION_TTL_S eviction.
+- the app's memory while 500 sessions come and go with SESSION_TTL_S eviction;
+- the app against plain Gradio: the same users and turns (no votes) through the same client,
+  once against the app and once against a bare `gr.ChatInterface` (bench/plain_chat.py, its
+  own process) that streams as many chatbot updates per turn as the app (counted in the run)
+  with no agent, no tracing and no store; both p95s, both throughputs and the ratio app p95 / plain p95.
+
+For the plain chat the timed call is its streaming event (what the page waits on until the
+answer is complete). A ChatInterface page makes several more small calls per turn; the two
+that set that event's inputs (the message and the history, both server-side state) are made
+before the clock starts, so the baseline is Gradio's queue, SSE and chatbot streaming alone.
 
     python -m bench.load [--users 20] [--turns 5] [--sessions 500]
 """
@@ -29,15 +38,18 @@ import tempfile
 import threading
 import time
 import urllib.request
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from feedback.votes import score_id_for  # noqa: E402
 from tests.fakes import FakeOpenAI  # noqa: E402
-from tests.gradio_queue import QueueClient  # noqa: E402
+from tests.gradio_queue import QueueClient, Result  # noqa: E402
 from tests.helpers import free_port  # noqa: E402
 
 VALUES = {True: 1.0, False: 0.0, "Incorrect": 0.0, "Too slow": 0.0, "": None}
@@ -58,7 +70,24 @@ def answer_index(history: list[dict]) -> int:
     return i
 
 
-def start_app(data_dir: Path, llm_url: str, langfuse_url: str, **extra: str) -> tuple[subprocess.Popen, str]:
+def wait_ready(proc: subprocess.Popen, url: str, what: str) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit(f"{what} did not start")
+
+
+def start_app(
+    data_dir: Path, llm_url: str, langfuse_url: str, *, command: list[str] | None = None, **extra: str
+) -> tuple[subprocess.Popen, str]:
+    """`python app.py` (or `command`, e.g. the app under a profiler) on a free port."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "OPENAI_", "HF_", "MODEL_"))}
     env.update(
@@ -74,20 +103,40 @@ def start_app(data_dir: Path, llm_url: str, langfuse_url: str, **extra: str) -> 
         LOG_LEVEL="WARNING",
         **extra,
     )
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
     log = open(data_dir.parent / f"app-{port}.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        command or [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
     )
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return proc, url
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise SystemExit("the app did not start")
+    wait_ready(proc, url, "the app")
+    return proc, url
+
+
+def start_plain(
+    log_dir: Path, concurrency: int, updates: int = 3, **extra: str
+) -> tuple[subprocess.Popen, str]:
+    """bench/plain_chat.py: a bare gr.ChatInterface in its own process, like the app."""
+    port = free_port()
+    env = dict(
+        os.environ,
+        GRADIO_SERVER_PORT=str(port),
+        GRADIO_ANALYTICS_ENABLED="False",
+        MAX_CONCURRENT_TURNS=str(concurrency),
+        PLAIN_UPDATES=str(updates),
+        **extra,
+    )
+    log = open(log_dir / f"plain-{port}.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "plain_chat.py")],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    wait_ready(proc, url, "the plain chat")
+    return proc, url
 
 
 def stop_app(proc: subprocess.Popen) -> None:
@@ -128,6 +177,104 @@ def user_run(url: str, user: int, turns: int, rng: random.Random, out: dict) -> 
         out["clicks"] += 1
     out["latencies"].extend(latencies)
     q.close()
+
+
+class PlainChatClient(QueueClient):
+    """The same client against bench/plain_chat.py's gr.ChatInterface."""
+
+    def __init__(self, url: str) -> None:
+        # What QueueClient sets up, without its lookups of the app's own events.
+        self.url = url.rstrip("/")
+        self.session_hash = uuid.uuid4().hex[:12]
+        self.http = httpx.Client(timeout=60.0)
+        config = self.http.get(f"{self.url}/config").json()
+        self.api_prefix = config.get("api_prefix", "/gradio_api")
+        kinds = {c["id"]: c["type"] for c in config["components"]}
+        deps = {d["id"]: d for d in config["dependencies"]}
+        # The ChatInterface's own chain for a submitted message: save the text (server-side
+        # state), stream the answer into the chatbot, then copy the chatbot into its state.
+        save = next(d for d in deps.values() if d.get("api_name") == "_clear_and_save_textbox")
+        stream = next(d for d in deps.values() if d.get("api_name") == "_submit_fn")
+        sync = next(
+            d
+            for d in deps.values()
+            if d.get("trigger_after") == stream["id"]
+            and [kinds[i] for i in d["inputs"]] == ["chatbot"]
+            and all(kinds[i] == "state" for i in d["outputs"])
+        )
+        self.save_fn, self.stream_fn, self.sync_fn = save["id"], stream["id"], sync["id"]
+
+    def direct(self, fn_index: int, data: list) -> dict:
+        """A `queue=False` call, made as the page makes it (one POST, no queue)."""
+        body = {"data": data, "fn_index": fn_index, "session_hash": self.session_hash, "event_data": None}
+        response = self.http.post(f"{self.url}{self.api_prefix}/run/predict", json=body)
+        response.raise_for_status()
+        return response.json()
+
+    def load(self) -> None:
+        return None  # a bare ChatInterface has nothing to set up when the page opens
+
+    def prepare(self, message: str, history: list) -> None:
+        """Untimed: put the message and the chat so far into the streaming event's state."""
+        self.direct(self.save_fn, [message])
+        self.direct(self.sync_fn, [history])
+
+    def chat(self, message: str, history: list | None = None, browser_id: str = "") -> Result:
+        """The timed part: the streaming event, whose inputs prepare() set (output[1] is the chat)."""
+        return self.call(self.stream_fn, [None, None])
+
+
+def updates_per_turn(url: str) -> int:
+    """How many updates the app streams for one scripted turn (what the plain chat then streams)."""
+    q = QueueClient(url)
+    q.load()
+    data = ["count my updates", [], None, q.session_hash]
+    body = {"data": data, "fn_index": q.fn_by_name["respond"], "session_hash": q.session_hash}
+    q.http.post(f"{q.url}{q.api_prefix}/queue/join", json=body).raise_for_status()
+    updates = 0
+    with q.http.stream(
+        "GET", f"{q.url}{q.api_prefix}/queue/data", params={"session_hash": q.session_hash}
+    ) as s:
+        for line in s.iter_lines():
+            msg = json.loads(line[5:]) if line.startswith("data:") else {}
+            updates += msg.get("msg") == "process_generating"
+            if msg.get("msg") == "process_completed":
+                break
+    q.close()
+    return updates
+
+
+def chat_run(url: str, user: int, turns: int, plain: bool, out: dict) -> None:
+    """One user's turns, timed like user_run's, without votes (a bare ChatInterface has none)."""
+    q: QueueClient = PlainChatClient(url) if plain else QueueClient(url)
+    q.load()
+    history: list = []
+    latencies = []
+    for turn in range(turns):
+        question = f"user {user} turn {turn}"
+        if isinstance(q, PlainChatClient):
+            q.prepare(question, history)
+        start = time.perf_counter()
+        result = q.chat(question, history)
+        latencies.append(time.perf_counter() - start)
+        assert result.success, result.message
+        history = result.output[1]
+    out["latencies"].extend(latencies)
+    q.close()
+
+
+def chat_load(url: str, users: int, turns: int, plain: bool) -> tuple[list[float], float]:
+    """(sorted turn latencies, elapsed s) for `users` chatting at once."""
+    out: dict = {"latencies": []}
+    start = time.perf_counter()
+    with ThreadPoolExecutor(users) as pool:
+        for f in [pool.submit(chat_run, url, 1000 + u, turns, plain, out) for u in range(users)]:
+            f.result()
+    return sorted(out["latencies"]), time.perf_counter() - start
+
+
+def p95_of(lat: list[float]) -> float:
+    return lat[int(0.95 * (len(lat) - 1))]
 
 
 def check_votes(db: Path, langfuse_url: str, final: dict[str, float | None]) -> tuple[int, int, int]:
@@ -209,6 +356,10 @@ def main() -> None:
                     break
                 time.sleep(0.5)
 
+            # 1b. The same users and turns without votes, to compare with plain Gradio below.
+            updates = updates_per_turn(url)
+            app_lat, app_elapsed = chat_load(url, args.users, args.turns, plain=False)
+
             # 2. Concurrency: 8 users whose model takes 1 s per call, and a vote meanwhile.
             voter = QueueClient(url)
             voter.load()
@@ -253,6 +404,15 @@ def main() -> None:
                 rss.append((done, rss_mb(proc.pid)))
         finally:
             stop_app(proc)
+
+        # 4. Plain Gradio: the same users and turns against a bare gr.ChatInterface, alone on
+        # the machine as the app was; a few turns first so both are measured warm.
+        plain, plain_url = start_plain(Path(tmp), concurrency=20, updates=updates)
+        try:
+            chat_load(plain_url, 2, 2, plain=True)
+            plain_lat, plain_elapsed = chat_load(plain_url, args.users, args.turns, plain=True)
+        finally:
+            stop_app(plain)
     fake_lf.terminate()
 
     print(f"users {args.users} x turns {args.turns}: {len(lat)} turns, {out['clicks']} vote clicks")
@@ -270,6 +430,22 @@ def main() -> None:
     print(
         f"vote during those 8 turns recorded in {vote_ms:.1f} ms (target < 100 ms): "
         f"{'MET' if vote_ms < 100 else 'NOT MET'}; ratio to target {vote_ms / 100:.2f}"
+    )
+    app_p95, plain_p95 = p95_of(app_lat), p95_of(plain_lat)
+    ratio = app_p95 / plain_p95
+    print(
+        f"vs plain Gradio, {args.users} users x {args.turns} turns, no votes, same client "
+        f"(bare gr.ChatInterface streaming the same {updates} updates per turn):"
+    )
+    for name, lat_, elapsed_ in (("app", app_lat, app_elapsed), ("plain", plain_lat, plain_elapsed)):
+        print(
+            f"  {name:<5} {len(lat_) / elapsed_:5.1f} turns/s over {elapsed_:.1f} s; latency "
+            f"p50 {statistics.median(lat_) * 1000:.1f} ms, p95 {p95_of(lat_) * 1000:.1f} ms"
+        )
+    print(
+        f"  app p95 / plain p95 = {ratio:.2f} (target <= 1.3): {'MET' if ratio <= 1.3 else 'NOT MET'}; "
+        f"throughput app / plain = {len(app_lat) / app_elapsed / (len(plain_lat) / plain_elapsed):.2f}; "
+        f"with votes (above) app p95 / plain p95 = {p95 / plain_p95:.2f}"
     )
     print("memory (sessions -> RSS MB): " + ", ".join(f"{n}: {m:.0f}" for n, m in rss))
     steps = [b[1] - a[1] for a, b in zip(rss, rss[1:], strict=False)]

@@ -62,6 +62,10 @@ def test_secrets_are_not_in_the_page_or_config(make_settings, make_runtime, fake
             body = urllib.request.urlopen(url + path, timeout=10).read().decode()
             for secret in (settings.langfuse_secret_key, "hf_PAGESECRET", "sk-PAGESECRET"):
                 assert secret not in body, (path, secret)
+            # Nor the rest of the settings (a bound method as a State callback once put the
+            # whole runtime's repr into the page config).
+            for private in (settings.langfuse_public_key, str(settings.data_dir), "Settings("):
+                assert private not in body, (path, private)
 
 
 @pytest.fixture
