@@ -81,7 +81,7 @@ def _role(role: Any) -> str:
 # Longest thought and code the grammar allows. A tiny model can loop ("2 * 2 * 2 * ...") until
 # max_tokens cuts the JSON short: unparsable, slow, and copied by the next step. Bounded
 # strings end the loop inside the grammar, so the reply is still a complete object.
-STRING_LIMITS = {"thought": 160, "code": 320}
+STRING_LIMITS = {"thought": 80, "code": 320}
 
 
 def _bounded(schema: dict[str, Any]) -> dict[str, Any]:
@@ -97,21 +97,26 @@ def _bounded(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "properties": bounded}
 
 
-LOOP_WINDOW = 48
+LOOP_MIN_WINDOW = 48
+LOOP_MAX_PERIOD = 40
 
 
 def is_looping(text: str) -> bool:
-    """The reply ends in one short unit repeated over and over ("2 * 2 * 2 * ...").
+    """The reply ends in one unit repeated over and over ("2 * 2 * 2 * ...", or a whole
+    clause "2 to the power of 10 is 1024, " again and again).
 
     A tiny model at temperature 0 never leaves such a loop; stopping it early saves the
-    seconds it would spend filling max_tokens with it.
+    seconds it would spend filling max_tokens with it. A unit must repeat over at least
+    48 characters and three times.
     """
-    tail = text[-LOOP_WINDOW:]
-    if len(tail) < LOOP_WINDOW:
-        return False
-    return any(
-        tail == (tail[-period:] * (LOOP_WINDOW // period + 1))[-LOOP_WINDOW:] for period in range(1, 9)
-    )
+    for period in range(1, LOOP_MAX_PERIOD + 1):
+        window = max(LOOP_MIN_WINDOW, 3 * period)
+        if len(text) < window:
+            return False
+        tail = text[-window:]
+        if tail == (tail[-period:] * (window // period + 1))[-window:]:
+            return True
+    return False
 
 
 class LocalLlamaModel(Model):
