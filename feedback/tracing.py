@@ -76,20 +76,19 @@ class TurnTrace:
             self._otel_span.set_attribute("langfuse.observation.output", answer)
             self._otel_span.set_attribute("output.value", answer)
 
-    def set_warning(self, reason: str) -> None:
-        """The turn ended without a usable answer: not an error, but worth finding."""
+    def _set_level(self, level: str, reason: str) -> None:
         if self._is_langfuse:
-            self._span.update(level="WARNING", status_message=reason)
+            self._span.update(level=level, status_message=reason)
         else:
-            self._otel_span.set_attribute("langfuse.observation.level", "WARNING")
+            self._otel_span.set_attribute("langfuse.observation.level", level)
             self._otel_span.set_attribute("langfuse.observation.status_message", reason)
 
+    def set_warning(self, reason: str) -> None:
+        """The turn ended without a usable answer: not an error, but worth finding."""
+        self._set_level("WARNING", reason)
+
     def set_error(self, reason: str) -> None:
-        if self._is_langfuse:
-            self._span.update(level="ERROR", status_message=reason)
-        else:
-            self._otel_span.set_attribute("langfuse.observation.level", "ERROR")
-            self._otel_span.set_attribute("langfuse.observation.status_message", reason)
+        self._set_level("ERROR", reason)
         self._otel_span.set_status(Status(StatusCode.ERROR, reason))
 
 
