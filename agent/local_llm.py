@@ -81,7 +81,7 @@ def _role(role: Any) -> str:
 # Longest thought and code the grammar allows. A tiny model can loop ("2 * 2 * 2 * ...") until
 # max_tokens cuts the JSON short: unparsable, slow, and copied by the next step. Bounded
 # strings end the loop inside the grammar, so the reply is still a complete object.
-STRING_LIMITS = {"thought": 80, "code": 320}
+STRING_LIMITS = {"thought": 40, "code": 320}
 
 
 def _bounded(schema: dict[str, Any]) -> dict[str, Any]:
