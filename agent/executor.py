@@ -84,9 +84,11 @@ class Limits:
                 f"Your code wrote more than {self.max_files} files or {self.folder_mb} MB in its folder "
                 "and was stopped; the folder was emptied."
             ),
-        }.get(kind, "Your code stopped its worker process unexpectedly and was stopped.") + (
-            " Its variables are gone; the next code step starts a fresh worker."
-        )
+        }.get(
+            kind,
+            # Said without blame: the code may have crashed it, or something outside killed it.
+            "The worker process running your code ended unexpectedly (a crash, or stopped from outside).",
+        ) + (" Its variables are gone; the next code step starts a fresh worker.")
 
 
 def folder_usage(path: Path, max_files: int) -> tuple[int, int]:

@@ -325,3 +325,21 @@ def isolation_line_of_root(tmp_path: Path) -> str:
     from agent.settings import settings_from_env
 
     return CodeSandbox(settings_from_env({"DATA_DIR": str(tmp_path / "root-data")})).describe()
+
+
+def test_a_worker_killed_from_outside_mid_step_is_reported_without_blame(make_settings, make_runtime):
+    import signal
+
+    code = {"warm": "final_answer('up')", "slow": "import time\ntime.sleep(5)\nfinal_answer('late')"}
+    runtime = make_runtime(make_settings(MAX_STEPS="1", CODE_TIMEOUT_S="20"), _coder(code))
+    handlers = ChatHandlers(runtime)
+    history, session, _ = turn(handlers, None, [], "warm")
+    pid = _executor(session).worker.pid
+    threading.Timer(1.0, os.kill, (pid, signal.SIGKILL)).start()
+    history, session, _ = turn(handlers, session, history, "slow")
+    shown = " ".join(text_of(m) for m in history)
+    assert "ended unexpectedly (a crash, or stopped from outside)" in shown
+    assert "Your code stopped" not in shown
+    # The session goes on with a fresh worker.
+    history, session, _ = turn(handlers, session, history, "warm")
+    assert text_of(history[-1]) == "up" and _executor(session).worker.pid != pid
