@@ -134,18 +134,24 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def positive_days(raw: str) -> float:
+    """A number of days: finite and greater than 0 (nan refused). Raises ValueError."""
+    value = float(raw)
+    if not 0 < value < float("inf"):
+        raise ValueError(raw)
+    return value
+
+
 def _optional_days(env: Mapping[str, str], name: str) -> float | None:
     raw = env.get(name, "").strip()
     if not raw:
         return None
-    error = f"{name} must be a number of days greater than 0 (empty keeps everything), got {raw!r}."
     try:
-        value = float(raw)
+        return positive_days(raw)
     except ValueError:
-        raise SettingsError(error) from None
-    if not 0 < value < float("inf"):  # refuses nan too
-        raise SettingsError(error)
-    return value
+        raise SettingsError(
+            f"{name} must be a number of days greater than 0 (empty keeps everything), got {raw!r}."
+        ) from None
 
 
 def _choose_provider(env: Mapping[str, str]) -> tuple[str, str]:

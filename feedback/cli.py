@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from agent.settings import SettingsError, load_settings
+from agent.settings import SettingsError, load_settings, positive_days
 from feedback.retention import cutoff_for, prune
 from feedback.store import ScoreRow, Store
 
@@ -230,14 +230,10 @@ def cmd_vacuum(store: Store, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _days(text: str) -> float:
-    error = argparse.ArgumentTypeError(f"must be a number of days greater than 0, got {text!r}")
     try:
-        value = float(text)
+        return positive_days(text)
     except ValueError:
-        raise error from None
-    if not 0 < value < float("inf"):  # refuses nan too
-        raise error
-    return value
+        raise argparse.ArgumentTypeError(f"must be a number of days greater than 0, got {text!r}") from None
 
 
 def parser() -> argparse.ArgumentParser:
