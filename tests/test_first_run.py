@@ -40,16 +40,10 @@ def _system_prompt(runtime) -> str:
     return all_text(agent.write_memory_to_messages()[:1])
 
 
-def test_local_prompt_is_compact_and_still_lists_the_tools(make_settings):
+def test_local_prompt_is_compact_and_still_lists_the_tools(make_settings, make_runtime):
     from llama_cpp import Llama
 
-    from app import create_runtime
-
-    runtime = create_runtime(make_settings(), model=ScriptedLocalModel(), extra_tools=[Weather()])
-    try:
-        prompt = _system_prompt(runtime)
-    finally:
-        runtime.feedback.close()
+    prompt = _system_prompt(make_runtime(make_settings(), ScriptedLocalModel(), [Weather()]))
     assert "- weather(city): Today's weather in a city." in prompt
     assert "- final_answer(answer):" in prompt
     assert "Longer details" not in prompt and "notional tools" not in prompt

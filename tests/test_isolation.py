@@ -19,7 +19,7 @@ from smolagents import Tool
 
 from agent.executor import IsolatedExecutor
 from agent.settings import SettingsError
-from app import ChatHandlers, create_runtime, isolation_line, start_sandbox
+from app import ChatHandlers, isolation_line, start_sandbox
 from tests.fakes import ScriptedModel, code_reply, last_task
 from tests.helpers import free_port, text_of, turn, wait_for
 
@@ -133,16 +133,11 @@ class Lookup(Tool):
         return f"definition of {word}"
 
 
-def test_tools_run_in_the_app_and_return_values_to_the_code(make_settings):
+def test_tools_run_in_the_app_and_return_values_to_the_code(make_settings, make_runtime):
     code = "d = lookup('sandbox')\nfinal_answer(d.upper())"
     Lookup.calls.clear()
-    runtime = create_runtime(
-        make_settings(MAX_STEPS="1"), model=_coder({"define": code}), extra_tools=[Lookup()]
-    )
-    try:
-        history, _, _ = turn(ChatHandlers(runtime), None, [], "define")
-    finally:
-        runtime.feedback.close()
+    runtime = make_runtime(make_settings(MAX_STEPS="1"), _coder({"define": code}), [Lookup()])
+    history, _, _ = turn(ChatHandlers(runtime), None, [], "define")
     assert text_of(history[-1]) == "DEFINITION OF SANDBOX"
     assert Lookup.calls == [os.getpid()]
 
@@ -221,16 +216,12 @@ def _try(fn, *args):
         return False
 
 
-def test_sessions_never_share_a_worker_or_a_folder(make_settings):
-    runtime = create_runtime(make_settings(MAX_STEPS="1"), model=_coder({"a": "final_answer(1)"}))
-    try:
-        handlers = ChatHandlers(runtime)
-        _, one, _ = turn(handlers, None, [], "a")
-        _, two, _ = turn(handlers, None, [], "a")
-        assert _executor(one).worker.pid != _executor(two).worker.pid
-        assert _executor(one).work_dir != _executor(two).work_dir
-    finally:
-        runtime.feedback.close()
+def test_sessions_never_share_a_worker_or_a_folder(make_settings, make_runtime):
+    handlers = ChatHandlers(make_runtime(make_settings(MAX_STEPS="1"), _coder({"a": "final_answer(1)"})))
+    _, one, _ = turn(handlers, None, [], "a")
+    _, two, _ = turn(handlers, None, [], "a")
+    assert _executor(one).worker.pid != _executor(two).worker.pid
+    assert _executor(one).work_dir != _executor(two).work_dir
 
 
 def test_a_reply_split_across_the_poll_interval_is_read_whole(make_settings, tmp_path):
@@ -261,16 +252,11 @@ def test_a_reply_split_across_the_poll_interval_is_read_whole(make_settings, tmp
         stand_in.wait(timeout=5)
 
 
-def test_tool_calls_per_step_are_capped(make_settings):
+def test_tool_calls_per_step_are_capped(make_settings, make_runtime):
     code = "n = 0\nfor i in range(100):\n    try:\n        lookup('x')\n        n += 1\n    except Exception:\n        break\nfinal_answer(n)"
     Lookup.calls.clear()
-    runtime = create_runtime(
-        make_settings(MAX_STEPS="1"), model=_coder({"flood": code}), extra_tools=[Lookup()]
-    )
-    try:
-        history, _, _ = turn(ChatHandlers(runtime), None, [], "flood")
-    finally:
-        runtime.feedback.close()
+    runtime = make_runtime(make_settings(MAX_STEPS="1"), _coder({"flood": code}), [Lookup()])
+    history, _, _ = turn(ChatHandlers(runtime), None, [], "flood")
     assert text_of(history[-1]) == "20" and len(Lookup.calls) == 20
 
 
