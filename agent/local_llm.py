@@ -78,10 +78,16 @@ def _role(role: Any) -> str:
     return {"tool-call": "assistant", "tool-response": "user"}.get(value, value)
 
 
-# Longest thought and code the grammar allows. A tiny model can loop ("2 * 2 * 2 * ...") until
-# max_tokens cuts the JSON short: unparsable, slow, and copied by the next step. Bounded
-# strings end the loop inside the grammar, so the reply is still a complete object.
-STRING_LIMITS = {"thought": 40, "code": 320}
+# What the grammar lets each string be. A tiny model can loop ("2 * 2 * 2 * ...") until
+# max_tokens cuts the JSON short: unparsable, slow, and copied by the next step; a bounded code
+# string ends the loop inside the grammar, so the reply is still a complete object. The thought
+# is one capitalised word ("Multiply."): given room, SmolLM2 "reasons" there ("2^10 = 2 * 2 =
+# 81") and then codes what it wrote. Measured in one chat: the newcomer's five questions went
+# from 4 to 5 right, a second set of ten from 3 to 6.
+STRING_SHAPES: dict[str, dict[str, Any]] = {
+    "thought": {"pattern": "^[A-Z][a-z]{1,12}[.]$"},
+    "code": {"maxLength": 320},
+}
 
 
 def _bounded(schema: dict[str, Any]) -> dict[str, Any]:
@@ -89,8 +95,8 @@ def _bounded(schema: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(properties, dict):
         return schema
     bounded = {
-        name: {**spec, "maxLength": STRING_LIMITS[name]}
-        if name in STRING_LIMITS and isinstance(spec, dict) and spec.get("type") == "string"
+        name: {**spec, **STRING_SHAPES[name]}
+        if name in STRING_SHAPES and isinstance(spec, dict) and spec.get("type") == "string"
         else spec
         for name, spec in properties.items()
     }

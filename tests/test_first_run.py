@@ -4,6 +4,7 @@ give-up message, and traces that stay small (scripted models; the real one is in
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 
 import pytest
@@ -156,7 +157,11 @@ def test_loops_are_detected_and_strings_are_bounded():
     )
     schema = {"type": "object", "properties": {"thought": {"type": "string"}, "code": {"type": "string"}}}
     bounded = _bounded(schema)["properties"]
-    assert bounded["thought"]["maxLength"] < bounded["code"]["maxLength"] <= 400
+    assert bounded["code"]["maxLength"] <= 400
+    # The thought is one word: no room to "reason" wrongly and then code the mistake.
+    thought = re.compile(bounded["thought"]["pattern"])
+    assert thought.match("Multiply.") and thought.match("Power.")
+    assert not thought.match("2^10 = 2 * 2 = 81") and not thought.match("I will multiply.")
 
 
 def test_live_text_reads_partial_json_and_hosted_code():

@@ -44,12 +44,13 @@ def test_local_model_answers_through_the_app_and_is_traced(make_settings):
         runtime.feedback.close()
 
 
-# Our own first-chat questions, asked in one chat as a newcomer would. Temperature 0 (greedy
-# decoding) makes the answers the same on every run of this machine.
+# The newcomer's first five questions from the first-run issue, asked in one chat. Temperature 0
+# (greedy decoding) makes the answers the same on every run of this machine.
 FIRST_CHAT = [
     ("What is 12 times 3?", "36"),
     ("Hello! Who are you?", None),
     ("What is 15 plus 27?", "42"),
+    ("What is 2 to the power of 10?", "1024"),
     ("What is the capital of France?", "Paris"),
 ]
 
