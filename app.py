@@ -10,7 +10,6 @@ import logging
 import os
 import secrets
 import signal
-import sqlite3
 import sys
 import threading
 import uuid
@@ -243,7 +242,7 @@ class ChatHandlers:
             self.rt.feedback.votes.record(
                 trace_id=trace_id, vote=vote, session_id=session.session_id, user_id=session.user_id
             )
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             log.exception("Could not save a vote on trace %s", trace_id)
             return session, self.status(f"⚠️ Your rating could not be saved ({exc}). Please click again.")
         session.last_rated_trace = trace_id if vote.value is not None else session.last_rated_trace
@@ -257,7 +256,7 @@ class ChatHandlers:
             return text, session, self.status("Rate an answer first; the comment goes with your rating.")
         try:
             row = self.rt.feedback.votes.comment(trace_id=session.last_rated_trace, text=text)
-        except sqlite3.Error as exc:
+        except StoreError as exc:
             log.exception("Could not save a comment on trace %s", session.last_rated_trace)
             return text, session, self.status(f"⚠️ Your comment could not be saved ({exc}). Please try again.")
         if row is None:
@@ -405,7 +404,8 @@ def main() -> int:
     print(runtime.choice.banner(), flush=True)
     print(isolation_line(runtime), flush=True)
     print(runtime.feedback.check_langfuse(), flush=True)
-    print(f"Local store: {settings.db_path.resolve()}", flush=True)
+    for line in runtime.feedback.store_lines(settings):
+        print(line, flush=True)
     demo = build_app(runtime=runtime)
     threading.Thread(target=_warm_up, args=(runtime,), name="model-warm-up", daemon=True).start()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from dotenv import load_dotenv
 
 from agent.sandbox import forbidden_imports
+from feedback.database import normalize_url, password_of, sqlite_url
 
 PROVIDERS = ("local", "hf", "openai")
 # local-process: a confined worker process per session (the default). local-unsafe: smolagents'
@@ -80,7 +81,13 @@ class Settings:
     langfuse_base_url: str = "https://cloud.langfuse.com"
     langfuse_timeout_s: float = 5.0
     langfuse_retry_max_s: float = 60.0
+    # How long an outbox holds the scores it is delivering before another process may take them.
+    outbox_lease_s: float = 60.0
     data_dir: Path = Path("data")
+    # The store: empty means the SQLite file under data_dir; postgresql://... a shared database.
+    database_url: str = field(default="", repr=False)
+    # Set by Hugging Face on a Space (its disk is wiped on every restart).
+    space_id: str = ""
     # Days to keep span details; trace summaries and scores stay forever. None keeps everything.
     store_retention_days: float | None = None
     server_name: str = "127.0.0.1"
@@ -95,13 +102,25 @@ class Settings:
     def db_path(self) -> Path:
         return self.data_dir / "feedback.sqlite3"
 
+    @property
+    def store_url(self) -> str:
+        """Where the store is: DATABASE_URL, or the SQLite file under DATA_DIR."""
+        return self.database_url or sqlite_url(self.db_path)
+
     def secrets(self) -> list[str]:
         """Values that must never be printed, logged or sent to the browser."""
-        return [v for v in (self.hf_token, self.openai_api_key, self.langfuse_secret_key) if v]
+        values = (
+            self.hf_token,
+            self.openai_api_key,
+            self.langfuse_secret_key,
+            self.database_url,
+            password_of(self.database_url),
+        )
+        return [v for v in values if v]
 
     def describe(self) -> dict[str, object]:
         """The settings without secrets, for the start banner and `python -m feedback`."""
-        hidden = {"hf_token", "openai_api_key", "langfuse_secret_key"}
+        hidden = {"hf_token", "openai_api_key", "langfuse_secret_key", "database_url"}
         return {
             f.name: ("***" if getattr(self, f.name) else "") if f.name in hidden else getattr(self, f.name)
             for f in fields(self)
@@ -152,6 +171,16 @@ def _optional_days(env: Mapping[str, str], name: str) -> float | None:
         raise SettingsError(
             f"{name} must be a number of days greater than 0 (empty keeps everything), got {raw!r}."
         ) from None
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    raw = env.get("DATABASE_URL", "").strip()
+    if not raw:
+        return ""
+    try:
+        return normalize_url(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{exc}.") from None
 
 
 def _choose_provider(env: Mapping[str, str]) -> tuple[str, str]:
@@ -230,7 +259,10 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         ).rstrip("/"),
         langfuse_timeout_s=_float(env, "LANGFUSE_TIMEOUT_S", 5.0),
         langfuse_retry_max_s=_float(env, "LANGFUSE_RETRY_MAX_S", 60.0),
+        outbox_lease_s=_float(env, "OUTBOX_LEASE_S", 60.0),
         data_dir=data_dir,
+        database_url=_database_url(env),
+        space_id=env.get("SPACE_ID", "").strip(),
         store_retention_days=_optional_days(env, "STORE_RETENTION_DAYS"),
         server_name=env.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1",
         server_port=_int(env, "GRADIO_SERVER_PORT", 7860),

@@ -9,7 +9,7 @@ from agent.settings import Settings
 from feedback.langfuse_sink import LangfuseSink
 from feedback.outbox import Outbox
 from feedback.retention import DEFAULT_INTERVAL_S, RetentionLoop
-from feedback.store import Store
+from feedback.store import Store, StoreError
 from feedback.tracing import Telemetry
 from feedback.votes import VoteRecorder
 
@@ -35,7 +35,7 @@ class FeedbackBackends:
         export_delay_ms: int = 200,
         retention_interval_s: float = DEFAULT_INTERVAL_S,
     ) -> FeedbackBackends:
-        store = Store(settings.db_path)
+        store = Store(settings.store_url)
         retention = None
         if settings.store_retention_days is not None:
             retention = RetentionLoop(store, settings.store_retention_days, interval_s=retention_interval_s)
@@ -52,7 +52,13 @@ class FeedbackBackends:
             )
             assert telemetry.langfuse is not None
             sink = LangfuseSink(telemetry.langfuse, timeout_s=settings.langfuse_timeout_s)
-            outbox = Outbox(store, sink, retry_max_s=settings.langfuse_retry_max_s)
+            outbox = Outbox(
+                store,
+                sink,
+                retry_max_s=settings.langfuse_retry_max_s,
+                lease_s=settings.outbox_lease_s,
+                send_timeout_s=settings.langfuse_timeout_s,
+            )
             votes = VoteRecorder(store, notify=outbox.notify, flush_spans=telemetry.flush_to_store)
             return cls(store, telemetry, votes, sink, outbox, retention)
         telemetry = Telemetry(
@@ -83,11 +89,27 @@ class FeedbackBackends:
         )
         return f"Langfuse: NOT reachable or keys rejected ({detail}); ratings are kept locally."
 
+    def store_lines(self, settings: Settings) -> list[str]:
+        """The start banner's store line, and on a Space with SQLite the warning it needs."""
+        lines = [self.store.describe()]
+        if settings.space_id and self.store.path is not None:
+            lines.append(
+                f"WARNING: this is a Hugging Face Space ({settings.space_id}) and the store is a SQLite "
+                "file on its disk, which is wiped whenever the Space restarts, sleeps or changes its "
+                "settings: every rating kept only there is lost then. Set DATABASE_URL to a Postgres "
+                "database (a Space secret) to keep them; see the README, Deploy to a Space."
+            )
+        return lines
+
     def waiting_line(self) -> str:
         """The small status line shown when deliveries to Langfuse are behind."""
         if self.outbox is None:
             return ""
-        counts = self.store.delivery_counts()
+        try:
+            counts = self.store.delivery_counts()
+        except StoreError as exc:
+            log.warning("Cannot count the ratings waiting for Langfuse: %s", exc)
+            return "⚠️ The store cannot be reached right now; new ratings cannot be saved until it is back."
         parts = []
         if counts["pending"]:
             n = counts["pending"]

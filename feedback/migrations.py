@@ -1,25 +1,38 @@
-"""Named, run-once migrations for the local store, recorded in a `_migrations` table.
+"""Named, run-once migrations for the store, recorded in a `_migrations` table.
 
-Append new migrations to the end of MIGRATIONS; never edit one that has shipped.
+One history for SQLite and Postgres: the scripts are written once, in SQL both take; the only
+translation is SQLite's REAL, which is double precision there but single precision (seconds lost
+on an epoch time) in Postgres. Append new migrations to the end of MIGRATIONS; never edit one
+that has shipped (stores written by earlier versions have them recorded by name).
 """
 
 from __future__ import annotations
 
-import sqlite3
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-Migration = Callable[[sqlite3.Connection], None]
+from sqlalchemy import Connection, Engine, text
+
+from feedback.database import WRITE
+
+Migration = Callable[[Connection], None]
+
+# Any number: it names the lock that keeps two app processes from migrating one Postgres at once.
+_PG_MIGRATION_LOCK = 7_204_851
 
 
-def _run(db: sqlite3.Connection, script: str) -> None:
-    # Statement by statement, so the whole migration stays inside one transaction.
+def _run(db: Connection, script: str) -> None:
+    # Statement by statement, so the whole migration stays inside one transaction (DDL is
+    # transactional in both databases).
+    if db.dialect.name == "postgresql":
+        script = re.sub(r"\bREAL\b", "DOUBLE PRECISION", script)
     for statement in script.split(";"):
         if statement.strip():
-            db.execute(statement)
+            db.exec_driver_sql(statement)
 
 
-def m001_traces_and_spans(db: sqlite3.Connection) -> None:
+def m001_traces_and_spans(db: Connection) -> None:
     _run(
         db,
         """
@@ -64,7 +77,7 @@ def m001_traces_and_spans(db: sqlite3.Connection) -> None:
     )
 
 
-def m002_scores(db: sqlite3.Connection) -> None:
+def m002_scores(db: Connection) -> None:
     # `version` counts changes; the outbox delivers until delivered_version catches up.
     _run(
         db,
@@ -98,36 +111,53 @@ def m002_scores(db: sqlite3.Connection) -> None:
     )
 
 
-def m003_spans_start(db: sqlite3.Connection) -> None:
+def m003_spans_start(db: Connection) -> None:
     # Retention walks spans oldest first; with trace_id in the index it never reads the rows.
     _run(db, "CREATE INDEX spans_start ON spans (start_time, trace_id)")
+
+
+def m004_score_leases(db: Connection) -> None:
+    # Several app processes share one Postgres: the outbox claims a score for a while before it
+    # delivers it, so no two processes send it, and one that dies hands it over when it expires.
+    _run(
+        db,
+        """
+        ALTER TABLE scores ADD COLUMN lease_owner TEXT;
+        ALTER TABLE scores ADD COLUMN lease_until REAL NOT NULL DEFAULT 0
+        """,
+    )
 
 
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_traces_and_spans", m001_traces_and_spans),
     ("002_scores", m002_scores),
     ("003_spans_start", m003_spans_start),
+    ("004_score_leases", m004_score_leases),
 ]
 
 
-def migrate(db: sqlite3.Connection) -> list[str]:
-    """Apply the migrations this database has not seen yet; return their names."""
-    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
-    done = {row[0] for row in db.execute("SELECT name FROM _migrations")}
+def migrate(engine: Engine) -> list[str]:
+    """Apply the migrations this database has not seen yet; return their names.
+
+    Each runs in its own transaction holding the database's write lock (SQLite's BEGIN
+    IMMEDIATE, an advisory lock on Postgres), so app processes starting together apply each once.
+    """
     applied = []
-    for name, migration in MIGRATIONS:
-        if name in done:
-            continue
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            migration(db)
-            db.execute(
-                "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
-                (name, datetime.now(UTC).isoformat()),
-            )
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        applied.append(name)
+    with engine.connect() as db:
+        db.execution_options(**{WRITE: True})
+        for name, migration in MIGRATIONS:
+            with db.begin():
+                if db.dialect.name == "postgresql":
+                    db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+                db.exec_driver_sql(
+                    "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
+                )
+                if db.execute(text("SELECT 1 FROM _migrations WHERE name = :name"), {"name": name}).first():
+                    continue
+                migration(db)
+                db.execute(
+                    text("INSERT INTO _migrations (name, applied_at) VALUES (:name, :at)"),
+                    {"name": name, "at": datetime.now(UTC).isoformat()},
+                )
+            applied.append(name)
     return applied

@@ -3,14 +3,19 @@
 A score is marked delivered only when Langfuse accepted it. Failures that may pass (5xx, 429,
 timeouts, refused connections) are retried with backoff; a rejection is recorded and kept.
 The store holds each score's latest state, so writes and deletes of one score stay in order
-and a retry can never create a second score (the id is stable).
+and a retry can never create a second score (the id is stable). Several app processes may share
+one store (Postgres): each outbox claims the scores it delivers with a lease, so a score is sent
+by one of them, and the scores of one that dies mid-delivery are taken over when its lease ends.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 
 from feedback.langfuse_sink import ACCEPTED, REJECTED, Delivery, LangfuseSink
@@ -28,10 +33,21 @@ class Outbox:
     """Delivers pending scores in a daemon thread; `notify()` wakes it after a vote."""
 
     def __init__(
-        self, store: Store, sink: LangfuseSink, *, idle_poll_s: float = 2.0, retry_max_s: float = 60.0
+        self,
+        store: Store,
+        sink: LangfuseSink,
+        *,
+        idle_poll_s: float = 2.0,
+        retry_max_s: float = 60.0,
+        lease_s: float = 60.0,
+        send_timeout_s: float = 5.0,
     ) -> None:
         self._store = store
         self._sink = sink
+        # Unique per outbox, readable in the store: which host and process holds a lease.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lease_s = lease_s
+        self._send_timeout_s = send_timeout_s
         self._retry_max_s = retry_max_s
         self._idle_poll_s = idle_poll_s
         self._wake = threading.Event()
@@ -81,19 +97,42 @@ class Outbox:
                 self._wake.wait(timeout=min(self._idle_poll_s, self._retry_max_s))
 
     def deliver_due(self, on_each: Callable[[ScoreRow, Delivery], None] | None = None) -> int:
-        """Send every score that is due now, once; return how many were attempted."""
-        due = self._store.pending_scores()
-        for score in due:
-            result = self.deliver(score)
-            if on_each is not None:
-                on_each(score, result)
-        return len(due)
+        """Send the scores due now that this outbox could claim, once; return how many."""
+        self.free_dead_leases()
+        attempted = 0
+        while True:
+            claimed = self._store.claim_due(self.owner, self._lease_s)
+            if not claimed:
+                return attempted
+            for i, score in enumerate(claimed):
+                if time.time() + self._send_timeout_s + 1.0 > score.lease_until:
+                    # Not enough lease left for one more try: give the rest back, claim anew.
+                    self._store.release(self.owner, [s.id for s in claimed[i:]])
+                    break
+                result = self.deliver(score)
+                attempted += 1
+                if on_each is not None:
+                    on_each(score, result)
+
+    def free_dead_leases(self) -> None:
+        """Take back at once the leases of outboxes on this host whose process has died.
+
+        An app restarted after a crash (or a sibling process on the same machine) need not wait
+        for the lease to expire; an outbox on another host is only known gone by its expiry.
+        """
+        host = socket.gethostname()
+        for owner in self._store.lease_owners():
+            owner_host, _, rest = owner.partition(":")
+            pid = rest.partition(":")[0]
+            if owner != self.owner and owner_host == host and pid.isdigit() and not _alive(int(pid)):
+                freed = self._store.release_all(owner)
+                log.info("Took over %d rating(s) from outbox %s, whose process has ended", freed, owner)
 
     def deliver(self, score: ScoreRow) -> Delivery:
         if score.deleted:
             if not score.remote_exists:
                 # Never sent, so there is nothing in Langfuse to delete.
-                self._store.mark_delivered(score.id, score.version, exists_remotely=False)
+                self._store.mark_delivered(score.id, score.version, exists_remotely=False, owner=self.owner)
                 return Delivery(ACCEPTED, "never sent")
             result = self._sink.delete(score.id)
             exists_after = False
@@ -102,10 +141,12 @@ class Outbox:
             result = self._sink.send(score)
             exists_after = True
         if result.outcome == ACCEPTED:
-            self._store.mark_delivered(score.id, score.version, exists_remotely=exists_after)
+            self._store.mark_delivered(
+                score.id, score.version, exists_remotely=exists_after, owner=self.owner
+            )
         elif result.outcome == REJECTED:
             log.warning("Langfuse rejected score %s: %s", score.id, result.message)
-            self._store.mark_rejected(score.id, score.version, result.message)
+            self._store.mark_rejected(score.id, score.version, result.message, owner=self.owner)
         else:
             delay = backoff_s(score.attempts, self._retry_max_s)
             log.info(
@@ -114,5 +155,20 @@ class Outbox:
                 result.message,
                 delay,
             )
-            self._store.mark_retry(score.id, result.message, time.time() + delay)
+            self._store.mark_retry(score.id, result.message, time.time() + delay, owner=self.owner)
         return result
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this machine still runs (a zombie, killed but not reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

@@ -1,7 +1,9 @@
-"""The local store: one SQLite file holding every trace, span and score.
+"""The store: every trace, span and score, in a SQLite file or a shared Postgres database.
 
 It is always on. With no Langfuse keys it is the only backend; with keys it is the durable
-record the outbox delivers from, so a rating is never lost when Langfuse is down.
+record the outbox delivers from, so a rating is never lost when Langfuse is down. SQLite (a file
+under DATA_DIR) is the default; DATABASE_URL=postgresql://... lets several app processes, and a
+Space that restarts, share one store. The SQL below is written once for both.
 """
 
 from __future__ import annotations
@@ -9,22 +11,24 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from feedback import database
+from feedback.database import WRITE, StoreError
 from feedback.migrations import migrate
 
 log = logging.getLogger(__name__)
 
-
-class StoreError(RuntimeError):
-    """The store cannot be opened or written; the message names the path."""
+__all__ = ["ScoreRow", "SpanRecord", "Store", "StoreError", "TraceRecord"]
 
 
 def utc_now() -> str:
@@ -56,6 +60,9 @@ class ScoreRow:
     delivery_error: str | None
     attempts: int
     next_attempt_at: float
+    # Which outbox (process) is delivering this score, and until when (epoch seconds).
+    lease_owner: str | None = None
+    lease_until: float = 0.0
 
     @property
     def delivery(self) -> str:
@@ -106,64 +113,63 @@ class TraceRecord:
 
 
 class Store:
-    """Thread-safe access to the SQLite file (one connection per thread, WAL mode)."""
+    """Thread-safe access to the store (a pooled connection per operation)."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, target: str | Path) -> None:
+        """`target` is a DATABASE_URL or the path of a SQLite file."""
+        url = str(target) if isinstance(target, str) and "://" in target else database.sqlite_url(target)
+        self.url = url
+        self.where = database.where(url)
+        self.path = database.sqlite_path(url)
+        self.dialect = "sqlite" if self.path is not None else "postgresql"
+        if self.path is not None:
+            _check_writable(self.path)
+        self.engine = database.create(url)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            probe = self.path.parent / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as exc:
-            raise StoreError(
-                f"The data folder {self.path.parent.resolve()} is not writable ({exc.strerror or exc}). "
-                "Set DATA_DIR to a folder this app can write to."
-            ) from exc
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        try:
-            migrate(self._db())
-        except sqlite3.Error as exc:
-            raise StoreError(f"Cannot open the local store at {self.path.resolve()}: {exc}") from exc
+            migrate(self.engine)
+        except SQLAlchemyError as exc:
+            self.engine.dispose()
+            raise StoreError(_opening_error(self.where, exc)) from exc
 
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            # In WAL mode NORMAL keeps every commit across a process crash (SIGKILL); only
-            # a power cut may lose the last ones. It keeps a vote well under a millisecond.
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=30000")
-            self._local.db = db
-            with self._lock:
-                self._connections.append(db)
-        return db
+    def describe(self) -> str:
+        """The start banner's line: which store, never its password."""
+        if self.path is not None:
+            return f"store: sqlite at {self.path}"
+        return f"store: {self.where}"
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
+    def _guard(self) -> Iterator[None]:
+        # Whatever the driver raises becomes one clear StoreError naming the store.
         try:
+            yield
+        except DBAPIError as exc:
+            raise StoreError(f"The store ({self.where}) failed: {_first_line(exc.orig)}") from exc
+        except SQLAlchemyError as exc:
+            raise StoreError(f"The store ({self.where}) failed: {_first_line(exc)}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction: SQLite's one writer lock, a plain transaction on Postgres."""
+        with self._guard(), self.engine.connect() as db:
+            db.execution_options(**{WRITE: True})
+            with db.begin():
+                yield db
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._guard(), self.engine.connect() as db:
             yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        else:
-            db.execute("COMMIT")
+
+    def _all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        with self._read() as db:
+            return [dict(r) for r in db.execute(text(sql), dict(params or {})).mappings()]
+
+    def _one(self, sql: str, params: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        rows = self._all(sql, params)
+        return rows[0] if rows else None
 
     def close(self) -> None:
-        with self._lock:
-            for db in self._connections:
-                try:
-                    db.close()
-                except sqlite3.Error:
-                    pass
-            self._connections.clear()
-        self._local = threading.local()
+        self.engine.dispose()
 
     # ----- traces and spans -------------------------------------------------------------
 
@@ -173,85 +179,84 @@ class Store:
         traces = list(traces)
         touched = {s.trace_id for s in spans} | {t.id for t in traces}
         with self.transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO spans VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (
-                        s.trace_id,
-                        s.span_id,
-                        s.parent_id,
-                        s.name,
-                        s.kind,
-                        s.start_time,
-                        s.end_time,
-                        s.status,
-                        s.status_message,
-                        s.prompt_tokens,
-                        s.completion_tokens,
-                        s.total_tokens,
-                        json.dumps(s.attributes, default=str),
-                    )
-                    for s in spans
-                ],
-            )
+            if spans:
+                db.execute(
+                    text(
+                        f"""INSERT INTO spans ({_SPAN_COLUMNS}) VALUES ({_binds(_SPAN_COLUMNS)})
+                        ON CONFLICT (trace_id, span_id) DO UPDATE SET {_updates(_SPAN_COLUMNS, 2)}"""
+                    ),
+                    [
+                        {
+                            "trace_id": s.trace_id,
+                            "span_id": s.span_id,
+                            "parent_id": s.parent_id,
+                            "name": s.name,
+                            "kind": s.kind,
+                            "start_time": s.start_time,
+                            "end_time": s.end_time,
+                            "status": s.status,
+                            "status_message": s.status_message,
+                            "prompt_tokens": s.prompt_tokens,
+                            "completion_tokens": s.completion_tokens,
+                            "total_tokens": s.total_tokens,
+                            "attributes": json.dumps(s.attributes, default=str),
+                        }
+                        for s in spans
+                    ],
+                )
             for t in traces:
                 db.execute(
-                    """INSERT OR REPLACE INTO traces (id, name, input, output, user_id, session_id,
-                       status, status_message, start_time, end_time, latency_ms, model, tags, metadata)
-                       VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
-                    (
-                        t.id,
-                        t.name,
-                        t.input,
-                        t.output,
-                        t.user_id,
-                        t.session_id,
-                        t.status,
-                        t.status_message,
-                        t.start_time,
-                        t.end_time,
-                        round((t.end_time - t.start_time) * 1000.0, 3),
-                        t.model,
-                        json.dumps(t.tags),
-                        json.dumps(t.metadata, default=str),
+                    text(
+                        f"""INSERT INTO traces ({_TRACE_COLUMNS}) VALUES ({_binds(_TRACE_COLUMNS)})
+                        ON CONFLICT (id) DO UPDATE SET {_updates(_TRACE_COLUMNS, 1)}"""
                     ),
+                    {
+                        "id": t.id,
+                        "name": t.name,
+                        "input": t.input,
+                        "output": t.output,
+                        "user_id": t.user_id,
+                        "session_id": t.session_id,
+                        "status": t.status,
+                        "status_message": t.status_message,
+                        "start_time": t.start_time,
+                        "end_time": t.end_time,
+                        "latency_ms": round((t.end_time - t.start_time) * 1000.0, 3),
+                        "model": t.model,
+                        "tags": json.dumps(t.tags),
+                        "metadata": json.dumps(t.metadata, default=str),
+                    },
                 )
             # Token totals of a trace: the sum over its LLM spans, whichever batch they came in.
-            db.executemany(
-                """UPDATE traces SET (prompt_tokens, completion_tokens, total_tokens) = (
-                       SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),
-                              COALESCE(SUM(total_tokens), 0)
-                       FROM spans WHERE spans.trace_id = traces.id AND kind = 'LLM')
-                   WHERE id = ?""",
-                [(trace_id,) for trace_id in touched],
-            )
+            for trace_id in touched:
+                db.execute(
+                    text(
+                        """UPDATE traces SET (prompt_tokens, completion_tokens, total_tokens) = (
+                           SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),
+                                  COALESCE(SUM(total_tokens), 0)
+                           FROM spans WHERE spans.trace_id = traces.id AND kind = 'LLM')
+                       WHERE id = :id"""
+                    ),
+                    {"id": trace_id},
+                )
 
     def has_trace(self, trace_id: str) -> bool:
-        return self._db().execute("SELECT 1 FROM traces WHERE id = ?", (trace_id,)).fetchone() is not None
+        return self._one("SELECT 1 AS x FROM traces WHERE id = :id", {"id": trace_id}) is not None
 
     def get_trace(self, trace_id: str) -> dict[str, Any] | None:
-        row = self._db().execute("SELECT * FROM traces WHERE id = ?", (trace_id,)).fetchone()
-        return dict(row) if row else None
+        return self._one("SELECT * FROM traces WHERE id = :id", {"id": trace_id})
 
     def list_traces(self, limit: int = 20) -> list[dict[str, Any]]:
-        rows = (
-            self._db().execute("SELECT * FROM traces ORDER BY start_time DESC LIMIT ?", (limit,)).fetchall()
-        )
-        return [dict(r) for r in rows]
+        return self._all("SELECT * FROM traces ORDER BY start_time DESC LIMIT :n", {"n": limit})
 
     def spans_of(self, trace_id: str) -> list[dict[str, Any]]:
-        rows = (
-            self._db()
-            .execute("SELECT * FROM spans WHERE trace_id = ? ORDER BY start_time", (trace_id,))
-            .fetchall()
-        )
-        return [dict(r) for r in rows]
+        return self._all("SELECT * FROM spans WHERE trace_id = :id ORDER BY start_time", {"id": trace_id})
 
     # ----- retention --------------------------------------------------------------------
 
     # A trace started when its root span did and every other span starts later, so the spans
     # older than the cutoff name exactly the traces that started before it (index spans_start).
-    _OLD_TRACES = "SELECT trace_id FROM spans WHERE start_time < ? ORDER BY start_time LIMIT ?"
+    _OLD_TRACES = "SELECT trace_id FROM spans WHERE start_time < :cutoff"
 
     def delete_spans_before(self, cutoff_epoch_s: float, batch: int = 1000, *, pause_s: float = 0.01) -> int:
         """Drop the span details of traces that started before the cutoff; return how many.
@@ -262,11 +267,12 @@ class Store:
         LLM spans carry whole prompts (tens of KB), and 1000 of them take about 0.1 s to delete.
         """
         deleted = 0
+        sql = text(
+            f"DELETE FROM spans WHERE trace_id IN ({self._OLD_TRACES} ORDER BY start_time LIMIT :batch)"
+        )
         while True:
             with self.transaction() as db:
-                count = db.execute(
-                    f"DELETE FROM spans WHERE trace_id IN ({self._OLD_TRACES})", (cutoff_epoch_s, batch)
-                ).rowcount
+                count = db.execute(sql, {"cutoff": cutoff_epoch_s, "batch": batch}).rowcount
             if count <= 0:
                 return deleted
             deleted += count
@@ -274,28 +280,30 @@ class Store:
 
     def count_spans_before(self, cutoff_epoch_s: float) -> int:
         """What `delete_spans_before` would delete now (for `prune --dry-run`)."""
-        row = (
-            self._db()
-            .execute(
-                f"SELECT COUNT(*) FROM spans WHERE trace_id IN ({self._OLD_TRACES})",
-                (cutoff_epoch_s, -1),
-            )
-            .fetchone()
+        row = self._one(
+            f"SELECT COUNT(*) AS n FROM spans WHERE trace_id IN ({self._OLD_TRACES})",
+            {"cutoff": cutoff_epoch_s},
         )
-        return int(row[0])
+        return int(row["n"]) if row else 0
 
     def disk_size(self) -> int:
-        """Bytes the store takes on disk: the file and its write-ahead log."""
+        """Bytes the store takes on disk: the SQLite file and its log, or the Postgres database."""
+        if self.path is None:
+            row = self._one("SELECT pg_database_size(current_database()) AS n")
+            return int(row["n"]) if row else 0
         return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
 
     def vacuum(self) -> tuple[int, int]:
         """Give the pages of deleted rows back to the disk; return the size before and after.
 
-        SQLite reuses freed pages for new rows, so this is only needed to shrink the file. It
-        runs on a connection of its own (VACUUM cannot run inside a transaction, and the app's
-        threads keep theirs); writers wait on their busy timeout meanwhile, readers go on.
+        Both databases reuse freed pages for new rows, so this is only needed to shrink the
+        store. It runs outside any transaction (VACUUM cannot run inside one).
         """
         before = self.disk_size()
+        if self.path is None:
+            with self._guard(), self.engine.connect() as db:
+                db.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM FULL")
+            return before, self.disk_size()
         db = sqlite3.connect(self.path, timeout=5, isolation_level=None)
         try:
             # Short waits: a TRUNCATE checkpoint holds writers off while it waits for readers,
@@ -336,146 +344,271 @@ class Store:
         """Write a score's new state; a changed score keeps its id and its first `created`."""
         now = utc_now()
         with self.transaction() as db:
-            old = db.execute("SELECT note FROM scores WHERE id = ?", (score_id,)).fetchone()
+            old = db.execute(text("SELECT note FROM scores WHERE id = :id"), {"id": score_id}).first()
             if old is not None and keep_note and note is None:
-                note = old["note"]
+                note = old.note
             comment = "; ".join(part for part in (reason, note) if part) or None
             db.execute(
-                """INSERT INTO scores (id, trace_id, session_id, user_id, name, value, data_type,
+                text(
+                    """INSERT INTO scores (id, trace_id, session_id, user_id, name, value, data_type,
                        reason, note, comment, source, created, updated, deleted, version)
-                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,0,1)
+                   VALUES (:id, :trace_id, :session_id, :user_id, :name, :value, :data_type,
+                       :reason, :note, :comment, :source, :now, :now, 0, 1)
                    ON CONFLICT (id) DO UPDATE SET
                        value = excluded.value, reason = excluded.reason, note = excluded.note,
                        comment = excluded.comment, session_id = excluded.session_id,
                        user_id = excluded.user_id, updated = excluded.updated, deleted = 0,
                        version = scores.version + 1, delivery_error = NULL, attempts = 0,
-                       next_attempt_at = 0""",
-                (
-                    score_id,
-                    trace_id,
-                    session_id,
-                    user_id,
-                    name,
-                    float(value),
-                    data_type,
-                    reason,
-                    note,
-                    comment,
-                    source,
-                    now,
-                    now,
+                       next_attempt_at = 0"""
                 ),
+                {
+                    "id": score_id,
+                    "trace_id": trace_id,
+                    "session_id": session_id,
+                    "user_id": user_id,
+                    "name": name,
+                    "value": float(value),
+                    "data_type": data_type,
+                    "reason": reason,
+                    "note": note,
+                    "comment": comment,
+                    "source": source,
+                    "now": now,
+                },
             )
-            row = db.execute("SELECT * FROM scores WHERE id = ?", (score_id,)).fetchone()
+            row = db.execute(text("SELECT * FROM scores WHERE id = :id"), {"id": score_id}).mappings().one()
         return _score(row)
 
     def delete_score(self, score_id: str) -> ScoreRow | None:
         """Mark a score deleted (the outbox then deletes it in Langfuse); None if unknown."""
         with self.transaction() as db:
             cur = db.execute(
-                """UPDATE scores SET deleted = 1, updated = ?, version = version + 1,
+                text(
+                    """UPDATE scores SET deleted = 1, updated = :now, version = version + 1,
                        delivery_error = NULL, attempts = 0, next_attempt_at = 0
-                   WHERE id = ? AND deleted = 0""",
-                (utc_now(), score_id),
+                   WHERE id = :id AND deleted = 0"""
+                ),
+                {"now": utc_now(), "id": score_id},
             )
             if cur.rowcount == 0:
                 return None
-            row = db.execute("SELECT * FROM scores WHERE id = ?", (score_id,)).fetchone()
+            row = db.execute(text("SELECT * FROM scores WHERE id = :id"), {"id": score_id}).mappings().one()
         return _score(row)
 
     def get_score(self, score_id: str) -> ScoreRow | None:
-        row = self._db().execute("SELECT * FROM scores WHERE id = ?", (score_id,)).fetchone()
+        row = self._one("SELECT * FROM scores WHERE id = :id", {"id": score_id})
         return _score(row) if row else None
 
     def scores(self, *, include_deleted: bool = False, limit: int | None = None) -> list[ScoreRow]:
         sql = "SELECT * FROM scores"
         if not include_deleted:
             sql += " WHERE deleted = 0"
-        sql += " ORDER BY created DESC"
+        sql += " ORDER BY created DESC, id"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        return [_score(r) for r in self._db().execute(sql).fetchall()]
+        return [_score(r) for r in self._all(sql)]
+
+    _DUE = """delivered_version < version AND rejected_version < version AND next_attempt_at <= :now"""
 
     def pending_scores(self, now: float | None = None, limit: int = 100) -> list[ScoreRow]:
         """Scores whose current version Langfuse has neither accepted nor rejected, due now."""
         now = time.time() if now is None else now
-        rows = (
-            self._db()
-            .execute(
-                """SELECT * FROM scores
-               WHERE delivered_version < version AND rejected_version < version
-                 AND next_attempt_at <= ?
-               ORDER BY updated LIMIT ?""",
-                (now, limit),
-            )
-            .fetchall()
+        rows = self._all(
+            f"SELECT * FROM scores WHERE {self._DUE} ORDER BY updated LIMIT :n", {"now": now, "n": limit}
         )
         return [_score(r) for r in rows]
+
+    def claim_due(
+        self, owner: str, lease_s: float, *, now: float | None = None, limit: int = 20
+    ) -> list[ScoreRow]:
+        """Take the due scores no other outbox holds, for `lease_s` seconds; return them.
+
+        On Postgres the rows are locked with FOR UPDATE SKIP LOCKED, so outboxes of several
+        processes claiming at once each get other scores; on SQLite the write lock serialises
+        the claims. A claimer that dies leaves its lease to expire; then another one takes over.
+        """
+        now = time.time() if now is None else now
+        skip_locked = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
+        with self.transaction() as db:
+            ids = [
+                r.id
+                for r in db.execute(
+                    text(
+                        f"""SELECT id FROM scores WHERE {self._DUE} AND lease_until <= :now
+                        ORDER BY updated LIMIT :n{skip_locked}"""
+                    ),
+                    {"now": now, "n": limit},
+                )
+            ]
+            if not ids:
+                return []
+            db.execute(
+                text("UPDATE scores SET lease_owner = :owner, lease_until = :until WHERE id = :id"),
+                [{"owner": owner, "until": now + lease_s, "id": i} for i in ids],
+            )
+            rows = [
+                db.execute(text("SELECT * FROM scores WHERE id = :id"), {"id": i}).mappings().one()
+                for i in ids
+            ]
+        return [_score(r) for r in rows]
+
+    # Ends the lease of the outbox that held the score (and only its own: a late outbox whose
+    # lease expired must not free a score another one is delivering now).
+    _RELEASE = """lease_owner = CASE WHEN lease_owner = :owner THEN NULL ELSE lease_owner END,
+                  lease_until = CASE WHEN lease_owner = :owner THEN 0 ELSE lease_until END"""
+
+    def release(self, owner: str, score_ids: Iterable[str]) -> None:
+        """Give back claimed scores this outbox will not deliver now."""
+        ids = list(score_ids)
+        if ids:
+            with self.transaction() as db:
+                db.execute(
+                    text(f"UPDATE scores SET {self._RELEASE} WHERE id = :id"),
+                    [{"owner": owner, "id": i} for i in ids],
+                )
+
+    def lease_owners(self, *, now: float | None = None) -> list[str]:
+        """The outboxes holding a lease that has not expired yet."""
+        now = time.time() if now is None else now
+        rows = self._all("SELECT DISTINCT lease_owner FROM scores WHERE lease_until > :now", {"now": now})
+        return [r["lease_owner"] for r in rows if r["lease_owner"]]
+
+    def release_all(self, owner: str) -> int:
+        """End every lease of an outbox that is known to be gone; return how many."""
+        with self.transaction() as db:
+            return db.execute(
+                text("UPDATE scores SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = :owner"),
+                {"owner": owner},
+            ).rowcount
 
     def mark_sent(self, score_id: str) -> None:
         """Remember that a create may have reached Langfuse, so an undo must delete remotely."""
         with self.transaction() as db:
-            db.execute("UPDATE scores SET remote_exists = 1 WHERE id = ?", (score_id,))
+            db.execute(text("UPDATE scores SET remote_exists = 1 WHERE id = :id"), {"id": score_id})
 
-    def mark_delivered(self, score_id: str, version: int, *, exists_remotely: bool) -> None:
+    def mark_delivered(
+        self, score_id: str, version: int, *, exists_remotely: bool, owner: str | None = None
+    ) -> None:
         with self.transaction() as db:
             db.execute(
-                """UPDATE scores SET delivered_version = MAX(delivered_version, ?),
-                       remote_exists = ?, delivery_error = NULL, attempts = 0
-                   WHERE id = ?""",
-                (version, int(exists_remotely), score_id),
+                text(
+                    f"""UPDATE scores SET delivered_version = {_greatest("delivered_version", ":version")},
+                       remote_exists = :exists, delivery_error = NULL, attempts = 0, {self._RELEASE}
+                   WHERE id = :id"""
+                ),
+                {"version": version, "exists": int(exists_remotely), "id": score_id, "owner": owner},
             )
 
-    def mark_rejected(self, score_id: str, version: int, message: str) -> None:
+    def mark_rejected(self, score_id: str, version: int, message: str, *, owner: str | None = None) -> None:
         with self.transaction() as db:
             db.execute(
-                """UPDATE scores SET rejected_version = MAX(rejected_version, ?), delivery_error = ?
-                   WHERE id = ?""",
-                (version, message, score_id),
+                text(
+                    f"""UPDATE scores SET rejected_version = {_greatest("rejected_version", ":version")},
+                       delivery_error = :message, {self._RELEASE}
+                   WHERE id = :id"""
+                ),
+                {"version": version, "message": message, "id": score_id, "owner": owner},
             )
 
-    def mark_retry(self, score_id: str, error: str, next_attempt_at: float) -> None:
+    def mark_retry(
+        self, score_id: str, error: str, next_attempt_at: float, *, owner: str | None = None
+    ) -> None:
         with self.transaction() as db:
             db.execute(
-                """UPDATE scores SET attempts = attempts + 1, delivery_error = ?, next_attempt_at = ?
-                   WHERE id = ?""",
-                (error, next_attempt_at, score_id),
+                text(
+                    f"""UPDATE scores SET attempts = attempts + 1, delivery_error = :error,
+                       next_attempt_at = :at, {self._RELEASE}
+                   WHERE id = :id"""
+                ),
+                {"error": error, "at": next_attempt_at, "id": score_id, "owner": owner},
             )
 
     def retry_now(self) -> None:
         """Make every pending score due now (for `python -m feedback sync`)."""
         with self.transaction() as db:
-            db.execute("UPDATE scores SET next_attempt_at = 0 WHERE delivered_version < version")
+            db.execute(text("UPDATE scores SET next_attempt_at = 0 WHERE delivered_version < version"))
 
     def delivery_counts(self) -> dict[str, Any]:
         row = (
-            self._db()
-            .execute(
+            self._one(
                 """SELECT
-                 SUM(CASE WHEN delivered_version < version AND rejected_version < version THEN 1 ELSE 0 END),
-                 SUM(CASE WHEN delivered_version >= version THEN 1 ELSE 0 END),
-                 SUM(CASE WHEN delivered_version < version AND rejected_version >= version THEN 1 ELSE 0 END),
-                 MIN(CASE WHEN delivered_version < version AND rejected_version < version THEN updated END)
+                 SUM(CASE WHEN delivered_version < version AND rejected_version < version THEN 1 ELSE 0 END) AS pending,
+                 SUM(CASE WHEN delivered_version >= version THEN 1 ELSE 0 END) AS delivered,
+                 SUM(CASE WHEN delivered_version < version AND rejected_version >= version THEN 1 ELSE 0 END) AS rejected,
+                 MIN(CASE WHEN delivered_version < version AND rejected_version < version THEN updated END) AS oldest
                FROM scores"""
             )
-            .fetchone()
+            or {}
         )
-        oldest = row[3]
+        oldest = row.get("oldest")
         age = None
         if oldest:
             age = (datetime.now(UTC) - datetime.fromisoformat(oldest)).total_seconds()
         return {
-            "pending": row[0] or 0,
-            "delivered": row[1] or 0,
-            "rejected": row[2] or 0,
+            "pending": int(row.get("pending") or 0),
+            "delivered": int(row.get("delivered") or 0),
+            "rejected": int(row.get("rejected") or 0),
             "oldest_pending_age_s": age,
         }
+
+
+_SPAN_COLUMNS = (
+    "trace_id, span_id, parent_id, name, kind, start_time, end_time, status, status_message, "
+    "prompt_tokens, completion_tokens, total_tokens, attributes"
+)
+_TRACE_COLUMNS = (
+    "id, name, input, output, user_id, session_id, status, status_message, start_time, end_time, "
+    "latency_ms, model, tags, metadata"
+)
+
+
+def _names(columns: str) -> list[str]:
+    return [c.strip() for c in columns.split(",")]
+
+
+def _binds(columns: str) -> str:
+    return ", ".join(f":{c}" for c in _names(columns))
+
+
+def _updates(columns: str, key_count: int) -> str:
+    """`SET` of an upsert: every column but the key takes the new row's value."""
+    return ", ".join(f"{c} = excluded.{c}" for c in _names(columns)[key_count:])
+
+
+def _greatest(column: str, bind: str) -> str:
+    # SQLite's two-argument MAX and Postgres' GREATEST, written once.
+    return f"CASE WHEN {column} > {bind} THEN {column} ELSE {bind} END"
+
+
+def _check_writable(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.parent / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise StoreError(
+            f"The data folder {path.parent.resolve()} is not writable ({exc.strerror or exc}). "
+            "Set DATA_DIR to a folder this app can write to."
+        ) from exc
+
+
+def _first_line(exc: BaseException | None) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _opening_error(where: str, exc: SQLAlchemyError) -> str:
+    detail = _first_line(exc.orig if isinstance(exc, DBAPIError) else exc)
+    if where.startswith("postgres"):
+        return f"Cannot reach the store ({where}): {detail}. Check DATABASE_URL and that the server is up."
+    return f"Cannot open the local store ({where}): {detail}"
 
 
 _BOOL_FIELDS = {"deleted", "remote_exists"}
 
 
-def _score(row: sqlite3.Row) -> ScoreRow:
+def _score(row: Mapping[str, Any]) -> ScoreRow:
     data = dict(row)
     for key in _BOOL_FIELDS:
         data[key] = bool(data[key])

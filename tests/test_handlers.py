@@ -185,14 +185,14 @@ def test_trace_holds_turn_details_and_token_totals(handlers):
 
 
 def test_a_store_failure_on_vote_is_a_clear_message_not_a_crash(handlers, caplog):
-    import sqlite3
+    from feedback.store import StoreError
 
     history, session, _ = turn(handlers, None, [], "store breaks")
     handlers.rt.feedback.telemetry.flush()
     store = handlers.rt.feedback.store
 
     def broken(**_kwargs):
-        raise sqlite3.OperationalError("database is locked")
+        raise StoreError("database is locked")
 
     store.upsert_score = broken
     _, status = like(handlers, session, answer_index(history, 0), True)

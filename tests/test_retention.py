@@ -76,7 +76,7 @@ def write_trace(
 
 
 def span_count(store: Store) -> int:
-    return store._db().execute("SELECT COUNT(*) FROM spans").fetchone()[0]
+    return store.count_spans_before(float("inf"))
 
 
 def wait_for(condition, timeout_s: float = 10.0) -> bool:

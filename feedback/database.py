@@ -1,0 +1,121 @@
+"""Where the store lives: a database URL made into a SQLAlchemy engine, SQLite or Postgres.
+
+The store has one code path for both; what differs is set up here once: SQLite's pragmas and its
+single writer (`BEGIN IMMEDIATE` for writes), Postgres' connection pool, its timeouts and a ping
+that replaces connections a restarted server dropped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+# The option a write transaction sets on its connection (see `_begin`).
+WRITE = "store_write"
+DIALECTS = ("sqlite", "postgresql")
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or written; the message names where it is."""
+
+
+def normalize_url(raw: str) -> str:
+    """A DATABASE_URL as SQLAlchemy takes it: postgres:// and postgresql:// use psycopg 3.
+
+    Raises ValueError with a sentence for anything that is not SQLite or Postgres.
+    """
+    text = raw.strip()
+    for prefix in ("postgres://", "postgresql://"):
+        if text.startswith(prefix):
+            text = "postgresql+psycopg://" + text[len(prefix) :]
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise ValueError(
+            "DATABASE_URL must look like postgresql://user:password@host:5432/dbname "
+            "or sqlite:///path/to/file.sqlite3"
+        ) from None
+    if url.get_backend_name() not in DIALECTS:
+        raise ValueError(
+            f"DATABASE_URL must be a postgresql:// or sqlite:/// URL, got a {url.get_backend_name()}:// one"
+        )
+    if url.get_backend_name() == "postgresql" and url.get_driver_name() != "psycopg":
+        raise ValueError("DATABASE_URL: this app talks to Postgres through psycopg 3 (postgresql+psycopg://)")
+    if url.get_backend_name() == "sqlite" and not url.database:
+        raise ValueError(
+            "DATABASE_URL: a sqlite:/// URL needs a file path (an in-memory store would lose everything)"
+        )
+    return url.render_as_string(hide_password=False)
+
+
+def sqlite_url(path: str | Path) -> str:
+    return f"sqlite:///{Path(path)}"
+
+
+def where(url: str | URL) -> str:
+    """The store for the start banner and error messages, never with the password."""
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        return f"sqlite at {u.database}"
+    host = u.host or "localhost"
+    if u.port:
+        host = f"{host}:{u.port}"
+    return f"postgres at {host}/{u.database or ''}"
+
+
+def password_of(url: str) -> str:
+    return make_url(url).password or "" if url else ""
+
+
+def sqlite_path(url: str | URL) -> Path | None:
+    u = make_url(url)
+    return Path(u.database) if u.get_backend_name() == "sqlite" and u.database else None
+
+
+def create(url: str) -> Engine:
+    """An engine for the store; connections are opened lazily (`Store` checks the first one)."""
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        engine = create_engine(
+            u,
+            # One connection per thread at a time; a file connection is cheap, so the pool keeps
+            # eight and opens more when more threads write at once (a chat's many workers).
+            pool_size=8,
+            max_overflow=-1,
+            connect_args={"timeout": 30, "check_same_thread": False},
+        )
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(
+        u,
+        pool_size=10,
+        max_overflow=20,
+        pool_timeout=10,
+        # A server restart closes every pooled connection: test each one before it is used.
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 5, "application_name": "smolagent-chat"},
+    )
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Autocommit at the driver level: transactions are begun explicitly by `_sqlite_begin`.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # In WAL mode NORMAL keeps every commit across a process crash (SIGKILL); only a power cut
+    # may lose the last ones. It keeps a vote well under a millisecond.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # A write takes SQLite's one write lock at its start, so two writers queue on the busy
+    # timeout instead of failing halfway with "database is locked"; reads stay deferred.
+    immediate = connection.get_execution_options().get(WRITE)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
