@@ -140,8 +140,15 @@ def _browser_secret(data_dir: Path) -> str:
         return path.read_text().strip()
     except OSError:
         value = secrets.token_urlsafe(24)
+    try:
+        # With DATABASE_URL nothing else creates DATA_DIR.
+        data_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(value)
-        return value
+    except OSError as exc:
+        log.warning(
+            "Cannot keep the browser-id secret in %s (%s); browser ids last until a restart", path, exc
+        )
+    return value
 
 
 def _hash(request: gr.Request | None) -> str | None:

@@ -8,6 +8,7 @@ sync                        deliver pending ratings to Langfuse now
 path                        where the local store is
 prune --older-than-days N   delete spans of traces older than N days (--dry-run: only count)
 vacuum                      give the space of deleted rows back to the disk
+copy --to URL               copy every trace, span and rating into another store (e.g. Postgres)
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ import json
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TextIO
 
+from tqdm import tqdm
+
 from agent.settings import SettingsError, load_settings, positive_days
+from feedback.database import normalize_url
 from feedback.retention import cutoff_for, prune
-from feedback.store import ScoreRow, Store
+from feedback.store import ScoreRow, Store, StoreError
+from feedback.store_copy import copy_store, count_rows
 
 EXPORT_FIELDS = [
     "score_id",
@@ -189,7 +193,7 @@ def cmd_sync(store: Store, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_path(store: Store, args: argparse.Namespace, out: TextIO) -> int:
-    out.write(f"{store.path.resolve()}\n")
+    out.write(f"{store.path.resolve() if store.path else store.where}\n")
     return 0
 
 
@@ -225,7 +229,30 @@ def _size(n: int) -> str:
 
 def cmd_vacuum(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     before, after = store.vacuum()
-    out.write(f"{store.path}: {_size(before)} -> {_size(after)}\n")
+    out.write(f"{store.path or store.where}: {_size(before)} -> {_size(after)}\n")
+    return 0
+
+
+def cmd_copy(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        target = Store(normalize_url(args.to) if "://" in args.to else args.to)
+    except (ValueError, StoreError) as exc:
+        print(f"Cannot open the target store: {exc}", file=sys.stderr)
+        return 1
+    if target.url == store.url:
+        target.close()
+        print("The target is the store itself; nothing to copy.", file=sys.stderr)
+        return 2
+    try:
+        total = count_rows(store)
+        with tqdm(total=total.traces + total.spans + total.scores, unit="row", file=sys.stderr) as bar:
+            done = copy_store(store, target, on_rows=lambda _table, n: bar.update(n))
+    finally:
+        target.close()
+    out.write(
+        f"Copied {done.traces} traces, {done.spans} spans and {done.scores} ratings from {store.where} "
+        f"to {target.where} (rows already there were updated, none duplicated).\n"
+    )
     return 0
 
 
@@ -238,7 +265,10 @@ def _days(text: str) -> float:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m feedback", description="The app's local ratings store.")
-    p.add_argument("--db", type=Path, help="the SQLite file (default: DATA_DIR/feedback.sqlite3)")
+    p.add_argument(
+        "--db",
+        help="the store: a SQLite file or a database URL (default: DATABASE_URL, else DATA_DIR/feedback.sqlite3)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     for name, fn in (("list", cmd_list), ("traces", cmd_traces)):
         s = sub.add_parser(name)
@@ -262,6 +292,9 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_prune)
     s = sub.add_parser("vacuum", help="shrink the file after a prune")
     s.set_defaults(fn=cmd_vacuum)
+    s = sub.add_parser("copy", help="copy this store into another one (run it again: it never duplicates)")
+    s.add_argument("--to", required=True, help="the target: postgresql://user:password@host/db, or a file")
+    s.set_defaults(fn=cmd_copy)
     return p
 
 
@@ -269,11 +302,15 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     args = parser().parse_args(argv)
     out = out or sys.stdout
     try:
-        db = args.db or load_settings().db_path
+        db = args.db or load_settings().store_url
     except SettingsError as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
-    store = Store(db)
+    try:
+        store = Store(db)
+    except StoreError as exc:
+        print(f"Cannot open the store: {exc}", file=sys.stderr)
+        return 1
     try:
         return int(args.fn(store, args, out) or 0)
     finally:

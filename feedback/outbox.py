@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 
 from feedback.langfuse_sink import ACCEPTED, REJECTED, Delivery, LangfuseSink
-from feedback.store import ScoreRow, Store
+from feedback.store import ScoreRow, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +73,25 @@ class Outbox:
         self._wake.set()
         self._thread.join(timeout=flush_timeout_s)
         self._thread = None
+        try:
+            # A clean stop hands what this outbox still holds to the next one at once.
+            self._store.release_all(self.owner)
+        except Exception:  # noqa: BLE001 - the leases then expire on their own
+            log.warning("Could not release this outbox's leases; they expire in %.0f s", self._lease_s)
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait until nothing is due; True if the store has nothing due any more."""
         self.notify()
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._idle.wait(timeout=0.05) and not self._store.pending_scores(limit=1):
-                return True
-        return not self._store.pending_scores(limit=1)
+        try:
+            while time.monotonic() < deadline:
+                if self._idle.wait(timeout=0.05) and not self._store.pending_scores(limit=1):
+                    return True
+            return not self._store.pending_scores(limit=1)
+        except StoreError as exc:
+            # The store is away: what is in it stays there for the next start to deliver.
+            log.warning("Cannot flush the outbox: %s", exc)
+            return False
 
     def _run(self) -> None:
         while not self._stop.is_set():

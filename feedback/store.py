@@ -156,12 +156,13 @@ class Store:
                 yield db
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
+    def read(self) -> Iterator[Connection]:
+        """A connection for reading (errors become StoreError)."""
         with self._guard(), self.engine.connect() as db:
             yield db
 
     def _all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        with self._read() as db:
+        with self.read() as db:
             return [dict(r) for r in db.execute(text(sql), dict(params or {})).mappings()]
 
     def _one(self, sql: str, params: Mapping[str, Any] | None = None) -> dict[str, Any] | None:

@@ -12,14 +12,48 @@ import pytest
 
 # Never read a developer's real .env or keys during tests.
 for _name in list(os.environ):
-    if _name.startswith(("LANGFUSE_", "OPENAI_", "HF_TOKEN", "MODEL_", "OTEL_")):
+    if _name.startswith(("LANGFUSE_", "OPENAI_", "HF_TOKEN", "MODEL_", "OTEL_", "DATABASE_URL", "SPACE_ID")):
         os.environ.pop(_name)
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from agent.settings import Settings, settings_from_env  # noqa: E402
 from app import Runtime, create_runtime  # noqa: E402
+from feedback.database import sqlite_url  # noqa: E402
 from tests.fakes import FakeLangfuse, ScriptedModel  # noqa: E402
+from tests.pg_server import PostgresServer, require_pg_bin  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One throwaway Postgres cluster for the whole run (about 0.6 s to start)."""
+    with PostgresServer(require_pg_bin(), settings={"max_connections": 300}) as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> Iterator[str]:
+    """A new empty database on the test cluster, dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    url = pg_server.create_database(name)
+    yield url
+    if not pg_server.running:
+        pg_server.start()
+    pg_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store's URL on each backend: the store's tests run on both."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "data" / "feedback.sqlite3")
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def store_env(store_url: str) -> dict[str, str]:
+    """Settings that put the app's store on each backend (SQLite: the default, nothing set)."""
+    return {} if store_url.startswith("sqlite") else {"DATABASE_URL": store_url}
 
 
 @pytest.fixture

@@ -34,9 +34,11 @@ def _attempted(store, score_id, at_least=1):
     wait_for(lambda: store.get_score(score_id).attempts >= at_least, timeout=20)
 
 
-def test_outage_modes_then_recovery_keep_every_last_vote_once(make_settings, make_runtime, fake_langfuse):
+def test_outage_modes_then_recovery_keep_every_last_vote_once(
+    store_env, make_settings, make_runtime, fake_langfuse
+):
     fake = fake_langfuse
-    handlers = _app(make_settings, make_runtime, fake)
+    handlers = _app(make_settings, make_runtime, fake, **store_env)
     store = handlers.rt.feedback.store
     session, idx, traces = _answers(handlers, 5)
     a, b, c, d, e = (score_id_for(t) for t in traces)
@@ -82,8 +84,8 @@ def test_outage_modes_then_recovery_keep_every_last_vote_once(make_settings, mak
     assert "1 rating rejected by Langfuse" in handlers.rt.feedback.waiting_line()
 
 
-def test_writes_and_deletes_of_one_score_stay_in_order(make_settings, make_runtime, fake_langfuse):
-    handlers = _app(make_settings, make_runtime, fake_langfuse)
+def test_writes_and_deletes_of_one_score_stay_in_order(store_env, make_settings, make_runtime, fake_langfuse):
+    handlers = _app(make_settings, make_runtime, fake_langfuse, **store_env)
     store = handlers.rt.feedback.store
     session, idx, traces = _answers(handlers, 1)
     sid = score_id_for(traces[0])
@@ -97,9 +99,9 @@ def test_writes_and_deletes_of_one_score_stay_in_order(make_settings, make_runti
     assert sid not in fake_langfuse.state.scores
 
 
-def test_pending_votes_resume_after_a_restart(make_settings, make_runtime, fake_langfuse):
+def test_pending_votes_resume_after_a_restart(store_env, make_settings, make_runtime, fake_langfuse):
     fake_langfuse.refuse()
-    settings = make_settings(fake_langfuse, LANGFUSE_TIMEOUT_S="1", LANGFUSE_RETRY_MAX_S="0.3")
+    settings = make_settings(fake_langfuse, LANGFUSE_TIMEOUT_S="1", LANGFUSE_RETRY_MAX_S="0.3", **store_env)
     first = make_runtime(settings)
     handlers = ChatHandlers(first)
     session, idx, traces = _answers(handlers, 2)

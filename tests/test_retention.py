@@ -89,7 +89,15 @@ def wait_for(condition, timeout_s: float = 10.0) -> bool:
 
 
 @pytest.fixture
-def store(tmp_path):
+def store(store_url):
+    """The store on each backend (SQLite, Postgres)."""
+    s = Store(store_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
     s = Store(tmp_path / "data" / "feedback.sqlite3")
     yield s
     s.close()
@@ -191,7 +199,8 @@ def test_a_vote_is_not_held_up_by_a_big_prune(store):
 # ----- vacuum ----------------------------------------------------------------------------
 
 
-def test_vacuum_shrinks_the_file_while_other_threads_hold_connections(store):
+def test_vacuum_shrinks_the_file_while_other_threads_hold_connections(sqlite_store):
+    store = sqlite_store
     for n in range(300):
         write_trace(store, n, OLD + n, spans=10, size=4000)
     recent = write_trace(store, 9999, RECENT)
@@ -272,19 +281,19 @@ def test_the_app_prunes_at_start_and_then_periodically(make_settings, caplog):
 
 def test_a_failing_pass_is_logged_and_the_loop_goes_on(store, caplog):
     old = write_trace(store, 1, OLD)
-    raw = sqlite3.connect(store.path, isolation_level=None)
-    raw.execute("ALTER TABLE spans RENAME TO spans_away")
+    with store.transaction() as db:
+        db.exec_driver_sql("ALTER TABLE spans RENAME TO spans_away")
     loop = RetentionLoop(store, 30, interval_s=0.05)
     caplog.set_level(logging.INFO, logger="feedback.retention")
     loop.start()
     try:
         assert wait_for(lambda: loop.passes >= 2)
         assert "Retention pass failed" in caplog.text
-        raw.execute("ALTER TABLE spans_away RENAME TO spans")
+        with store.transaction() as db:
+            db.exec_driver_sql("ALTER TABLE spans_away RENAME TO spans")
         assert wait_for(lambda: store.spans_of(old) == [])
     finally:
         loop.stop()
-        raw.close()
 
 
 # ----- the CLI ---------------------------------------------------------------------------
@@ -294,7 +303,7 @@ def test_cli_prune_dry_run_prune_and_vacuum(store, monkeypatch):
     for n in range(50):
         write_trace(store, n, OLD + n, size=3000)
     recent = write_trace(store, 99, RECENT)
-    db = str(store.path)
+    db = store.url
     monkeypatch.delenv("STORE_RETENTION_DAYS", raising=False)
 
     out = io.StringIO()
@@ -308,7 +317,8 @@ def test_cli_prune_dry_run_prune_and_vacuum(store, monkeypatch):
 
     out = io.StringIO()
     assert cli(["--db", db, "vacuum"], out) == 0
-    match = re.fullmatch(rf"{re.escape(db)}: ([\d.]+) (MB|KB) -> ([\d.]+) (MB|KB)\n", out.getvalue())
+    label = str(store.path) if store.path else store.where
+    match = re.fullmatch(rf"{re.escape(label)}: ([\d.]+) (MB|KB) -> ([\d.]+) (MB|KB)\n", out.getvalue())
     assert match, out.getvalue()
 
     # No --older-than-days and no STORE_RETENTION_DAYS: nothing to go by.
