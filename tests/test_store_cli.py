@@ -8,6 +8,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -64,8 +65,8 @@ def _seed(store: Store) -> None:
     rec.record(trace_id="e" * 32, vote=Vote(None), session_id="s2", user_id="u2")
 
 
-def test_cli_list_export_status(tmp_path):
-    db = tmp_path / "db.sqlite3"
+def test_cli_list_export_status(store_url):
+    db = store_url  # both backends
     store = Store(db)
     _seed(store)
     store.close()
@@ -103,12 +104,13 @@ def test_cli_runs_as_a_module(tmp_path):
     assert TRACE in done.stdout and "Incorrect" in done.stdout
 
 
-def test_cli_sync_delivers_pending_scores(tmp_path, fake_langfuse, monkeypatch):
-    db = tmp_path / "db.sqlite3"
+def test_cli_sync_delivers_pending_scores(store_url, fake_langfuse, monkeypatch):
+    db = store_url  # both backends
     store = Store(db)
     _seed(store)
     store.close()
-    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", "pk-lf-sync")
+    # A key of its own: the Langfuse SDK keeps one client per public key in a process.
+    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", f"pk-lf-sync-{uuid.uuid4().hex[:8]}")
     monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk-lf-sync")
     monkeypatch.setenv("LANGFUSE_BASE_URL", fake_langfuse.url)
     out = io.StringIO()
