@@ -116,6 +116,8 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_begin(connection: Any) -> None:
     # A write takes SQLite's one write lock at its start, so two writers queue on the busy
-    # timeout instead of failing halfway with "database is locked"; reads stay deferred.
-    immediate = connection.get_execution_options().get(WRITE)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    # timeout instead of failing halfway with "database is locked". A read opens no transaction
+    # of its own: each of its statements reads one consistent snapshot (WAL), with no BEGIN and
+    # ROLLBACK around it.
+    if connection.get_execution_options().get(WRITE):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

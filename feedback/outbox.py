@@ -48,6 +48,7 @@ class Outbox:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lease_s = lease_s
         self._send_timeout_s = send_timeout_s
+        self._dead_checked_at = 0.0
         self._retry_max_s = retry_max_s
         self._idle_poll_s = idle_poll_s
         self._wake = threading.Event()
@@ -130,6 +131,9 @@ class Outbox:
         An app restarted after a crash (or a sibling process on the same machine) need not wait
         for the lease to expire; an outbox on another host is only known gone by its expiry.
         """
+        if time.monotonic() - self._dead_checked_at < self._idle_poll_s:
+            return  # at most once per idle poll: a vote's round need not pay for it
+        self._dead_checked_at = time.monotonic()
         host = socket.gethostname()
         for owner in self._store.lease_owners():
             owner_host, _, rest = owner.partition(":")
@@ -147,7 +151,6 @@ class Outbox:
             result = self._sink.delete(score.id)
             exists_after = False
         else:
-            self._store.mark_sent(score.id)
             result = self._sink.send(score)
             exists_after = True
         if result.outcome == ACCEPTED:

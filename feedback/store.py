@@ -8,6 +8,7 @@ Space that restarts, share one store. The SQL below is written once for both.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sqlite3
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, TextClause, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from feedback import database
@@ -163,7 +164,7 @@ class Store:
 
     def _all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         with self.read() as db:
-            return [dict(r) for r in db.execute(text(sql), dict(params or {})).mappings()]
+            return [dict(r) for r in db.execute(_q(sql), dict(params or {})).mappings()]
 
     def _one(self, sql: str, params: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
         rows = self._all(sql, params)
@@ -182,7 +183,7 @@ class Store:
         with self.transaction() as db:
             if spans:
                 db.execute(
-                    text(
+                    _q(
                         f"""INSERT INTO spans ({_SPAN_COLUMNS}) VALUES ({_binds(_SPAN_COLUMNS)})
                         ON CONFLICT (trace_id, span_id) DO UPDATE SET {_updates(_SPAN_COLUMNS, 2)}"""
                     ),
@@ -207,7 +208,7 @@ class Store:
                 )
             for t in traces:
                 db.execute(
-                    text(
+                    _q(
                         f"""INSERT INTO traces ({_TRACE_COLUMNS}) VALUES ({_binds(_TRACE_COLUMNS)})
                         ON CONFLICT (id) DO UPDATE SET {_updates(_TRACE_COLUMNS, 1)}"""
                     ),
@@ -231,7 +232,7 @@ class Store:
             # Token totals of a trace: the sum over its LLM spans, whichever batch they came in.
             for trace_id in touched:
                 db.execute(
-                    text(
+                    _q(
                         """UPDATE traces SET (prompt_tokens, completion_tokens, total_tokens) = (
                            SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),
                                   COALESCE(SUM(total_tokens), 0)
@@ -268,9 +269,7 @@ class Store:
         LLM spans carry whole prompts (tens of KB), and 1000 of them take about 0.1 s to delete.
         """
         deleted = 0
-        sql = text(
-            f"DELETE FROM spans WHERE trace_id IN ({self._OLD_TRACES} ORDER BY start_time LIMIT :batch)"
-        )
+        sql = _q(f"DELETE FROM spans WHERE trace_id IN ({self._OLD_TRACES} ORDER BY start_time LIMIT :batch)")
         while True:
             with self.transaction() as db:
                 count = db.execute(sql, {"cutoff": cutoff_epoch_s, "batch": batch}).rowcount
@@ -345,13 +344,14 @@ class Store:
         """Write a score's new state; a changed score keeps its id and its first `created`."""
         now = utc_now()
         with self.transaction() as db:
-            old = db.execute(text("SELECT note FROM scores WHERE id = :id"), {"id": score_id}).first()
+            old = db.execute(_q("SELECT note FROM scores WHERE id = :id"), {"id": score_id}).first()
             if old is not None and keep_note and note is None:
                 note = old.note
             comment = "; ".join(part for part in (reason, note) if part) or None
-            db.execute(
-                text(
-                    """INSERT INTO scores (id, trace_id, session_id, user_id, name, value, data_type,
+            row = (
+                db.execute(
+                    _q(
+                        """INSERT INTO scores (id, trace_id, session_id, user_id, name, value, data_type,
                        reason, note, comment, source, created, updated, deleted, version)
                    VALUES (:id, :trace_id, :session_id, :user_id, :name, :value, :data_type,
                        :reason, :note, :comment, :source, :now, :now, 0, 1)
@@ -360,41 +360,45 @@ class Store:
                        comment = excluded.comment, session_id = excluded.session_id,
                        user_id = excluded.user_id, updated = excluded.updated, deleted = 0,
                        version = scores.version + 1, delivery_error = NULL, attempts = 0,
-                       next_attempt_at = 0"""
-                ),
-                {
-                    "id": score_id,
-                    "trace_id": trace_id,
-                    "session_id": session_id,
-                    "user_id": user_id,
-                    "name": name,
-                    "value": float(value),
-                    "data_type": data_type,
-                    "reason": reason,
-                    "note": note,
-                    "comment": comment,
-                    "source": source,
-                    "now": now,
-                },
+                       next_attempt_at = 0
+                   RETURNING *"""
+                    ),
+                    {
+                        "id": score_id,
+                        "trace_id": trace_id,
+                        "session_id": session_id,
+                        "user_id": user_id,
+                        "name": name,
+                        "value": float(value),
+                        "data_type": data_type,
+                        "reason": reason,
+                        "note": note,
+                        "comment": comment,
+                        "source": source,
+                        "now": now,
+                    },
+                )
+                .mappings()
+                .one()
             )
-            row = db.execute(text("SELECT * FROM scores WHERE id = :id"), {"id": score_id}).mappings().one()
         return _score(row)
 
     def delete_score(self, score_id: str) -> ScoreRow | None:
         """Mark a score deleted (the outbox then deletes it in Langfuse); None if unknown."""
         with self.transaction() as db:
-            cur = db.execute(
-                text(
-                    """UPDATE scores SET deleted = 1, updated = :now, version = version + 1,
-                       delivery_error = NULL, attempts = 0, next_attempt_at = 0
-                   WHERE id = :id AND deleted = 0"""
-                ),
-                {"now": utc_now(), "id": score_id},
+            row = (
+                db.execute(
+                    _q(
+                        """UPDATE scores SET deleted = 1, updated = :now, version = version + 1,
+                           delivery_error = NULL, attempts = 0, next_attempt_at = 0
+                       WHERE id = :id AND deleted = 0 RETURNING *"""
+                    ),
+                    {"now": utc_now(), "id": score_id},
+                )
+                .mappings()
+                .first()
             )
-            if cur.rowcount == 0:
-                return None
-            row = db.execute(text("SELECT * FROM scores WHERE id = :id"), {"id": score_id}).mappings().one()
-        return _score(row)
+        return _score(row) if row is not None else None
 
     def get_score(self, score_id: str) -> ScoreRow | None:
         row = self._one("SELECT * FROM scores WHERE id = :id", {"id": score_id})
@@ -429,12 +433,15 @@ class Store:
         the claims. A claimer that dies leaves its lease to expire; then another one takes over.
         """
         now = time.time() if now is None else now
+        claimable = f"SELECT id FROM scores WHERE {self._DUE} AND lease_until <= :now LIMIT 1"
+        if self._one(claimable, {"now": now}) is None:
+            return []  # the usual answer, found without taking the write lock
         skip_locked = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
         with self.transaction() as db:
             ids = [
                 r.id
                 for r in db.execute(
-                    text(
+                    _q(
                         f"""SELECT id FROM scores WHERE {self._DUE} AND lease_until <= :now
                         ORDER BY updated LIMIT :n{skip_locked}"""
                     ),
@@ -443,13 +450,18 @@ class Store:
             ]
             if not ids:
                 return []
+            # A claimed create may reach Langfuse from here on, so an undo must delete it there
+            # (a delete of a score Langfuse never got is answered 404, taken as done).
             db.execute(
-                text("UPDATE scores SET lease_owner = :owner, lease_until = :until WHERE id = :id"),
+                _q(
+                    """UPDATE scores SET lease_owner = :owner, lease_until = :until,
+                       remote_exists = CASE WHEN deleted = 0 THEN 1 ELSE remote_exists END
+                   WHERE id = :id"""
+                ),
                 [{"owner": owner, "until": now + lease_s, "id": i} for i in ids],
             )
             rows = [
-                db.execute(text("SELECT * FROM scores WHERE id = :id"), {"id": i}).mappings().one()
-                for i in ids
+                db.execute(_q("SELECT * FROM scores WHERE id = :id"), {"id": i}).mappings().one() for i in ids
             ]
         return [_score(r) for r in rows]
 
@@ -464,7 +476,7 @@ class Store:
         if ids:
             with self.transaction() as db:
                 db.execute(
-                    text(f"UPDATE scores SET {self._RELEASE} WHERE id = :id"),
+                    _q(f"UPDATE scores SET {self._RELEASE} WHERE id = :id"),
                     [{"owner": owner, "id": i} for i in ids],
                 )
 
@@ -478,21 +490,16 @@ class Store:
         """End every lease of an outbox that is known to be gone; return how many."""
         with self.transaction() as db:
             return db.execute(
-                text("UPDATE scores SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = :owner"),
+                _q("UPDATE scores SET lease_owner = NULL, lease_until = 0 WHERE lease_owner = :owner"),
                 {"owner": owner},
             ).rowcount
-
-    def mark_sent(self, score_id: str) -> None:
-        """Remember that a create may have reached Langfuse, so an undo must delete remotely."""
-        with self.transaction() as db:
-            db.execute(text("UPDATE scores SET remote_exists = 1 WHERE id = :id"), {"id": score_id})
 
     def mark_delivered(
         self, score_id: str, version: int, *, exists_remotely: bool, owner: str | None = None
     ) -> None:
         with self.transaction() as db:
             db.execute(
-                text(
+                _q(
                     f"""UPDATE scores SET delivered_version = {_greatest("delivered_version", ":version")},
                        remote_exists = :exists, delivery_error = NULL, attempts = 0, {self._RELEASE}
                    WHERE id = :id"""
@@ -503,7 +510,7 @@ class Store:
     def mark_rejected(self, score_id: str, version: int, message: str, *, owner: str | None = None) -> None:
         with self.transaction() as db:
             db.execute(
-                text(
+                _q(
                     f"""UPDATE scores SET rejected_version = {_greatest("rejected_version", ":version")},
                        delivery_error = :message, {self._RELEASE}
                    WHERE id = :id"""
@@ -516,7 +523,7 @@ class Store:
     ) -> None:
         with self.transaction() as db:
             db.execute(
-                text(
+                _q(
                     f"""UPDATE scores SET attempts = attempts + 1, delivery_error = :error,
                        next_attempt_at = :at, {self._RELEASE}
                    WHERE id = :id"""
@@ -527,7 +534,7 @@ class Store:
     def retry_now(self) -> None:
         """Make every pending score due now (for `python -m feedback sync`)."""
         with self.transaction() as db:
-            db.execute(text("UPDATE scores SET next_attempt_at = 0 WHERE delivered_version < version"))
+            db.execute(_q("UPDATE scores SET next_attempt_at = 0 WHERE delivered_version < version"))
 
     def delivery_counts(self) -> dict[str, Any]:
         row = (
@@ -551,6 +558,12 @@ class Store:
             "rejected": int(row.get("rejected") or 0),
             "oldest_pending_age_s": age,
         }
+
+
+@functools.lru_cache(maxsize=256)
+def _q(sql: str) -> TextClause:
+    # Parsing a statement's bind names costs more than running it on SQLite: parse each once.
+    return text(sql)
 
 
 _SPAN_COLUMNS = (
