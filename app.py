@@ -251,7 +251,9 @@ class ChatHandlers:
             )
         except StoreError as exc:
             log.exception("Could not save a vote on trace %s", trace_id)
-            return session, self.status(f"⚠️ Your rating could not be saved ({exc}). Please click again.")
+            return session, self.status(
+                f"⚠️ Your rating could not be saved ({exc.reason}). Please click again."
+            )
         session.last_rated_trace = trace_id if vote.value is not None else session.last_rated_trace
         return session, self.status()
 
@@ -265,7 +267,11 @@ class ChatHandlers:
             row = self.rt.feedback.votes.comment(trace_id=session.last_rated_trace, text=text)
         except StoreError as exc:
             log.exception("Could not save a comment on trace %s", session.last_rated_trace)
-            return text, session, self.status(f"⚠️ Your comment could not be saved ({exc}). Please try again.")
+            return (
+                text,
+                session,
+                self.status(f"⚠️ Your comment could not be saved ({exc.reason}). Please try again."),
+            )
         if row is None:
             return text, session, self.status("Your last rating was undone; rate an answer first.")
         return "", session, self.status("Comment saved with your last rating.")

@@ -20,7 +20,15 @@ DIALECTS = ("sqlite", "postgresql")
 
 
 class StoreError(RuntimeError):
-    """The store cannot be opened or written; the message names where it is."""
+    """The store cannot be opened or written; the message names where it is.
+
+    `reason` says what went wrong without saying where (no host, no path): it is what a visitor
+    of a public Space may be shown.
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def normalize_url(raw: str) -> str:

@@ -144,9 +144,17 @@ class Store:
         try:
             yield
         except DBAPIError as exc:
-            raise StoreError(f"The store ({self.where}) failed: {_first_line(exc.orig)}") from exc
+            detail = _first_line(exc.orig)
+            # A connection failure's text names the server; what a page may say is only this.
+            unreachable = exc.connection_invalidated or detail.lower().startswith(
+                ("connection", "consuming input")
+            )
+            reason = "the database cannot be reached right now" if unreachable else detail
+            raise StoreError(f"The store ({self.where}) failed: {detail}", reason) from exc
         except SQLAlchemyError as exc:
-            raise StoreError(f"The store ({self.where}) failed: {_first_line(exc)}") from exc
+            raise StoreError(
+                f"The store ({self.where}) failed: {_first_line(exc)}", "the store failed"
+            ) from exc
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
