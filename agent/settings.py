@@ -88,6 +88,15 @@ class Settings:
     database_url: str = field(default="", repr=False)
     # Set by Hugging Face on a Space (its disk is wiped on every restart).
     space_id: str = ""
+    # Online evaluation: the evaluators file (empty: no evaluation), the judge model (empty: the
+    # agent's own), how many judge calls run at once and how many per hour at most.
+    evaluators_file: Path | None = None
+    judge_provider: str = ""
+    judge_model_id: str = ""
+    judge_base_url: str = ""
+    judge_api_key: str = field(default="", repr=False)
+    eval_concurrency: int = 2
+    eval_max_calls_per_hour: int = 600
     # Days to keep span details; trace summaries and scores stay forever. None keeps everything.
     store_retention_days: float | None = None
     server_name: str = "127.0.0.1"
@@ -115,12 +124,13 @@ class Settings:
             self.langfuse_secret_key,
             self.database_url,
             password_of(self.database_url),
+            self.judge_api_key,
         )
         return [v for v in values if v]
 
     def describe(self) -> dict[str, object]:
         """The settings without secrets, for the start banner and `python -m feedback`."""
-        hidden = {"hf_token", "openai_api_key", "langfuse_secret_key", "database_url"}
+        hidden = {"hf_token", "openai_api_key", "langfuse_secret_key", "database_url", "judge_api_key"}
         return {
             f.name: ("***" if getattr(self, f.name) else "") if f.name in hidden else getattr(self, f.name)
             for f in fields(self)
@@ -181,6 +191,25 @@ def _database_url(env: Mapping[str, str]) -> str:
         return normalize_url(raw)
     except ValueError as exc:
         raise SettingsError(f"{exc}.") from None
+
+
+def _judge_provider(env: Mapping[str, str]) -> str:
+    raw = env.get("JUDGE_PROVIDER", "").strip().lower()
+    if raw and raw not in PROVIDERS:
+        raise SettingsError(f"JUDGE_PROVIDER must be one of {', '.join(PROVIDERS)} (or empty), got {raw!r}.")
+    return raw
+
+
+# The shipped evaluators, at the project root (wherever the app is started from).
+DEFAULT_EVALUATORS_FILE = Path(__file__).resolve().parents[1] / "evaluators.toml"
+
+
+def _evaluators_file(env: Mapping[str, str]) -> Path | None:
+    raw = env.get("EVALUATORS_FILE")
+    if raw is None:
+        return DEFAULT_EVALUATORS_FILE
+    raw = raw.strip()
+    return Path(raw) if raw and raw.lower() not in ("none", "off") else None
 
 
 def _choose_provider(env: Mapping[str, str]) -> tuple[str, str]:
@@ -263,6 +292,13 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         data_dir=data_dir,
         database_url=_database_url(env),
         space_id=env.get("SPACE_ID", "").strip(),
+        evaluators_file=_evaluators_file(env),
+        judge_provider=_judge_provider(env),
+        judge_model_id=env.get("JUDGE_MODEL_ID", "").strip(),
+        judge_base_url=env.get("JUDGE_BASE_URL", "").strip(),
+        judge_api_key=env.get("JUDGE_API_KEY", "").strip(),
+        eval_concurrency=_int(env, "EVAL_CONCURRENCY", 2),
+        eval_max_calls_per_hour=_int(env, "EVAL_MAX_CALLS_PER_HOUR", 600),
         store_retention_days=_optional_days(env, "STORE_RETENTION_DAYS"),
         server_name=env.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1",
         server_port=_int(env, "GRADIO_SERVER_PORT", 7860),

@@ -6,6 +6,7 @@ is returned to the outbox, which keeps the score on disk until Langfuse has acce
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -83,16 +84,23 @@ class LangfuseSink:
 
     @staticmethod
     def body(score: ScoreRow) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"source": score.source, "session_id": score.session_id}
+        if score.metadata:
+            metadata.update(json.loads(score.metadata))
         body: dict[str, Any] = {
             "id": score.id,
-            "traceId": score.trace_id,
             "name": score.name,
-            "value": score.value,
+            "value": score.string_value if score.data_type == "CATEGORICAL" else score.value,
             "dataType": score.data_type,
             # The first vote's timestamp: Langfuse upserts a resent id only on the same date.
             "timestamp": datetime.fromisoformat(score.created).isoformat(),
-            "metadata": {"source": score.source, "session_id": score.session_id},
+            "metadata": metadata,
         }
+        if score.trace_id:
+            body["traceId"] = score.trace_id
+        else:
+            # A conversation's score: on the Langfuse session, not on one of its traces.
+            body["sessionId"] = score.session_id
         if score.comment:
             body["comment"] = score.comment
         return body

@@ -128,11 +128,68 @@ def m004_score_leases(db: Connection) -> None:
     )
 
 
+def m005_evaluation(db: Connection) -> None:
+    # Online evaluation. A trace or a rating is "seen" once the evaluators' jobs for it exist;
+    # what was stored before evaluation existed counts as seen (`backfill` judges the past on
+    # purpose, so an upgrade never starts judging months of traffic by itself).
+    _run(
+        db,
+        """
+        ALTER TABLE traces ADD COLUMN eval_seen INTEGER NOT NULL DEFAULT 1;
+        CREATE INDEX traces_eval_unseen ON traces (id) WHERE eval_seen = 0;
+        ALTER TABLE scores ADD COLUMN eval_seen_version INTEGER NOT NULL DEFAULT 0;
+        UPDATE scores SET eval_seen_version = version;
+        ALTER TABLE scores ADD COLUMN string_value TEXT;
+        ALTER TABLE scores ADD COLUMN metadata TEXT;
+        CREATE TABLE eval_jobs (
+            id TEXT PRIMARY KEY,
+            evaluator TEXT NOT NULL,
+            version TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            target_kind TEXT NOT NULL,
+            target_id TEXT NOT NULL,
+            revision TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL DEFAULT 0,
+            lease_owner TEXT,
+            lease_until REAL NOT NULL DEFAULT 0,
+            created REAL NOT NULL,
+            called_at REAL,
+            finished REAL,
+            latency_ms REAL,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            score_id TEXT,
+            eval_trace_id TEXT,
+            value REAL,
+            string_value TEXT,
+            reasoning TEXT,
+            error TEXT
+        );
+        CREATE INDEX eval_jobs_due ON eval_jobs (status, next_attempt_at);
+        CREATE INDEX eval_jobs_evaluator ON eval_jobs (evaluator, created);
+        CREATE INDEX eval_jobs_target ON eval_jobs (target_id);
+        CREATE INDEX eval_jobs_called ON eval_jobs (called_at) WHERE called_at IS NOT NULL;
+        CREATE TABLE eval_sessions (
+            session_id TEXT PRIMARY KEY,
+            user_id TEXT,
+            turns INTEGER NOT NULL,
+            last_turn_end REAL NOT NULL,
+            judged_turns INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX eval_sessions_pending ON eval_sessions (last_turn_end) WHERE judged_turns < turns
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_traces_and_spans", m001_traces_and_spans),
     ("002_scores", m002_scores),
     ("003_spans_start", m003_spans_start),
     ("004_score_leases", m004_score_leases),
+    ("005_evaluation", m005_evaluation),
 ]
 
 

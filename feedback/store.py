@@ -64,6 +64,12 @@ class ScoreRow:
     # Which outbox (process) is delivering this score, and until when (epoch seconds).
     lease_owner: str | None = None
     lease_until: float = 0.0
+    # The rating version the evaluators have seen (user-feedback scores).
+    eval_seen_version: int = 0
+    # A CATEGORICAL score's value (value is then None), and what else describes the score
+    # (JSON: an evaluator's name, version and the trace of its judge call).
+    string_value: str | None = None
+    metadata: str | None = None
 
     @property
     def delivery(self) -> str:
@@ -217,7 +223,9 @@ class Store:
             for t in traces:
                 db.execute(
                     _q(
-                        f"""INSERT INTO traces ({_TRACE_COLUMNS}) VALUES ({_binds(_TRACE_COLUMNS)})
+                        # A new trace waits for the evaluators (eval_seen = 0); a rewrite keeps that.
+                        f"""INSERT INTO traces ({_TRACE_COLUMNS}, eval_seen)
+                        VALUES ({_binds(_TRACE_COLUMNS)}, 0)
                         ON CONFLICT (id) DO UPDATE SET {_updates(_TRACE_COLUMNS, 1)}"""
                     ),
                     {
@@ -340,7 +348,7 @@ class Store:
         score_id: str,
         trace_id: str,
         name: str,
-        value: float,
+        value: float | None,
         data_type: str,
         source: str,
         session_id: str | None = None,
@@ -348,6 +356,8 @@ class Store:
         reason: str | None = None,
         note: str | None = None,
         keep_note: bool = True,
+        string_value: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> ScoreRow:
         """Write a score's new state; a changed score keeps its id and its first `created`."""
         now = utc_now()
@@ -360,11 +370,13 @@ class Store:
                 db.execute(
                     _q(
                         """INSERT INTO scores (id, trace_id, session_id, user_id, name, value, data_type,
-                       reason, note, comment, source, created, updated, deleted, version)
+                       reason, note, comment, source, created, updated, deleted, version,
+                       string_value, metadata)
                    VALUES (:id, :trace_id, :session_id, :user_id, :name, :value, :data_type,
-                       :reason, :note, :comment, :source, :now, :now, 0, 1)
+                       :reason, :note, :comment, :source, :now, :now, 0, 1, :string_value, :metadata)
                    ON CONFLICT (id) DO UPDATE SET
                        value = excluded.value, reason = excluded.reason, note = excluded.note,
+                       string_value = excluded.string_value, metadata = excluded.metadata,
                        comment = excluded.comment, session_id = excluded.session_id,
                        user_id = excluded.user_id, updated = excluded.updated, deleted = 0,
                        version = scores.version + 1, delivery_error = NULL, attempts = 0,
@@ -377,8 +389,10 @@ class Store:
                         "session_id": session_id,
                         "user_id": user_id,
                         "name": name,
-                        "value": float(value),
+                        "value": None if value is None else float(value),
                         "data_type": data_type,
+                        "string_value": string_value,
+                        "metadata": json.dumps(metadata, default=str) if metadata else None,
                         "reason": reason,
                         "note": note,
                         "comment": comment,

@@ -187,10 +187,18 @@ def test_a_store_written_by_the_previous_version_upgrades_in_place(tmp_path):
                 t: [tuple(r) for r in conn.exec_driver_sql(f"SELECT * FROM {t} ORDER BY 1, 2")]
                 for t in ("traces", "spans", "scores")
             }
-        assert new["traces"] == old["traces"] and new["spans"] == old["spans"]
-        # Every score row is kept as it was, with the two lease columns added (empty).
-        assert [r[:-2] for r in new["scores"]] == old["scores"]
-        assert all(r[-2:] == (None, 0) for r in new["scores"])
+        # Every row is kept as it was; the columns added since come after the old ones.
+        assert [r[: len(old["traces"][0])] for r in new["traces"]] == old["traces"]
+        assert new["spans"] == old["spans"]
+        assert [r[: len(old["scores"][0])] for r in new["scores"]] == old["scores"]
+        added = {
+            s.id: (s.lease_owner, s.lease_until, s.eval_seen_version, s.string_value)
+            for s in store.scores(include_deleted=True)
+        }
+        assert {k: v[:2] + v[3:] for k, v in added.items()} == dict.fromkeys(added, (None, 0, None))
+        # Ratings and traces stored before evaluation existed are not judged by themselves.
+        assert all(s.eval_seen_version == s.version for s in store.scores(include_deleted=True))
+        assert {r[-1] for r in new["traces"]} == {1}
         a, b, c, d = (store.get_score(x) for x in (A, B, C, D))
         assert (a.delivery, b.delivery, c.delivery, d.delivery) == (
             "delivered",
