@@ -32,6 +32,7 @@ from agent.session import AgentFactory, ChatSession, close_session, new_session
 from agent.settings import Settings, SettingsError, load_settings
 from agent.tools import build_tools
 from agent.turn import stream_turn
+from evals.online import TurnCounter, build_evaluation, describe
 from feedback.backends import FeedbackBackends
 from feedback.store import StoreError
 from feedback.tracing import register_model_class
@@ -50,6 +51,8 @@ class Runtime:
     choice: ModelChoice
     make_agent: AgentFactory
     feedback: FeedbackBackends
+    # Chat turns running now (online evaluation with the local model waits for them).
+    turns: TurnCounter = field(default_factory=TurnCounter)
     # Weak references only: they let tests and benchmarks see that dropped sessions are freed.
     sessions: weakref.WeakSet[ChatSession] = field(default_factory=weakref.WeakSet)
 
@@ -91,11 +94,20 @@ def create_runtime(
     sandbox = start_sandbox(settings)
     feedback = FeedbackBackends.from_settings(settings)
     feedback.start()
+    turns = TurnCounter()
+    try:
+        feedback.evaluation = build_evaluation(settings, feedback, busy=turns.busy)
+    except SettingsError:
+        feedback.close()
+        raise
+    if feedback.evaluation is not None:
+        feedback.evaluation.start()
     return Runtime(
         settings,
         choice,
         AgentFactory(settings, model, [*build_tools(settings.agent_tools), *(extra_tools or [])], sandbox),
         feedback,
+        turns=turns,
     )
 
 
@@ -218,11 +230,16 @@ class ChatHandlers:
         locked = gr.update(value="", interactive=False)
         # Counted once per turn, not at every streamed step (it reads the whole scores table).
         working = self.status("Agent is working…")
-        for update in stream_turn(session, text, history, self.rt.feedback.telemetry, self.rt.metadata()):
-            if update.done:
-                yield gr.update(value="", interactive=True), update.history, session, self.status()
-            else:
-                yield locked, update.history, session, working
+        final = None
+        with self.rt.turns:
+            for update in stream_turn(session, text, history, self.rt.feedback.telemetry, self.rt.metadata()):
+                if update.done:
+                    final = update
+                else:
+                    yield locked, update.history, session, working
+        self.rt.feedback.wake_evaluation()
+        if final is not None:
+            yield gr.update(value="", interactive=True), final.history, session, self.status()
 
     def on_vote(self, session: ChatSession | None, data: gr.LikeData) -> tuple[ChatSession | None, str]:
         if not isinstance(session, ChatSession):
@@ -255,6 +272,7 @@ class ChatHandlers:
                 f"⚠️ Your rating could not be saved ({exc.reason}). Please click again."
             )
         session.last_rated_trace = trace_id if vote.value is not None else session.last_rated_trace
+        self.rt.feedback.wake_evaluation()
         return session, self.status()
 
     def on_comment(self, text: str, session: ChatSession | None) -> tuple[str, ChatSession | None, str]:
@@ -419,6 +437,7 @@ def main() -> int:
     print(runtime.feedback.check_langfuse(), flush=True)
     for line in runtime.feedback.store_lines(settings):
         print(line, flush=True)
+    print(describe(runtime.feedback.evaluation, settings), flush=True)
     demo = build_app(runtime=runtime)
     threading.Thread(target=_warm_up, args=(runtime,), name="model-warm-up", daemon=True).start()
 

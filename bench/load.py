@@ -95,6 +95,7 @@ def start_app(
         OPENAI_BASE_URL=llm_url,
         MODEL_ID="scripted",
         DATA_DIR=str(data_dir),
+        EVALUATORS_FILE="off",
         GRADIO_SERVER_PORT=str(port),
         GRADIO_ANALYTICS_ENABLED="False",
         LANGFUSE_PUBLIC_KEY="pk-lf-load",

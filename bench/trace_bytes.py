@@ -65,7 +65,7 @@ def stored_bytes(db: sqlite3.Connection, trace_id: str) -> tuple[int, int, int]:
 
 def run_chat(label: str, model: Any, env: dict[str, str], turns: int, marks: list[int]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        settings = settings_from_env({"DATA_DIR": tmp, **env})
+        settings = settings_from_env({"DATA_DIR": tmp, "EVALUATORS_FILE": "off", **env})
         runtime = create_runtime(settings, model=model)
         handlers = ChatHandlers(runtime)
         try:

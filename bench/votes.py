@@ -59,6 +59,7 @@ def main() -> None:
         settings = settings_from_env(
             {
                 "DATA_DIR": tmp,
+                "EVALUATORS_FILE": "off",
                 "LANGFUSE_PUBLIC_KEY": f"pk-lf-votes-{uuid.uuid4().hex[:6]}",
                 "LANGFUSE_SECRET_KEY": "sk-lf-votes",
                 "LANGFUSE_BASE_URL": url,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from agent.settings import Settings
 from feedback.langfuse_sink import LangfuseSink
@@ -26,6 +27,13 @@ class FeedbackBackends:
     sink: LangfuseSink | None = None
     outbox: Outbox | None = None
     retention: RetentionLoop | None = None
+    # Online evaluation (evals.worker.Evaluation), attached by the app when evaluators are on.
+    evaluation: Any = None
+
+    def wake_evaluation(self) -> None:
+        """A turn ended or a rating changed: the evaluators look at the store now."""
+        if self.evaluation is not None:
+            self.evaluation.wake()
 
     @classmethod
     def from_settings(
@@ -121,6 +129,8 @@ class FeedbackBackends:
 
     def close(self) -> None:
         """Flush pending traffic (on SIGINT/SIGTERM and at exit)."""
+        if self.evaluation is not None:
+            self.evaluation.stop()
         if self.retention is not None:
             self.retention.stop()
         if self.outbox is not None:

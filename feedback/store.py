@@ -176,12 +176,13 @@ class Store:
         with self._guard(), self.engine.connect() as db:
             yield db
 
-    def _all(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    def rows(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run one read query (SQL both databases take, `:name` parameters)."""
         with self.read() as db:
             return [dict(r) for r in db.execute(_q(sql), dict(params or {})).mappings()]
 
-    def _one(self, sql: str, params: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
-        rows = self._all(sql, params)
+    def row(self, sql: str, params: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        rows = self.rows(sql, params)
         return rows[0] if rows else None
 
     def close(self) -> None:
@@ -259,16 +260,16 @@ class Store:
                 )
 
     def has_trace(self, trace_id: str) -> bool:
-        return self._one("SELECT 1 AS x FROM traces WHERE id = :id", {"id": trace_id}) is not None
+        return self.row("SELECT 1 AS x FROM traces WHERE id = :id", {"id": trace_id}) is not None
 
     def get_trace(self, trace_id: str) -> dict[str, Any] | None:
-        return self._one("SELECT * FROM traces WHERE id = :id", {"id": trace_id})
+        return self.row("SELECT * FROM traces WHERE id = :id", {"id": trace_id})
 
     def list_traces(self, limit: int = 20) -> list[dict[str, Any]]:
-        return self._all("SELECT * FROM traces ORDER BY start_time DESC LIMIT :n", {"n": limit})
+        return self.rows("SELECT * FROM traces ORDER BY start_time DESC LIMIT :n", {"n": limit})
 
     def spans_of(self, trace_id: str) -> list[dict[str, Any]]:
-        return self._all("SELECT * FROM spans WHERE trace_id = :id ORDER BY start_time", {"id": trace_id})
+        return self.rows("SELECT * FROM spans WHERE trace_id = :id ORDER BY start_time", {"id": trace_id})
 
     # ----- retention --------------------------------------------------------------------
 
@@ -296,7 +297,7 @@ class Store:
 
     def count_spans_before(self, cutoff_epoch_s: float) -> int:
         """What `delete_spans_before` would delete now (for `prune --dry-run`)."""
-        row = self._one(
+        row = self.row(
             f"SELECT COUNT(*) AS n FROM spans WHERE trace_id IN ({self._OLD_TRACES})",
             {"cutoff": cutoff_epoch_s},
         )
@@ -305,7 +306,7 @@ class Store:
     def disk_size(self) -> int:
         """Bytes the store takes on disk: the SQLite file and its log, or the Postgres database."""
         if self.path is None:
-            row = self._one("SELECT pg_database_size(current_database()) AS n")
+            row = self.row("SELECT pg_database_size(current_database()) AS n")
             return int(row["n"]) if row else 0
         return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
 
@@ -423,7 +424,7 @@ class Store:
         return _score(row) if row is not None else None
 
     def get_score(self, score_id: str) -> ScoreRow | None:
-        row = self._one("SELECT * FROM scores WHERE id = :id", {"id": score_id})
+        row = self.row("SELECT * FROM scores WHERE id = :id", {"id": score_id})
         return _score(row) if row else None
 
     def scores(self, *, include_deleted: bool = False, limit: int | None = None) -> list[ScoreRow]:
@@ -433,14 +434,14 @@ class Store:
         sql += " ORDER BY created DESC, id"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        return [_score(r) for r in self._all(sql)]
+        return [_score(r) for r in self.rows(sql)]
 
     _DUE = """delivered_version < version AND rejected_version < version AND next_attempt_at <= :now"""
 
     def pending_scores(self, now: float | None = None, limit: int = 100) -> list[ScoreRow]:
         """Scores whose current version Langfuse has neither accepted nor rejected, due now."""
         now = time.time() if now is None else now
-        rows = self._all(
+        rows = self.rows(
             f"SELECT * FROM scores WHERE {self._DUE} ORDER BY updated LIMIT :n", {"now": now, "n": limit}
         )
         return [_score(r) for r in rows]
@@ -456,7 +457,7 @@ class Store:
         """
         now = time.time() if now is None else now
         claimable = f"SELECT id FROM scores WHERE {self._DUE} AND lease_until <= :now LIMIT 1"
-        if self._one(claimable, {"now": now}) is None:
+        if self.row(claimable, {"now": now}) is None:
             return []  # the usual answer, found without taking the write lock
         skip_locked = " FOR UPDATE SKIP LOCKED" if self.dialect == "postgresql" else ""
         with self.transaction() as db:
@@ -505,7 +506,7 @@ class Store:
     def lease_owners(self, *, now: float | None = None) -> list[str]:
         """The outboxes holding a lease that has not expired yet."""
         now = time.time() if now is None else now
-        rows = self._all("SELECT DISTINCT lease_owner FROM scores WHERE lease_until > :now", {"now": now})
+        rows = self.rows("SELECT DISTINCT lease_owner FROM scores WHERE lease_until > :now", {"now": now})
         return [r["lease_owner"] for r in rows if r["lease_owner"]]
 
     def release_all(self, owner: str) -> int:
@@ -560,7 +561,7 @@ class Store:
 
     def delivery_counts(self) -> dict[str, Any]:
         row = (
-            self._one(
+            self.row(
                 """SELECT
                  SUM(CASE WHEN delivered_version < version AND rejected_version < version THEN 1 ELSE 0 END) AS pending,
                  SUM(CASE WHEN delivered_version >= version THEN 1 ELSE 0 END) AS delivered,

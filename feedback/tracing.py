@@ -31,6 +31,9 @@ from feedback.store import Store
 
 log = logging.getLogger(__name__)
 
+# The tag of every evaluation job's trace (evaluators never select such a trace).
+EVALUATION_TAG = "evaluation"
+
 _instrument_lock = threading.Lock()
 
 
@@ -152,14 +155,52 @@ class Telemetry:
         metadata: dict[str, str],
     ) -> Iterator[TurnTrace]:
         """Open one turn's root observation in a fresh trace and make it current."""
+        with self._root(
+            name=self.trace_name,
+            kind="agent",
+            message=message,
+            user_id=user_id,
+            session_id=session_id,
+            tags=self.tags,
+            metadata=metadata,
+        ) as root:
+            yield root
+
+    @contextmanager
+    def evaluation(self, *, evaluator: str, message: str, metadata: dict[str, str]) -> Iterator[TurnTrace]:
+        """One evaluation job's own trace: named after the evaluator and tagged "evaluation",
+        so it is found in Langfuse and never selected by any evaluator itself."""
+        with self._root(
+            name=evaluator,
+            kind="evaluator",
+            message=message,
+            user_id="evaluator",
+            session_id=None,
+            tags=[*self.tags, EVALUATION_TAG],
+            metadata=metadata,
+        ) as root:
+            yield root
+
+    @contextmanager
+    def _root(
+        self,
+        *,
+        name: str,
+        kind: str,
+        message: str,
+        user_id: str,
+        session_id: str | None,
+        tags: list[str],
+        metadata: dict[str, str],
+    ) -> Iterator[TurnTrace]:
         token = otel_context.attach(otel_context.Context())
         try:
             if self.langfuse is not None:
                 root_cm: Any = self.langfuse.start_as_current_observation(
-                    name=self.trace_name, as_type="agent", input=message
+                    name=name, as_type=kind, input=message
                 )
             else:
-                root_cm = self._tracer.start_as_current_span(self.trace_name)
+                root_cm = self._tracer.start_as_current_span(name)
             with root_cm as root:
                 otel_span = otel_trace.get_current_span()
                 trace_id = format(otel_span.get_span_context().trace_id, "032x")
@@ -168,13 +209,13 @@ class Telemetry:
                     # attributes go on the root only, under the names Langfuse itself uses.
                     otel_span.set_attributes(
                         {
-                            "langfuse.observation.type": "agent",
+                            "langfuse.observation.type": kind,
                             "langfuse.observation.input": message,
                             "input.value": message,
-                            "langfuse.trace.name": self.trace_name,
+                            "langfuse.trace.name": name,
                             "user.id": user_id,
-                            "session.id": session_id,
-                            **({"langfuse.trace.tags": self.tags} if self.tags else {}),
+                            **({"session.id": session_id} if session_id else {}),
+                            **({"langfuse.trace.tags": tags} if tags else {}),
                             **{f"langfuse.trace.metadata.{k}": json.dumps(v) for k, v in metadata.items()},
                         }
                     )
@@ -183,9 +224,9 @@ class Telemetry:
                 with propagate_attributes(
                     user_id=user_id,
                     session_id=session_id,
-                    tags=self.tags or None,
+                    tags=tags or None,
                     metadata=metadata,
-                    trace_name=self.trace_name,
+                    trace_name=name,
                 ):
                     yield TurnTrace(trace_id, root, otel_span, True)
         finally:

@@ -68,6 +68,7 @@ BASE_SETTINGS = {
     "CODE_MEMORY_MB": "256",
     "CODE_TIMEOUT_S": "3",
     "LANGFUSE_TIMEOUT_S": "2",
+    "EVALUATORS_FILE": "off",
 }
 
 

@@ -65,7 +65,9 @@ def fake_langfuse() -> Iterator[FakeLangfuse]:
 @pytest.fixture
 def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     def build(langfuse: FakeLangfuse | None = None, **env: Any) -> Settings:
-        values = {"DATA_DIR": str(tmp_path / "data"), "LANGFUSE_TIMEOUT_S": "2"}
+        # Evaluation is off unless a test turns it on (its judge would answer through the
+        # test's scripted model and add scores the test does not expect).
+        values = {"DATA_DIR": str(tmp_path / "data"), "LANGFUSE_TIMEOUT_S": "2", "EVALUATORS_FILE": "off"}
         if langfuse is not None:
             values.update(
                 LANGFUSE_PUBLIC_KEY=f"pk-lf-test-{uuid.uuid4().hex[:8]}",

@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "OPENAI_", "HF_", "MODEL_"))}
-    env.update({"DATA_DIR": str(tmp_path / "data"), "GRADIO_ANALYTICS_ENABLED": "False"})
+    env.update(
+        {"DATA_DIR": str(tmp_path / "data"), "GRADIO_ANALYTICS_ENABLED": "False", "EVALUATORS_FILE": "off"}
+    )
     env.update(extra)
     return env
 
