@@ -216,20 +216,35 @@ class JobQueue:
 
     # ----- running jobs -------------------------------------------------------------------
 
-    def claim(self, owner: str, lease_s: float, *, llm: bool = True, now: float | None = None) -> Job | None:
-        """Take one due job no other worker holds (llm=False: code jobs only)."""
+    def claim(
+        self,
+        owner: str,
+        lease_s: float,
+        *,
+        llm: bool = True,
+        evaluator: str | None = None,
+        now: float | None = None,
+    ) -> Job | None:
+        """Take one due job no other worker holds (llm=False: code jobs only).
+
+        A job still "running" whose lease has expired was left by a worker that died: it is
+        taken over (its score id is stable, so a second run overwrites, never duplicates).
+        """
         now = time.time() if now is None else now
         where = """status IN ('pending', 'delayed', 'running') AND next_attempt_at <= :now
                    AND lease_until <= :now"""
+        params: dict[str, Any] = {"now": now}
         if not llm:
             where += " AND kind <> 'llm'"
-        if not self.store.rows(f"SELECT id FROM eval_jobs WHERE {where} LIMIT 1", {"now": now}):
+        if evaluator is not None:
+            where += " AND evaluator = :evaluator"
+            params["evaluator"] = evaluator
+        if not self.store.rows(f"SELECT id FROM eval_jobs WHERE {where} LIMIT 1", params):
             return None
         skip_locked = " FOR UPDATE SKIP LOCKED" if self.store.dialect == "postgresql" else ""
         with self.store.transaction() as db:
             row = db.execute(
-                text(f"SELECT id FROM eval_jobs WHERE {where} ORDER BY created LIMIT 1{skip_locked}"),
-                {"now": now},
+                text(f"SELECT id FROM eval_jobs WHERE {where} ORDER BY created LIMIT 1{skip_locked}"), params
             ).first()
             if row is None:
                 return None
@@ -259,8 +274,8 @@ class JobQueue:
         row = self.store.row("SELECT COUNT(*) AS n FROM eval_jobs WHERE called_at >= :t", {"t": since})
         return int(row["n"]) if row else 0
 
-    def finish(self, job_id: str, owner: str, **result: Any) -> None:
-        """Completed: record what it produced and end the lease."""
+    def finish(self, job_id: str, owner: str | None, **result: Any) -> None:
+        """Completed: record what it produced and end the lease (owner None: a run by hand)."""
         fields = {
             "latency_ms": None,
             "prompt_tokens": None,
@@ -280,7 +295,7 @@ class JobQueue:
                            prompt_tokens = :prompt_tokens, completion_tokens = :completion_tokens,
                            score_id = :score_id, eval_trace_id = :eval_trace_id, value = :value,
                            string_value = :string_value, reasoning = :reasoning
-                       WHERE id = :id AND lease_owner = :owner"""
+                       WHERE id = :id AND (lease_owner = :owner OR :owner IS NULL)"""
                 ),
                 {**fields, "now": time.time(), "id": job_id, "owner": owner},
             )

@@ -1,0 +1,415 @@
+"""`python -m evals`: the online evaluators, their log, and runs by hand.
+
+list                                   evaluators, their versions, how many jobs each ran
+logs [--evaluator NAME] [--status S]   each job: target, status, latency, tokens, cost, error
+run --evaluator NAME --trace ID        try one evaluator on one trace (nothing stored unless --save)
+backfill --evaluator NAME --since DATE judge past traces or conversations (--dry-run: count first)
+agreement [--evaluator NAME]           the judge against user ratings: agreement rate, Cohen's kappa
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+from agent.settings import Settings, SettingsError, load_settings
+from evals.config import Evaluator, EvaluatorsError, load_evaluators
+from evals.context import conversation_data, prompt_variables, render_prompt, turn_data
+from evals.jobs import STATUSES, Job, JobQueue, NewJob
+from evals.judge import Judge, judge_model
+from evals.scheduler import CONVERSATION, TURN, decide, is_evaluation_trace, turn_revision
+from evals.worker import Evaluation
+from feedback.store import Store, StoreError
+from feedback.votes import SCORE_NAME
+
+# Judge reply tokens assumed per call when estimating a backfill (reasoning, then the score).
+REPLY_TOKENS = 200
+
+
+@dataclass
+class _NoTrace:
+    trace_id: str | None = None
+
+    def set_output(self, _answer: str) -> None:
+        pass
+
+
+class NoTelemetry:
+    """`run` without --save: the judge's call is not traced (nothing is stored)."""
+
+    @contextmanager
+    def evaluation(self, **_kwargs: Any) -> Iterator[_NoTrace]:
+        yield _NoTrace()
+
+
+def _when(epoch: float | None) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S") if epoch else "-"
+
+
+def _evaluator(evaluators: Sequence[Evaluator], name: str) -> Evaluator:
+    for e in evaluators:
+        if e.name == name:
+            return e
+    raise SystemExit(f"No evaluator named {name!r}; `python -m evals list` shows them.")
+
+
+def cmd_list(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    counts = ctx.queue.counts()
+    for e in ctx.evaluators:
+        runs = counts.get((e.name, e.version), {})
+        state = "on" if e.enabled else "off"
+        done = ", ".join(f"{status} {n}" for status, n in sorted(runs.items())) or "no jobs yet"
+        extra = f", idle {e.idle_s:g} s, messages {e.messages}" if e.target == CONVERSATION else ""
+        out.write(
+            f"{e.name:<22} v{e.version} {state:<3} {e.kind:<4} {e.target:<12} {e.data_type:<11} "
+            f"sampling {e.sampling_rate:g}{extra}\n    jobs: {done}\n"
+        )
+    older = {
+        k: v for k, v in counts.items() if (k[0], k[1]) not in {(e.name, e.version) for e in ctx.evaluators}
+    }
+    for (name, version), runs in sorted(older.items()):
+        out.write(f"{name:<22} v{version} (an earlier version) jobs: {sum(runs.values())}\n")
+    return 0
+
+
+def cmd_logs(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    jobs = ctx.queue.log(evaluator=args.evaluator, status=args.status, limit=args.n)
+    if args.json:
+        out.write(json.dumps([job.__dict__ for job in jobs], indent=2, default=str) + "\n")
+        return 0
+    for job in jobs:
+        tokens = "-" if job.prompt_tokens is None else f"{job.prompt_tokens}+{job.completion_tokens}"
+        latency = "-" if job.latency_ms is None else f"{job.latency_ms:.0f} ms"
+        result = job.string_value if job.string_value is not None else job.value
+        line = (
+            f"{_when(job.created)} {job.evaluator} v{job.version} {job.target_kind} {job.target_id} "
+            f"[{job.trigger}] {job.status} latency {latency} tokens {tokens} cost unknown"
+        )
+        if result is not None:
+            line += f" -> {result}"
+        if job.error:
+            line += f"\n    error: {job.error}"
+        out.write(line + "\n")
+    if not jobs:
+        out.write("No evaluation jobs match.\n")
+    return 0
+
+
+def cmd_run(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    evaluator = _evaluator(ctx.evaluators, args.evaluator)
+    trace = ctx.store.get_trace(args.trace)
+    if trace is None:
+        print(f"No trace {args.trace} in the store ({ctx.store.where}).", file=sys.stderr)
+        return 1
+    if evaluator.target == CONVERSATION:
+        if not trace.get("session_id"):
+            print("That trace belongs to no conversation.", file=sys.stderr)
+            return 1
+        target_kind, target_id = CONVERSATION, trace["session_id"]
+        turns = conversation_data(ctx.store, target_id)
+        revision = f"turns-{len(turns.turns) if turns else 0}"
+    else:
+        target_kind, target_id = TURN, args.trace
+        revision = turn_revision(evaluator, _rating_version(ctx.store, args.trace))
+    job = NewJob(
+        evaluator.name, evaluator.version, evaluator.kind, target_kind, target_id, revision, "manual"
+    )
+    evaluation = ctx.evaluation(telemetry=None if args.save else NoTelemetry())
+    started = time.perf_counter()
+    outcome = evaluation.evaluate(_as_job(job), save=args.save)
+    took = (time.perf_counter() - started) * 1000
+    if args.save:
+        # Logged like any other job (a run by hand at this version and revision).
+        ctx.queue.add([job])
+        first = outcome.scores[0] if outcome.scores else {}
+        ctx.queue.finish(
+            job.id,
+            None,
+            latency_ms=round(took, 3),
+            prompt_tokens=outcome.prompt_tokens,
+            completion_tokens=outcome.completion_tokens,
+            score_id=first.get("id"),
+            eval_trace_id=outcome.eval_trace_id,
+            value=first.get("value"),
+            string_value=first.get("string_value"),
+            reasoning=outcome.reasoning,
+        )
+        ctx.flush()
+    if args.json:
+        out.write(json.dumps({**outcome.__dict__, "latency_ms": round(took, 1)}, default=str) + "\n")
+        return 0
+    if outcome.prompt and args.show_prompt:
+        out.write(f"--- prompt ---\n{outcome.prompt}\n--- end of prompt ---\n")
+    for score in outcome.scores:
+        value = score["string_value"] if score["string_value"] is not None else score["value"]
+        out.write(f"{score['name']} = {value}\n")
+    if not outcome.scores:
+        out.write("no score (the evaluator returned nothing)\n")
+    if outcome.reasoning:
+        out.write(f"reasoning: {outcome.reasoning}\n")
+    if outcome.prompt_tokens is not None:
+        out.write(f"tokens: {outcome.prompt_tokens} prompt + {outcome.completion_tokens} completion\n")
+    out.write(f"took {took:.0f} ms; {'saved' if args.save else 'nothing stored (--save stores it)'}\n")
+    return 0
+
+
+def _as_job(job: NewJob | Job) -> Job:
+    if isinstance(job, Job):
+        return job
+    return Job(
+        id=job.id, evaluator=job.evaluator, version=job.version, kind=job.kind, target_kind=job.target_kind,
+        target_id=job.target_id, revision=job.revision, trigger=job.trigger, status=job.status, attempts=0,
+        next_attempt_at=0, lease_owner=None, lease_until=0, created=time.time(), called_at=None,
+        finished=None, latency_ms=None, prompt_tokens=None, completion_tokens=None, score_id=None,
+        eval_trace_id=None, value=None, string_value=None, reasoning=None, error=None,
+    )  # fmt: skip
+
+
+def _rating_version(store: Store, trace_id: str) -> int:
+    row = store.row(
+        "SELECT version FROM scores WHERE trace_id = :t AND name = :n", {"t": trace_id, "n": SCORE_NAME}
+    )
+    return int(row["version"]) if row else 0
+
+
+def _since(text: str) -> float:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a date like 2026-11-01 (or 2026-11-01T12:00), got {text!r}"
+        ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def backfill_jobs(ctx: Context, evaluator: Evaluator, since: float) -> tuple[list[NewJob], int]:
+    """The jobs a backfill would create (selected and skipped), and the judge tokens estimated."""
+    jobs, tokens = [], 0
+    if evaluator.target == CONVERSATION:
+        sessions = ctx.store.rows(
+            """SELECT session_id, COUNT(*) AS turns FROM traces WHERE start_time >= :t
+               AND session_id IS NOT NULL GROUP BY session_id""",
+            {"t": since},
+        )
+        targets = [(s["session_id"], conversation_data(ctx.store, s["session_id"])) for s in sessions]
+    else:
+        rows = ctx.store.rows(
+            "SELECT id, tags FROM traces WHERE start_time >= :t ORDER BY start_time", {"t": since}
+        )
+        targets = [
+            (r["id"], turn_data(ctx.store, r["id"])) for r in rows if not is_evaluation_trace(r["tags"])
+        ]
+    for target_id, data in targets:
+        if data is None or (evaluator.target == CONVERSATION and not data.turns):
+            continue
+        if evaluator.target == CONVERSATION:
+            revision = f"turns-{len(data.turns)}"
+        else:
+            revision = turn_revision(evaluator, _rating_version(ctx.store, target_id))
+        job = decide(evaluator, data, evaluator.target, target_id, revision, "backfill")
+        jobs.append(job)
+        if job.status == "pending" and evaluator.kind == "llm":
+            prompt = render_prompt(
+                evaluator.prompt or "", prompt_variables(data, messages=evaluator.messages)
+            )
+            tokens += math.ceil(len(prompt) / 4) + REPLY_TOKENS
+    return jobs, tokens
+
+
+def cmd_backfill(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    evaluator = _evaluator(ctx.evaluators, args.evaluator)
+    jobs, tokens = backfill_jobs(ctx, evaluator, args.since)
+    selected = [j for j in jobs if j.status == "pending"]
+    existing = sum(1 for j in selected if ctx.queue.get(j.id) is not None)
+    noun = "conversations" if evaluator.target == CONVERSATION else "traces"
+    out.write(
+        f"{len(jobs)} {noun} since {_when(args.since)}: {len(selected)} selected by the filter and sampling "
+        f"({existing} already judged or queued at this version); estimated judge tokens: {tokens:,}"
+        f"{' (about 4 characters a token, ' + str(REPLY_TOKENS) + ' reply tokens a call)' if evaluator.kind == 'llm' else ' (a code evaluator: no judge calls)'}\n"
+    )
+    if args.dry_run:
+        out.write("Dry run: nothing was queued or spent.\n")
+        return 0
+    ctx.queue.add(jobs)
+    evaluation = ctx.evaluation()
+    todo = [j for j in selected if (ctx.queue.get(j.id) or j).status in ("pending", "delayed", "running")]
+    interrupted = False
+    with tqdm(total=len(selected), initial=len(selected) - len(todo), unit="job", file=sys.stderr) as bar:
+        try:
+            while True:
+                job = ctx.queue.claim(evaluation.owner, evaluation.lease_s, evaluator=evaluator.name)
+                if job is None:
+                    break
+                evaluation.run(job)
+                bar.update(1)
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        out.write("Interrupted: run the same command again to go on where it stopped.\n")
+        return 130
+    done = ctx.queue.counts().get((evaluator.name, evaluator.version), {})
+    out.write("Done: " + ", ".join(f"{k} {v}" for k, v in sorted(done.items())) + "\n")
+    ctx.flush()
+    return 0
+
+
+def agreement(store: Store, evaluator: Evaluator) -> dict[str, Any]:
+    """Judge against user ratings on the turns that have both (judge >= 0.5 counts as a like)."""
+    from statsmodels.stats.inter_rater import cohens_kappa
+
+    rows = store.rows(
+        """SELECT j.value AS judge, u.value AS user_value FROM scores j
+           JOIN scores u ON u.trace_id = j.trace_id AND u.name = :rating AND u.deleted = 0
+           WHERE j.name = :name AND j.source = 'EVAL' AND j.deleted = 0 AND j.trace_id <> ''
+             AND j.value IS NOT NULL AND u.value IS NOT NULL""",
+        {"rating": SCORE_NAME, "name": evaluator.name},
+    )
+    table = [[0, 0], [0, 0]]
+    for r in rows:
+        table[int(r["user_value"] >= 0.5)][int(r["judge"] >= 0.5)] += 1
+    n = len(rows)
+    result: dict[str, Any] = {"evaluator": evaluator.name, "pairs": n, "table": table}
+    if n:
+        result["agreement"] = (table[0][0] + table[1][1]) / n
+        kappa = cohens_kappa(table).kappa
+        result["kappa"] = None if math.isnan(kappa) else float(kappa)
+    return result
+
+
+def cmd_agreement(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    evaluators = [_evaluator(ctx.evaluators, args.evaluator)] if args.evaluator else ctx.evaluators
+    results = [
+        agreement(ctx.store, e)
+        for e in evaluators
+        if e.target == TURN and e.data_type in ("NUMERIC", "BOOLEAN")
+    ]
+    if args.json:
+        out.write(json.dumps(results, indent=2) + "\n")
+        return 0
+    for r in results:
+        if not r["pairs"]:
+            out.write(f"{r['evaluator']}: no turn has both a judge score and a user rating yet\n")
+            continue
+        kappa = "undefined (one side never varies)" if r["kappa"] is None else f"{r['kappa']:.2f}"
+        (dd, dl), (ld, ll) = r["table"]
+        out.write(
+            f"{r['evaluator']}: {r['pairs']} turns, agreement {r['agreement']:.0%}, Cohen's kappa {kappa} "
+            f"(user dislike: judge low {dd}, high {dl}; user like: judge low {ld}, high {ll})\n"
+        )
+    return 0
+
+
+class Context:
+    """The store, the evaluators and a way to build the evaluation, for one command."""
+
+    def __init__(self, settings: Settings, store: Store, evaluators: list[Evaluator]) -> None:
+        self.settings = settings
+        self.store = store
+        self.evaluators = evaluators
+        self.queue = JobQueue(store)
+        self._feedback: Any = None
+
+    def evaluation(self, telemetry: Any = None) -> Evaluation:
+        if telemetry is None:
+            telemetry = self._backends().telemetry
+        notify = (
+            self._feedback.outbox.notify
+            if self._feedback is not None and self._feedback.outbox
+            else (lambda: None)
+        )
+        return Evaluation(
+            self.queue,
+            self.evaluators,
+            telemetry,
+            judge=lambda: Judge(judge_model(self.settings)),
+            notify_scores=notify,
+        )
+
+    def _backends(self) -> Any:
+        if self._feedback is None:
+            from agent.local_llm import LocalLlamaModel
+            from feedback.backends import FeedbackBackends
+            from feedback.tracing import register_model_class
+
+            register_model_class(LocalLlamaModel)
+            self._feedback = FeedbackBackends.from_settings(self.settings)
+            self._feedback.start()
+        return self._feedback
+
+    def flush(self) -> None:
+        if self._feedback is not None:
+            self._feedback.telemetry.flush()
+            if self._feedback.outbox is not None:
+                self._feedback.outbox.flush(10)
+
+    def close(self) -> None:
+        if self._feedback is not None:
+            self._feedback.close()
+        else:
+            self.store.close()
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m evals", description="Online evaluators of the chat app.")
+    p.add_argument("--evaluators", help="the evaluators file (default: EVALUATORS_FILE)")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("list", help="evaluators, versions and job counts")
+    s.set_defaults(fn=cmd_list)
+    s = sub.add_parser("logs", help="each evaluation job")
+    s.add_argument("--evaluator")
+    s.add_argument("--status", choices=STATUSES)
+    s.add_argument("-n", type=int, default=50)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_logs)
+    s = sub.add_parser("run", help="try one evaluator on one trace")
+    s.add_argument("--evaluator", required=True)
+    s.add_argument("--trace", required=True)
+    s.add_argument("--save", action="store_true", help="store the score (and the judge's trace)")
+    s.add_argument("--show-prompt", action="store_true")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_run)
+    s = sub.add_parser("backfill", help="judge past traces or conversations")
+    s.add_argument("--evaluator", required=True)
+    s.add_argument("--since", required=True, type=_since, help="a date, e.g. 2026-11-01")
+    s.add_argument("--dry-run", action="store_true", help="count and estimate, spend nothing")
+    s.set_defaults(fn=cmd_backfill)
+    s = sub.add_parser("agreement", help="the judge against user ratings")
+    s.add_argument("--evaluator")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_agreement)
+    return p
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    args = parser().parse_args(argv)
+    out = out or sys.stdout
+    try:
+        settings = load_settings()
+        path = args.evaluators or settings.evaluators_file
+        if path is None:
+            print("EVALUATORS_FILE is off; give --evaluators FILE.", file=sys.stderr)
+            return 2
+        evaluators = load_evaluators(path)
+    except (SettingsError, EvaluatorsError) as exc:
+        print(f"Configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        store = Store(settings.store_url)
+    except StoreError as exc:
+        print(f"Cannot open the store: {exc}", file=sys.stderr)
+        return 1
+    ctx = Context(settings, store, evaluators)
+    try:
+        return int(args.fn(ctx, args, out) or 0)
+    finally:
+        ctx.close()

@@ -1,0 +1,493 @@
+"""The evaluators file: which scores the judge writes, on which turns or conversations, how often.
+
+A TOML file of `[[evaluator]]` tables, checked whole when it is loaded: a mistake is one
+EvaluatorsError naming the file, the evaluator and the field, before anything is judged.
+
+Each evaluator has a `version`, a short hash of everything that changes its results (the prompt,
+the code's file, the filter, the sampling rate...): a score records the version that produced it,
+so after an edit old and new scores are never mixed up. `enabled` and `idle_s` only change when
+it runs, not what it says, so they are not part of it. Sampling is a hash of (name, target id),
+not a random draw: the same trace is always in or out, whatever the version, so a re-run with a
+new prompt judges the same traces as the old one did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import re
+import sys
+import threading
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from evals.context import (
+    MESSAGE_MODES,
+    PROMPT_VARIABLES,
+    ConversationData,
+    TurnData,
+    field_text,
+    template_fields,
+)
+from feedback.votes import SCORE_NAME
+
+__all__ = [
+    "DATA_TYPES",
+    "FILTER_KEYS",
+    "KINDS",
+    "TARGETS",
+    "Evaluator",
+    "EvaluatorsError",
+    "load_evaluators",
+]
+
+KINDS = ("llm", "code")
+TARGETS = ("turn", "conversation")
+DATA_TYPES = ("NUMERIC", "BOOLEAN", "CATEGORICAL")
+FILTER_KEYS = (
+    "feedback",
+    "reason",
+    "status",
+    "tags",
+    "tool",
+    "model",
+    "user_id",
+    "metadata",
+    "min_latency_ms",
+)
+STATUSES = ("OK", "ERROR")
+# Keys of an [[evaluator]] table; `idle_s` and `messages` only for conversations.
+KEYS = (
+    "name",
+    "kind",
+    "target",
+    "data_type",
+    "categories",
+    "prompt",
+    "function",
+    "sampling_rate",
+    "filter",
+    "idle_s",
+    "messages",
+    "enabled",
+)
+CONVERSATION_ONLY = ("idle_s", "messages")
+# Prompt variables and filter keys that read the user's rating.
+FEEDBACK_FIELDS = frozenset({"feedback", "reason", "comment"})
+VERSION_CHARS = 10
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+
+class EvaluatorsError(ValueError):
+    """The evaluators file is wrong; the message names the file, the evaluator and the field."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path | None = None,
+        evaluator: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.evaluator = evaluator
+        self.field = field
+
+
+def _fail(source: Path | None, evaluator: str, field_name: str | None, problem: str) -> EvaluatorsError:
+    where = f"In {source}, evaluator {evaluator}" if source is not None else f"Evaluator {evaluator}"
+    return EvaluatorsError(f"{where}: {problem}.", path=source, evaluator=evaluator, field=field_name)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _quoted(values: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(f'"{v}"' for v in values)
+
+
+# ----- code evaluators --------------------------------------------------------------------
+
+_FUNCTIONS: dict[tuple[str, str, str], Callable[..., Any]] = {}
+_FUNCTIONS_LOCK = threading.Lock()
+
+
+def _split_function(spec: str) -> tuple[str, str]:
+    file_part, _, name = spec.rpartition(":")
+    return file_part.strip(), name.strip()
+
+
+def _load_function(path: Path, name: str, digest: str) -> Callable[..., Any]:
+    """The function `name` of the Python file at `path` (loaded once per file content)."""
+    key = (str(path), name, digest)
+    with _FUNCTIONS_LOCK:
+        if key in _FUNCTIONS:
+            return _FUNCTIONS[key]
+        stem = re.sub(r"\W", "_", path.stem)
+        module_name = f"evals_code_{stem}_{digest[:12]}"
+        module = sys.modules.get(module_name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"{path} cannot be imported")
+            module = importlib.util.module_from_spec(spec)
+            # Registered while it runs, so dataclasses and pickling inside it find their module.
+            sys.modules[module_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(module_name, None)
+                raise
+        function = getattr(module, name, None)
+        if function is None:
+            raise AttributeError(f"{path.name} has no function {name!r}")
+        if not callable(function):
+            raise TypeError(f"{name!r} in {path.name} is not a function")
+        _FUNCTIONS[key] = function
+        return function
+
+
+# ----- filters ----------------------------------------------------------------------------
+
+
+def _strings(value: Any, key: str, fail: Callable[[str, str], EvaluatorsError]) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(v, str) and v.strip() for v in items):
+        raise fail(f"filter.{key}", f"filter {key} must be a string or a list of strings, not {value!r}")
+    return tuple(v.strip() for v in items)
+
+
+def _filter(raw: Any, fail: Callable[[str, str], EvaluatorsError]) -> Mapping[str, Any]:
+    """The filter, checked and normalised (lists become tuples; "none" becomes None)."""
+    if raw is None:
+        return MappingProxyType({})
+    if not isinstance(raw, Mapping):
+        raise fail("filter", f"filter must be a table such as {{ feedback = 0 }}, not {raw!r}")
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in FILTER_KEYS:
+            raise fail(
+                "filter",
+                f"filter has an unknown condition {key!r}; the conditions are {_quoted(FILTER_KEYS)}",
+            )
+        if key == "feedback":
+            allowed: list[float | None] = []
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, str) and item.strip().lower() == "none":
+                    allowed.append(None)
+                elif _is_number(item) and item in (0, 1):
+                    allowed.append(float(item))
+                else:
+                    raise fail(
+                        "filter.feedback",
+                        f'filter feedback must be 0 (disliked), 1 (liked), "none" (not rated) or a list of these, '
+                        f"not {item!r}",
+                    )
+            if not allowed:
+                raise fail("filter.feedback", "filter feedback must not be an empty list")
+            out[key] = tuple(dict.fromkeys(allowed))
+        elif key == "status":
+            statuses = _strings(value, key, fail)
+            if any(s not in STATUSES for s in statuses):
+                raise fail("filter.status", f'filter status must be "OK" or "ERROR", not {value!r}')
+            out[key] = statuses
+        elif key in ("reason", "tags", "tool", "model", "user_id"):
+            out[key] = _strings(value, key, fail)
+        elif key == "metadata":
+            if not isinstance(value, Mapping) or not value:
+                raise fail("filter.metadata", f"filter metadata must be a non-empty table, not {value!r}")
+            for meta_key, meta_value in value.items():
+                if not isinstance(meta_value, str | int | float | bool):
+                    raise fail(
+                        "filter.metadata",
+                        f"filter metadata {meta_key!r} must be a string, number or boolean, not {meta_value!r}",
+                    )
+            out[key] = MappingProxyType(dict(value))
+        elif key == "min_latency_ms":
+            if not _is_number(value) or value < 0:
+                raise fail(
+                    "filter.min_latency_ms",
+                    f"filter min_latency_ms must be a number of 0 or more, not {value!r}",
+                )
+            out[key] = float(value)
+    return MappingProxyType(out)
+
+
+def _holds(key: str, wanted: Any, turn: TurnData) -> bool:
+    """Whether one filter condition holds for one turn."""
+    if key == "feedback":
+        return turn.feedback in wanted
+    if key == "reason":
+        return turn.reason is not None and turn.reason.strip().casefold() in {r.casefold() for r in wanted}
+    if key == "status":
+        return turn.status in wanted
+    if key == "tags":
+        return set(wanted) <= set(turn.tags)
+    if key == "tool":
+        return any(t in turn.tools for t in wanted)
+    if key == "model":
+        return turn.model in wanted
+    if key == "user_id":
+        return turn.user_id in wanted
+    if key == "metadata":
+        return all(k in turn.metadata and turn.metadata[k] == v for k, v in wanted.items())
+    if key == "min_latency_ms":
+        return turn.latency_ms is not None and turn.latency_ms >= wanted
+    raise KeyError(key)
+
+
+def _plain(value: Any) -> Any:
+    """A filter value as JSON (for the version hash)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in sorted(value.items())}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ----- the evaluator ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """One score the judge writes: what it looks at, how it decides, and on which targets.
+
+    Building one checks it (EvaluatorsError); `source` is the evaluators file, the folder a
+    code evaluator's `function` file is relative to (the working directory when None).
+    """
+
+    name: str
+    kind: str = "llm"
+    target: str = "turn"
+    data_type: str = "NUMERIC"
+    prompt: str | None = None
+    function: str | None = None
+    categories: tuple[str, ...] = ()
+    sampling_rate: float = 1.0
+    filter: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    idle_s: float = 600.0
+    messages: str = "all"
+    enabled: bool = True
+    source: Path | None = field(default=None, compare=False, repr=False)
+    version: str = field(init=False)
+    _function_digest: str | None = field(init=False, default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        label = f'"{self.name}"' if isinstance(self.name, str) and self.name else "(no name)"
+
+        def fail(field_name: str, problem: str) -> EvaluatorsError:
+            return _fail(self.source, label, field_name, problem)
+
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise fail(
+                "name",
+                f"name must be 1 to 100 letters, digits, '_', '-' or '.', starting with a letter or digit, "
+                f"not {self.name!r}",
+            )
+        if self.name == SCORE_NAME:
+            raise fail("name", f'name "{SCORE_NAME}" is the users\' own rating; choose another score name')
+        if self.kind not in KINDS:
+            raise fail("kind", f"kind must be {_quoted(KINDS)}, not {self.kind!r}")
+        if self.target not in TARGETS:
+            raise fail("target", f"target must be {_quoted(TARGETS)}, not {self.target!r}")
+        if self.data_type not in DATA_TYPES:
+            raise fail("data_type", f"data_type must be {_quoted(DATA_TYPES)}, not {self.data_type!r}")
+
+        categories = self.categories
+        if isinstance(categories, list | tuple):
+            if not all(isinstance(c, str) and c.strip() for c in categories):
+                raise fail(
+                    "categories", f"categories must be a list of non-empty strings, not {list(categories)!r}"
+                )
+            if len(set(categories)) != len(categories):
+                raise fail("categories", f"categories has a category twice: {list(categories)!r}")
+            put("categories", tuple(categories))
+        else:
+            raise fail("categories", f"categories must be a list of strings, not {categories!r}")
+        if self.data_type == "CATEGORICAL" and not self.categories:
+            raise fail("categories", 'a CATEGORICAL evaluator needs categories = ["...", ...]')
+        if self.data_type != "CATEGORICAL" and self.categories:
+            raise fail("categories", f"categories are for CATEGORICAL evaluators only, not {self.data_type}")
+
+        if self.kind == "llm":
+            if self.function is not None:
+                raise fail("function", 'function is for kind = "code"; an llm evaluator has a prompt')
+            if not isinstance(self.prompt, str) or not self.prompt.strip():
+                raise fail("prompt", "an llm evaluator needs a prompt")
+            try:
+                fields = template_fields(self.prompt)
+            except ValueError as exc:
+                raise fail(
+                    "prompt",
+                    f"the prompt is not a valid template ({exc}); write literal braces as {{{{ and }}}}",
+                ) from None
+            for name, spec, conversion in fields:
+                if name not in PROMPT_VARIABLES:
+                    raise fail(
+                        "prompt",
+                        f"the prompt uses {field_text(name, spec, conversion)}, which is not a variable; "
+                        "the variables are "
+                        + ", ".join(f"{{{v}}}" for v in PROMPT_VARIABLES)
+                        + " (literal braces are written {{ and }})",
+                    )
+                if spec or conversion:
+                    raise fail(
+                        "prompt",
+                        f"the prompt's {field_text(name, spec, conversion)} has a format spec or a conversion; "
+                        f"write a plain {{{name}}}",
+                    )
+        else:
+            if self.prompt is not None:
+                raise fail("prompt", 'prompt is for kind = "llm"; a code evaluator has a function')
+            put("_function_digest", self._check_function(fail))
+
+        rate = self.sampling_rate
+        if not _is_number(rate) or not 0 <= rate <= 1:
+            raise fail("sampling_rate", f"sampling_rate must be a number from 0 to 1, not {rate!r}")
+        put("sampling_rate", float(rate))
+        if not _is_number(self.idle_s) or self.idle_s <= 0:
+            raise fail("idle_s", f"idle_s must be a number of seconds above 0, not {self.idle_s!r}")
+        put("idle_s", float(self.idle_s))
+        if self.messages not in MESSAGE_MODES:
+            raise fail("messages", f"messages must be {_quoted(MESSAGE_MODES)}, not {self.messages!r}")
+        if not isinstance(self.enabled, bool):
+            raise fail("enabled", f"enabled must be true or false, not {self.enabled!r}")
+        put("filter", _filter(self.filter, fail))
+        put("version", self._version())
+
+    # -- code functions
+
+    def _function_path(self) -> tuple[Path, str]:
+        file_part, name = _split_function(str(self.function))
+        base = self.source.parent if self.source is not None else Path.cwd()
+        return (base / file_part).resolve(), name
+
+    def _check_function(self, fail: Callable[[str, str], EvaluatorsError]) -> str:
+        """Load the code function once now (a broken file fails at load time); its file's hash."""
+        spec = self.function
+        if not isinstance(spec, str) or not spec.strip():
+            raise fail("function", 'a code evaluator needs function = "file.py:function_name"')
+        file_part, name = _split_function(spec)
+        if not file_part or not name or not name.isidentifier():
+            raise fail("function", f'function must look like "checks.py:no_error", not {spec!r}')
+        path, _ = self._function_path()
+        if path.suffix != ".py":
+            raise fail("function", f"function's file must be a .py file, not {file_part!r}")
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            raise fail("function", f"function's file {path} cannot be read ({exc.strerror or exc})") from None
+        digest = hashlib.sha256(content).hexdigest()
+        try:
+            _load_function(path, name, digest)
+        except (AttributeError, TypeError) as exc:
+            raise fail("function", str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - any error in the operator's file is reported as theirs
+            raise fail("function", f"loading {path.name} failed: {type(exc).__name__}: {exc}") from None
+        return digest
+
+    def function_callable(self) -> Callable[..., Any]:
+        """The code evaluator's function (loaded once, the version that was checked at load time)."""
+        if self.kind != "code" or self._function_digest is None:
+            raise EvaluatorsError(f'Evaluator "{self.name}" is not a code evaluator; it has no function.')
+        path, name = self._function_path()
+        return _load_function(path, name, self._function_digest)
+
+    # -- version, filter, sampling
+
+    def _version(self) -> str:
+        function = None
+        if self.kind == "code":
+            function = {"name": _split_function(str(self.function))[1], "file_sha256": self._function_digest}
+        parts = {
+            "kind": self.kind,
+            "target": self.target,
+            "data_type": self.data_type,
+            "categories": list(self.categories),
+            "prompt": self.prompt,
+            "function": function,
+            "messages": self.messages,
+            "filter": _plain(self.filter),
+            "sampling_rate": self.sampling_rate,
+        }
+        canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:VERSION_CHARS]
+
+    @property
+    def uses_feedback(self) -> bool:
+        """Whether its filter or prompt reads the user's rating (so a new rating may change it)."""
+        if FEEDBACK_FIELDS & set(self.filter):
+            return True
+        return bool(FEEDBACK_FIELDS & {name for name, _, _ in template_fields(self.prompt or "")})
+
+    def matches(self, data: TurnData | ConversationData) -> bool:
+        """Whether every filter condition holds; for a conversation, each one for any of its turns."""
+        turns = data.turns if isinstance(data, ConversationData) else [data]
+        return all(any(_holds(key, wanted, t) for t in turns) for key, wanted in self.filter.items())
+
+    def sampled(self, target_id: str) -> bool:
+        """Whether this target is in the sample: a hash of (name, target id), the same every time."""
+        if self.sampling_rate >= 1.0:
+            return True
+        digest = hashlib.sha256(f"{self.name}\x00{target_id}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < self.sampling_rate
+
+
+# ----- the file ---------------------------------------------------------------------------
+
+
+def load_evaluators(path: str | Path) -> list[Evaluator]:
+    """Every evaluator of the file (disabled ones too), checked; EvaluatorsError on any mistake."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EvaluatorsError(f"The evaluators file {path} does not exist.", path=path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EvaluatorsError(f"The evaluators file {path} cannot be read: {exc}.", path=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise EvaluatorsError(f"The evaluators file {path} is not valid TOML: {exc}.", path=path) from None
+    extra = [k for k in data if k != "evaluator"]
+    if extra:
+        raise EvaluatorsError(
+            f"In {path}: unknown top-level key {extra[0]!r}; each evaluator is an [[evaluator]] table.",
+            path=path,
+        )
+    tables = data.get("evaluator", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise EvaluatorsError(
+            f"In {path}: evaluators must be [[evaluator]] tables (double brackets), one per evaluator.",
+            path=path,
+        )
+    evaluators: list[Evaluator] = []
+    seen: set[str] = set()
+    for number, table in enumerate(tables, start=1):
+        name = table.get("name")
+        label = f'"{name}"' if isinstance(name, str) and name else f"#{number} (no name)"
+        for key in table:
+            if key not in KEYS:
+                raise _fail(path, label, key, f"unknown key {key!r}; the keys are {_quoted(KEYS)}")
+        for key in ("name", "kind"):
+            if key not in table:
+                raise _fail(path, label, key, f"{key} is missing")
+        if table.get("target", "turn") == "turn":
+            for key in CONVERSATION_ONLY:
+                if key in table:
+                    raise _fail(path, label, key, f'{key} is for target = "conversation" evaluators only')
+        evaluator = Evaluator(**table, source=path)
+        if evaluator.name in seen:
+            raise _fail(path, label, "name", "another evaluator of this file has the same name")
+        seen.add(evaluator.name)
+        evaluators.append(evaluator)
+    return evaluators
