@@ -32,6 +32,7 @@ from agent.session import AgentFactory, ChatSession, close_session, new_session
 from agent.settings import Settings, SettingsError, load_settings
 from agent.tools import build_tools
 from agent.turn import stream_turn
+from evals.judge import Judge
 from evals.online import TurnCounter, build_evaluation, describe
 from feedback.backends import FeedbackBackends
 from feedback.store import StoreError
@@ -82,9 +83,13 @@ class Runtime:
 
 
 def create_runtime(
-    settings: Settings, *, model: Model | None = None, extra_tools: list[Tool] | None = None
+    settings: Settings,
+    *,
+    model: Model | None = None,
+    extra_tools: list[Tool] | None = None,
+    judge: Judge | None = None,
 ) -> Runtime:
-    """Wire the app together; `model` and `extra_tools` let tests and embedders pass their own."""
+    """Wire the app together; `model`, `extra_tools` and `judge` let tests and embedders pass their own."""
     register_model_class(LocalLlamaModel)
     if model is None:
         model, choice = build_model(settings)
@@ -96,7 +101,7 @@ def create_runtime(
     feedback.start()
     turns = TurnCounter()
     try:
-        feedback.evaluation = build_evaluation(settings, feedback, busy=turns.busy)
+        feedback.evaluation = build_evaluation(settings, feedback, busy=turns.busy, judge=judge)
     except SettingsError:
         feedback.close()
         raise

@@ -245,6 +245,7 @@ def cmd_backfill(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     todo = [j for j in selected if (ctx.queue.get(j.id) or j).status in ("pending", "delayed", "running")]
     interrupted = False
     with tqdm(total=len(selected), initial=len(selected) - len(todo), unit="job", file=sys.stderr) as bar:
+        job = None
         try:
             while True:
                 job = ctx.queue.claim(evaluation.owner, evaluation.lease_s, evaluator=evaluator.name)
@@ -254,6 +255,8 @@ def cmd_backfill(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
                 bar.update(1)
         except KeyboardInterrupt:
             interrupted = True
+            if job is not None:
+                ctx.queue.release(job.id, evaluation.owner)  # the next run takes it at once
     if interrupted:
         out.write("Interrupted: run the same command again to go on where it stopped.\n")
         return 130

@@ -85,8 +85,10 @@ def make_runtime(fake_langfuse: FakeLangfuse) -> Iterator[Callable[..., Runtime]
     # Depends on fake_langfuse so the server outlives every runtime's final flush.
     made: list[Runtime] = []
 
-    def build(settings: Settings, model: Any = None, extra_tools: list[Any] | None = None) -> Runtime:
-        runtime = create_runtime(settings, model=model or ScriptedModel(), extra_tools=extra_tools)
+    def build(
+        settings: Settings, model: Any = None, extra_tools: list[Any] | None = None, judge: Any = None
+    ) -> Runtime:
+        runtime = create_runtime(settings, model=model or ScriptedModel(), extra_tools=extra_tools, judge=judge)
         made.append(runtime)
         return runtime
 

@@ -459,3 +459,29 @@ if __name__ == "__main__":
             fake.thread.join()
         except KeyboardInterrupt:
             pass
+
+
+class JudgeModel(Model):
+    """A scripted judge: `decide(prompt)` returns the verdict dict (or raises); records prompts.
+
+    Thread-safe (evaluation workers call it from several threads); replies as plain JSON text.
+    """
+
+    def __init__(self, decide: Callable[[str], dict[str, Any] | BaseException]) -> None:
+        super().__init__(model_id="scripted-judge")
+        self.decide = decide
+        self.prompts: list[str] = []
+        self._lock = threading.Lock()
+
+    def generate(self, messages: list[Any], stop_sequences: Any = None, **kwargs: Any) -> ChatMessage:
+        prompt = all_text(messages[-1:])
+        with self._lock:
+            self.prompts.append(prompt)
+        verdict = self.decide(prompt)
+        if isinstance(verdict, BaseException):
+            raise verdict
+        return ChatMessage(
+            role=MessageRole.ASSISTANT,
+            content=json.dumps(verdict),
+            token_usage=TokenUsage(input_tokens=100, output_tokens=20),
+        )
