@@ -27,7 +27,7 @@ from agent.settings import SettingsError, load_settings, positive_days
 from feedback.database import normalize_url
 from feedback.retention import cutoff_for, prune
 from feedback.store import ScoreRow, Store, StoreError
-from feedback.store_copy import copy_store, count_rows
+from feedback.store_copy import copy_store, count_rows, same_store
 
 EXPORT_FIELDS = [
     "score_id",
@@ -239,7 +239,7 @@ def cmd_copy(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     except (ValueError, StoreError) as exc:
         print(f"Cannot open the target store: {exc}", file=sys.stderr)
         return 1
-    if target.url == store.url:
+    if same_store(store, target):
         target.close()
         print("The target is the store itself; nothing to copy.", file=sys.stderr)
         return 2
@@ -303,7 +303,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
         db = args.db or load_settings().store_url
-    except SettingsError as exc:
+        if "://" in db:
+            db = normalize_url(db)
+    except (SettingsError, ValueError) as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
@@ -41,7 +42,7 @@ def normalize_url(raw: str) -> str:
         if text.startswith(prefix):
             text = "postgresql+psycopg://" + text[len(prefix) :]
     try:
-        url = make_url(text)
+        url = _split_like_a_browser(text)
     except ArgumentError:
         raise ValueError(
             "DATABASE_URL must look like postgresql://user:password@host:5432/dbname "
@@ -58,6 +59,22 @@ def normalize_url(raw: str) -> str:
             "DATABASE_URL: a sqlite:/// URL needs a file path (an in-memory store would lose everything)"
         )
     return url.render_as_string(hide_password=False)
+
+
+def _split_like_a_browser(text: str) -> URL:
+    """Parse a URL splitting user info at the LAST "@", as urllib and libpq do: a password
+    holding "@" (not percent-encoded) must not turn its tail into the host name, which is
+    printed in the banner and in errors."""
+    url = make_url(text)
+    if url.get_backend_name() == "sqlite" or not url.host or "@" not in url.host:
+        return url
+    parts = urlsplit(text)
+    return url.set(
+        username=unquote(parts.username or "") or None,
+        password=unquote(parts.password or "") or None,
+        host=parts.hostname,
+        port=parts.port,
+    )
 
 
 def sqlite_url(path: str | Path) -> str:
@@ -99,15 +116,47 @@ def create(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(
+    engine = create_engine(
         u,
         pool_size=10,
         max_overflow=20,
         pool_timeout=10,
         # A server restart closes every pooled connection: test each one before it is used.
         pool_pre_ping=True,
-        connect_args={"connect_timeout": 5, "application_name": "smolagent-chat"},
+        connect_args={
+            "connect_timeout": 5,
+            "application_name": "smolagent-chat",
+            # A vote behind a lock (a VACUUM FULL, an admin's open transaction) fails after 10 s
+            # with a clear message instead of holding a worker for ever; so does a hung query.
+            "options": "-c lock_timeout=10s -c statement_timeout=30s -c idle_in_transaction_session_timeout=60s",
+            # A connection dropped silently (NAT, a failover) is noticed in about a minute.
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 30000,
+        },
     )
+    event.listen(engine, "before_cursor_execute", _postgres_text, retval=True)
+    return engine
+
+
+def _clean(value: Any) -> Any:
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) and "\x00" in value else value
+
+
+def _postgres_text(
+    _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool
+) -> Any:
+    # Postgres text cannot hold U+0000 (SQLite can); a model's answer may end with chr(0), and
+    # one such string would fail the write of a whole batch of other visitors' traces.
+    if isinstance(parameters, dict):
+        parameters = {k: _clean(v) for k, v in parameters.items()}
+    elif isinstance(parameters, (list, tuple)):
+        parameters = type(parameters)(
+            {k: _clean(v) for k, v in p.items()} if isinstance(p, dict) else _clean(p) for p in parameters
+        )
+    return statement, parameters
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

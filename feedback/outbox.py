@@ -44,9 +44,19 @@ class Outbox:
     ) -> None:
         self._store = store
         self._sink = sink
-        # Unique per outbox, readable in the store: which host and process holds a lease.
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._lease_s = lease_s
+        # Unique per outbox, readable in the store: host, process id, the process-id namespace
+        # and the process's start time (so a reused pid, or a container sharing the host name,
+        # is never taken for this process), and a random part.
+        namespace, started = _identity(os.getpid())
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{namespace}:{started}:{uuid.uuid4().hex[:8]}"
+        # A lease must outlast one send (deliver_due gives back what it cannot finish in time).
+        self._lease_s = max(lease_s, send_timeout_s + 5.0)
+        if lease_s < self._lease_s:
+            log.warning(
+                "OUTBOX_LEASE_S=%g is shorter than one Langfuse call may take; using %g s",
+                lease_s,
+                self._lease_s,
+            )
         self._send_timeout_s = send_timeout_s
         self._dead_checked_at = 0.0
         self._retry_max_s = retry_max_s
@@ -135,10 +145,15 @@ class Outbox:
             return  # at most once per idle poll: a vote's round need not pay for it
         self._dead_checked_at = time.monotonic()
         host = socket.gethostname()
+        namespace, _ = _identity(os.getpid())
         for owner in self._store.lease_owners():
-            owner_host, _, rest = owner.partition(":")
-            pid = rest.partition(":")[0]
-            if owner != self.owner and owner_host == host and pid.isdigit() and not _alive(int(pid)):
+            parts = owner.split(":")
+            if owner == self.owner or len(parts) != 5 or parts[0] != host or parts[2] != namespace:
+                continue  # another machine, or another container's processes: only expiry tells
+            if namespace == "?" or not parts[1].isdigit():
+                continue
+            pid = int(parts[1])
+            if not _alive(pid) or _identity(pid)[1] != parts[3]:
                 freed = self._store.release_all(owner)
                 log.info("Took over %d rating(s) from outbox %s, whose process has ended", freed, owner)
 
@@ -185,3 +200,17 @@ def _alive(pid: int) -> bool:
             return stat.read().rpartition(")")[2].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def _identity(pid: int) -> tuple[str, str]:
+    """(process-id namespace, start time in clock ticks) of a process; "?" where unknown."""
+    try:
+        namespace = os.readlink(f"/proc/{pid}/ns/pid").strip("pid:[]")
+    except OSError:
+        namespace = "?"
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            started = stat.read().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        started = "?"
+    return namespace, started

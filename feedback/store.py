@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, TextClause, text
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 from feedback import database
 from feedback.database import WRITE, StoreError
@@ -151,11 +151,12 @@ class Store:
             yield
         except DBAPIError as exc:
             detail = _first_line(exc.orig)
-            # A connection failure's text names the server; what a page may say is only this.
-            unreachable = exc.connection_invalidated or detail.lower().startswith(
-                ("connection", "consuming input")
-            )
+            # On Postgres an operational failure (refused, DNS, a dropped connection, a lock
+            # timeout) names the server in its text: a page may only say what happened.
+            unreachable = self.dialect == "postgresql" and isinstance(exc, (OperationalError, InterfaceError))
             reason = "the database cannot be reached right now" if unreachable else detail
+            if unreachable and "timeout" in detail.lower():
+                reason = "the database did not answer in time"
             raise StoreError(f"The store ({self.where}) failed: {detail}", reason) from exc
         except SQLAlchemyError as exc:
             raise StoreError(
@@ -319,7 +320,10 @@ class Store:
         before = self.disk_size()
         if self.path is None:
             with self._guard(), self.engine.connect() as db:
-                db.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM FULL")
+                db = db.execution_options(isolation_level="AUTOCOMMIT")
+                db.exec_driver_sql("SET statement_timeout = 0")  # a big table takes a while
+                # Only the store's own tables: the database may be shared with other apps.
+                db.exec_driver_sql(f"VACUUM FULL {', '.join(STORE_TABLES)}")
             return before, self.disk_size()
         db = sqlite3.connect(self.path, timeout=5, isolation_level=None)
         try:
@@ -493,6 +497,12 @@ class Store:
     _RELEASE = """lease_owner = CASE WHEN lease_owner = :owner THEN NULL ELSE lease_owner END,
                   lease_until = CASE WHEN lease_owner = :owner THEN 0 ELSE lease_until END"""
 
+    # A report from an outbox whose lease ended while it was sending, about an older version
+    # than the one delivered since: its call reached Langfuse last, so Langfuse may now hold
+    # that older state. The current version is made pending again (same id: sent once more).
+    _LATE = """CASE WHEN COALESCE(lease_owner, '') <> COALESCE(:owner, '') AND delivered_version > :version
+                   THEN :version"""
+
     def release(self, owner: str, score_ids: Iterable[str]) -> None:
         """Give back claimed scores this outbox will not deliver now."""
         ids = list(score_ids)
@@ -523,7 +533,8 @@ class Store:
         with self.transaction() as db:
             db.execute(
                 _q(
-                    f"""UPDATE scores SET delivered_version = {_greatest("delivered_version", ":version")},
+                    f"""UPDATE scores SET delivered_version = {self._LATE} ELSE
+                           {_greatest("delivered_version", ":version")} END,
                        remote_exists = :exists, delivery_error = NULL, attempts = 0, {self._RELEASE}
                    WHERE id = :id"""
                 ),
@@ -588,6 +599,9 @@ def _q(sql: str) -> TextClause:
     # Parsing a statement's bind names costs more than running it on SQLite: parse each once.
     return text(sql)
 
+
+# Every table of the store (vacuum, and what a copy could carry).
+STORE_TABLES = ("traces", "spans", "scores", "eval_jobs", "eval_sessions", "_migrations")
 
 _SPAN_COLUMNS = (
     "trace_id, span_id, parent_id, name, kind, start_time, end_time, status, status_message, "

@@ -9,6 +9,7 @@ target's outboxes deliver what is still pending.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,6 +42,17 @@ def count_rows(store: Store) -> CopyCounts:
         )
 
 
+def same_store(a: Store, b: Store) -> bool:
+    """Whether two stores are one, however their URLs are spelt (a path, localhost, an IP)."""
+    if a.dialect != b.dialect:
+        return False
+    if a.path is not None and b.path is not None:
+        return a.path.exists() and b.path.exists() and os.path.samefile(a.path, b.path)
+    identity = """SELECT current_database() AS db, pg_postmaster_start_time()::text AS started,
+                  (SELECT oid FROM pg_database WHERE datname = current_database())::text AS oid"""
+    return a.row(identity) == b.row(identity)
+
+
 def copy_store(source: Store, target: Store, on_rows: Callable[[str, int], None] | None = None) -> CopyCounts:
     """Upsert every trace, span and score of `source` into `target`; return how many were read."""
     copied = CopyCounts()
@@ -61,9 +73,17 @@ def copy_store(source: Store, target: Store, on_rows: Callable[[str, int], None]
     return copied
 
 
+# What the target knows about Langfuse is never forgotten: a score its outbox sent exists there
+# even if the source never sent it, so an undo copied later must still be deleted there.
+_MERGED = {
+    "remote_exists": "CASE WHEN scores.remote_exists = 1 OR excluded.remote_exists = 1 THEN 1 ELSE 0 END"
+}
+
+
 def _upsert(table: str, columns: list[str], keys: tuple[str, ...]) -> str:
     values = ", ".join(f":{c}" for c in columns)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+    merged = _MERGED if table == "scores" else {}
+    updates = ", ".join(f"{c} = {merged.get(c, f'excluded.{c}')}" for c in columns if c not in keys)
     where = f" WHERE {_NEWER_SCORE}" if table == "scores" else ""
     return (
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values}) "

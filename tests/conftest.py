@@ -88,7 +88,9 @@ def make_runtime(fake_langfuse: FakeLangfuse) -> Iterator[Callable[..., Runtime]
     def build(
         settings: Settings, model: Any = None, extra_tools: list[Any] | None = None, judge: Any = None
     ) -> Runtime:
-        runtime = create_runtime(settings, model=model or ScriptedModel(), extra_tools=extra_tools, judge=judge)
+        runtime = create_runtime(
+            settings, model=model or ScriptedModel(), extra_tools=extra_tools, judge=judge
+        )
         made.append(runtime)
         return runtime
 
