@@ -283,17 +283,19 @@ def test_judge_failures_are_retried_or_logged_and_the_chat_goes_on(
 
 
 def test_a_restart_runs_waiting_jobs_once_and_never_repeats_done_ones(
-    make_settings, make_runtime, fake_langfuse, tmp_path
+    store_env, make_settings, make_runtime, fake_langfuse, tmp_path
 ):
     down = JudgeModel(lambda _p: HTTPFailure(503))
-    first = evaluated_app(make_settings, make_runtime, fake_langfuse, tmp_path, down)
+    first = evaluated_app(make_settings, make_runtime, fake_langfuse, tmp_path, down, **store_env)
     history, session, _ = turn(first, None, [], "asked before the restart")
     wait_for(lambda: any(j.status == "delayed" for j in jobs_of(first, "quality")), 20)
     wait_for(lambda: any(j.status == "completed" for j in jobs_of(first, "ok-check")), 20)
     first.rt.feedback.close()  # the app stops: the judge job is still waiting
 
     up = JudgeModel(decide)
-    second = evaluated_app(make_settings, make_runtime, fake_langfuse, tmp_path, up)  # same store
+    second = evaluated_app(
+        make_settings, make_runtime, fake_langfuse, tmp_path, up, **store_env
+    )  # same store
     with second.rt.feedback.store.transaction() as db:
         db.exec_driver_sql("UPDATE eval_jobs SET next_attempt_at = 0")  # its retry is due now
     second.rt.feedback.wake_evaluation()
@@ -372,3 +374,34 @@ def test_cli_run_backfill_with_dry_run_and_resume_and_agreement(
     assert result["pairs"] == 4 and result["agreement"] == 1.0 and result["kappa"] == pytest.approx(1.0)
     code, text = cli("list")
     assert "quality" in text and "completed 6" in text
+
+
+def test_a_job_left_by_a_killed_worker_is_taken_over_once_its_lease_ends(store_url, tmp_path):
+    from evals.cli import NoTelemetry
+    from evals.config import load_evaluators
+    from evals.worker import Evaluation
+    from feedback.store import Store
+    from tests.test_postgres import _trace
+
+    store = Store(store_url)
+    try:
+        queue = JobQueue(store)
+        evaluators = [e for e in load_evaluators(evaluators_file(tmp_path)) if e.name == "quality"]
+        trace_id = _trace(store, 1)
+        from evals.scheduler import Scheduler
+
+        assert Scheduler(queue, evaluators).run_once() == 1
+        # A worker claims the job and is SIGKILLed mid-call: its lease (0.3 s here) runs out.
+        assert queue.claim("dead-host:1:x", 0.3) is not None
+        judge = JudgeModel(decide)
+
+        live = Evaluation(queue, evaluators, NoTelemetry(), judge=Judge(judge, structured=False))
+        assert live.work_once() is False  # still leased by the dead worker
+        time.sleep(0.4)
+        assert live.work_once() is True and live.work_once() is False  # taken over, run once
+        (job,) = queue.log()
+        assert (job.status, job.attempts, job.value) == ("completed", 2, 0.75) and len(judge.prompts) == 1
+        (score,) = [s for s in store.scores() if s.name == "quality"]
+        assert score.trace_id == trace_id
+    finally:
+        store.close()

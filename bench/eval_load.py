@@ -1,0 +1,157 @@
+"""Does online evaluation slow the chat? Turn and vote latency with and without a busy evaluator.
+
+Three runs in one process, each a fresh app with an instant scripted agent model and a stand-in
+Langfuse: evaluation off; the shipped evaluators with a hosted-like judge (each call waits 50 ms
+on the network, EVAL_CONCURRENCY=2); and with a local-like judge (each call burns 50 ms of CPU,
+like the bundled model, which then waits while a chat turn runs). Before measuring, a backlog of
+turns is queued so the evaluator is busy for the whole run. Prints p50/p95 of turns and votes
+and the ratio of each to the run without evaluation, plus judge throughput.
+
+    python -m bench.eval_load [--turns 60] [--backlog 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import gradio as gr  # noqa: E402
+
+from agent.settings import settings_from_env  # noqa: E402
+from app import ChatHandlers, create_runtime  # noqa: E402
+from evals.jobs import JobQueue  # noqa: E402
+from evals.judge import Judge  # noqa: E402
+from tests.fakes import JudgeModel, ScriptedModel  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def verdict(prompt: str) -> dict[str, Any]:
+    if "reason" in prompt.lower() and "disliked" in prompt:
+        return {"reasoning": "The answer is wrong.", "score": "wrong-answer"}
+    if "safe" in prompt:
+        return {"reasoning": "Harmless.", "score": True}
+    return {"reasoning": "It answers.", "score": 0.8}
+
+
+def hosted(prompt: str) -> dict[str, Any]:
+    time.sleep(0.05)  # the network: no CPU used here
+    return verdict(prompt)
+
+
+def local(prompt: str) -> dict[str, Any]:
+    end = time.perf_counter() + 0.05  # the model: 50 ms of CPU
+    while time.perf_counter() < end:
+        pass
+    return verdict(prompt)
+
+
+def run(
+    label: str, langfuse_url: str, turns: int, backlog: int, judge: Any, env: dict[str, str]
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = settings_from_env(
+            {
+                "DATA_DIR": tmp,
+                "LANGFUSE_PUBLIC_KEY": f"pk-lf-eval-{label}",
+                "LANGFUSE_SECRET_KEY": "sk-lf-eval",
+                "LANGFUSE_BASE_URL": langfuse_url,
+                **env,
+            }
+        )
+        runtime = create_runtime(
+            settings, model=ScriptedModel(), judge=Judge(judge, structured=False) if judge else None
+        )
+        handlers = ChatHandlers(runtime)
+        evaluation = runtime.feedback.evaluation
+        rng = random.Random(3)
+        session, history = None, []
+        for n in range(backlog):  # work for the evaluator before the clock starts
+            *_, (_t, history, session, _s) = handlers.respond(f"backlog {n}", history, session, "b")
+        turn_ms, vote_ms = [], []
+        started = time.perf_counter()
+        for n in range(turns):
+            t0 = time.perf_counter()
+            *_, (_t, history, session, _s) = handlers.respond(f"question {n}", history, session, "b")
+            turn_ms.append((time.perf_counter() - t0) * 1000)
+            index = rng.choice(sorted(session.answer_traces))
+            data = gr.LikeData(None, {"index": index, "value": None, "liked": rng.choice([True, False])})
+            t0 = time.perf_counter()
+            handlers.on_vote(session, data)
+            vote_ms.append((time.perf_counter() - t0) * 1000)
+        elapsed = time.perf_counter() - started
+        done = 0
+        if evaluation is not None:
+            queue = JobQueue(runtime.feedback.store)
+            done = sum(1 for j in queue.log(limit=100_000) if j.status == "completed" and j.kind == "llm")
+            backlog_left = queue.backlog()
+        else:
+            backlog_left = 0
+        runtime.feedback.close()
+    return {
+        "label": label,
+        "turn_p50": percentile(turn_ms, 0.5),
+        "turn_p95": percentile(turn_ms, 0.95),
+        "vote_p50": percentile(vote_ms, 0.5),
+        "vote_p95": percentile(vote_ms, 0.95),
+        "judged": done,
+        "elapsed": elapsed,
+        "backlog_left": backlog_left,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--turns", type=int, default=60)
+    parser.add_argument("--backlog", type=int, default=40)
+    args = parser.parse_args()
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    url = fake.stdout.readline().strip()
+    try:
+        base = run("off", url, args.turns, args.backlog, None, {"EVALUATORS_FILE": "off"})
+        runs = [
+            run(
+                "hosted-judge",
+                url,
+                args.turns,
+                args.backlog,
+                JudgeModel(hosted),
+                {"EVAL_CONCURRENCY": "2", "JUDGE_PROVIDER": "openai"},
+            ),
+            run("local-judge", url, args.turns, args.backlog, JudgeModel(local), {"JUDGE_PROVIDER": "local"}),
+        ]
+    finally:
+        fake.terminate()
+    print(
+        f"{args.turns} turns and {args.turns} votes, after a backlog of {args.backlog} turns (6 evaluators each)"
+    )
+    for r in [base, *runs]:
+        print(
+            f"{r['label']:<13} turn p50 {r['turn_p50']:7.1f} ms p95 {r['turn_p95']:7.1f} ms | "
+            f"vote p50 {r['vote_p50']:6.2f} ms p95 {r['vote_p95']:6.2f} ms | "
+            f"judge calls done {r['judged']} in {r['elapsed']:.1f} s, jobs left {r['backlog_left']}"
+        )
+    for r in runs:
+        print(
+            f"{r['label']} / off: turn p95 ratio {r['turn_p95'] / base['turn_p95']:.2f}, "
+            f"vote p95 ratio {r['vote_p95'] / base['vote_p95']:.2f} "
+            f"(turn p50 {r['turn_p50'] / base['turn_p50']:.2f}, vote p50 {r['vote_p50'] / base['vote_p50']:.2f})"
+        )
+
+
+if __name__ == "__main__":
+    main()
