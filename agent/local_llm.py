@@ -11,6 +11,7 @@ import importlib.metadata
 import logging
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,14 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _cache_lock = threading.Lock()
 _loaded: dict[tuple[str, int], Any] = {}
 _locks: dict[tuple[str, int], threading.Lock] = {}
+# Chat calls waiting for each model: a low-priority call (the judge) gives way to them.
+_chat_waiting: dict[tuple[str, int], int] = {}
+_waiting_lock = threading.Lock()
+
+
+class GaveWay(TimeoutError):
+    """A low-priority call (the judge) stopped between two tokens so a chat turn could use the
+    model; it is asked again later."""
 
 
 class LocalModelError(RuntimeError):
@@ -135,6 +144,7 @@ class LocalLlamaModel(Model):
         n_ctx: int = 8192,
         max_tokens: int = 384,
         temperature: float = 0.0,
+        low_priority: bool = False,
         **kwargs: Any,
     ) -> None:
         path = model_path or str(packaged_gguf_path())
@@ -143,6 +153,31 @@ class LocalLlamaModel(Model):
         self.n_ctx = n_ctx
         self.max_tokens = max_tokens
         self.temperature = temperature
+        # The judge's model: it yields the llama.cpp context to any chat call that waits for it.
+        self.low_priority = low_priority
+
+    @contextmanager
+    def _turn(self, lock: threading.Lock) -> Iterator[None]:
+        """Hold the model; a chat caller says it waits, so a judge holding it gives way."""
+        key = (self.model_path, self.n_ctx)
+        if self.low_priority:
+            with lock:
+                yield
+            return
+        with _waiting_lock:
+            _chat_waiting[key] = _chat_waiting.get(key, 0) + 1
+        try:
+            lock.acquire()
+        finally:
+            with _waiting_lock:
+                _chat_waiting[key] -= 1
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _chat_waits(self) -> bool:
+        return _chat_waiting.get((self.model_path, self.n_ctx), 0) > 0
 
     def load(self) -> None:
         """Load the weights now (otherwise on the first call)."""
@@ -196,7 +231,9 @@ class LocalLlamaModel(Model):
     ) -> ChatMessage:
         llm, lock = _load(self.model_path, self.n_ctx)
         request = self._request(messages, stop_sequences, response_format)
-        with lock:
+        if self.low_priority:
+            return self._generate_giving_way(llm, lock, request)
+        with self._turn(lock):
             reply = llm.create_chat_completion(**request)
         content = reply["choices"][0]["message"].get("content") or ""
         usage = reply.get("usage") or {}
@@ -208,6 +245,29 @@ class LocalLlamaModel(Model):
                 input_tokens=int(usage.get("prompt_tokens", 0)),
                 output_tokens=int(usage.get("completion_tokens", 0)),
             ),
+        )
+
+    def _generate_giving_way(self, llm: Any, lock: threading.Lock, request: dict[str, Any]) -> ChatMessage:
+        # Token by token, so a chat call that starts waiting gets the model within one token
+        # (tens of ms) instead of after the whole judge reply (seconds).
+        written, generated = [], 0
+        with self._turn(lock):
+            if self._chat_waits():
+                raise GaveWay("The judge gave way to a chat turn before it started.")
+            stream = llm.create_chat_completion(**request, stream=True)
+            for chunk in stream:
+                if self._chat_waits():
+                    stream.close()
+                    raise GaveWay(f"The judge gave way to a chat turn after {generated} tokens.")
+                text = (chunk["choices"][0].get("delta") or {}).get("content")
+                if text:
+                    generated += 1
+                    written.append(text)
+            prompt = max(0, int(llm.n_tokens) - generated)
+        return ChatMessage(
+            role=MessageRole.ASSISTANT,
+            content="".join(written),
+            token_usage=TokenUsage(input_tokens=prompt, output_tokens=generated),
         )
 
     def generate_stream(
@@ -227,7 +287,7 @@ class LocalLlamaModel(Model):
         request = self._request(messages, stop_sequences, response_format)
         generated = 0
         # Held until the stream ends or is closed (a closed chat): one context, one user.
-        with lock:
+        with self._turn(lock):
             stream = llm.create_chat_completion(**request, stream=True)
             written = ""
             for chunk in stream:

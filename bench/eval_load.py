@@ -1,11 +1,14 @@
 """Does online evaluation slow the chat? Turn and vote latency with and without a busy evaluator.
 
-Three runs in one process, each a fresh app with an instant scripted agent model and a stand-in
-Langfuse: evaluation off; the shipped evaluators with a hosted-like judge (each call waits 50 ms
-on the network, EVAL_CONCURRENCY=2); and with a local-like judge (each call burns 50 ms of CPU,
-like the bundled model, which then waits while a chat turn runs). Before measuring, a backlog of
-turns is queued so the evaluator is busy for the whole run. Prints p50/p95 of turns and votes
-and the ratio of each to the run without evaluation, plus judge throughput.
+Two pairs of runs in one process, each a fresh app with a stand-in Langfuse and the shipped
+evaluators, against the same app with evaluation off:
+- hosted: an instant scripted agent model, and a judge that waits 50 ms on the network per call
+  (EVAL_CONCURRENCY=2): what evaluation costs the app itself;
+- local: the bundled model as agent AND as judge (the default setup): the judge starts only
+  while no turn runs, and gives the model back to a chat turn between two tokens.
+Before measuring, a backlog of turns is queued so the evaluator is busy for the whole run.
+Prints p50/p95 of turns and votes, the ratio of each to the run without evaluation, and how
+many judge calls completed.
 
     python -m bench.eval_load [--turns 60] [--backlog 40]
 """
@@ -51,15 +54,15 @@ def hosted(prompt: str) -> dict[str, Any]:
     return verdict(prompt)
 
 
-def local(prompt: str) -> dict[str, Any]:
-    end = time.perf_counter() + 0.05  # the model: 50 ms of CPU
-    while time.perf_counter() < end:
-        pass
-    return verdict(prompt)
-
-
 def run(
-    label: str, langfuse_url: str, turns: int, backlog: int, judge: Any, env: dict[str, str]
+    label: str,
+    langfuse_url: str,
+    turns: int,
+    backlog: int,
+    judge: Any,
+    env: dict[str, str],
+    *,
+    local: bool = False,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = settings_from_env(
@@ -72,8 +75,12 @@ def run(
             }
         )
         runtime = create_runtime(
-            settings, model=ScriptedModel(), judge=Judge(judge, structured=False) if judge else None
+            settings,
+            model=None if local else ScriptedModel(),
+            judge=Judge(judge, structured=False) if judge else None,
         )
+        if local:
+            runtime.make_agent.warm_up()
         handlers = ChatHandlers(runtime)
         evaluation = runtime.feedback.evaluation
         rng = random.Random(3)
@@ -116,38 +123,39 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--turns", type=int, default=60)
     parser.add_argument("--backlog", type=int, default=40)
+    parser.add_argument("--local-turns", type=int, default=12)
     args = parser.parse_args()
     fake = subprocess.Popen(
         [sys.executable, "-m", "tests.fakes"], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     url = fake.stdout.readline().strip()
     try:
-        base = run("off", url, args.turns, args.backlog, None, {"EVALUATORS_FILE": "off"})
-        runs = [
-            run(
-                "hosted-judge",
-                url,
-                args.turns,
-                args.backlog,
-                JudgeModel(hosted),
-                {"EVAL_CONCURRENCY": "2", "JUDGE_PROVIDER": "openai"},
+        hosted_env = {"EVAL_CONCURRENCY": "2", "JUDGE_PROVIDER": "openai"}
+        pairs = [
+            (
+                run("off", url, args.turns, args.backlog, None, {"EVALUATORS_FILE": "off"}),
+                run("hosted-judge", url, args.turns, args.backlog, JudgeModel(hosted), hosted_env),
             ),
-            run("local-judge", url, args.turns, args.backlog, JudgeModel(local), {"JUDGE_PROVIDER": "local"}),
+            (
+                run("local-off", url, args.local_turns, 4, None, {"EVALUATORS_FILE": "off"}, local=True),
+                run("local-judge", url, args.local_turns, 4, None, {}, local=True),
+            ),
         ]
     finally:
         fake.terminate()
     print(
-        f"{args.turns} turns and {args.turns} votes, after a backlog of {args.backlog} turns (6 evaluators each)"
+        f"hosted: {args.turns} turns and votes after a backlog of {args.backlog} turns; "
+        f"local: {args.local_turns} turns and votes after 4 (6 evaluators each)"
     )
-    for r in [base, *runs]:
+    for r in [r for pair in pairs for r in pair]:
         print(
             f"{r['label']:<13} turn p50 {r['turn_p50']:7.1f} ms p95 {r['turn_p95']:7.1f} ms | "
             f"vote p50 {r['vote_p50']:6.2f} ms p95 {r['vote_p95']:6.2f} ms | "
             f"judge calls done {r['judged']} in {r['elapsed']:.1f} s, jobs left {r['backlog_left']}"
         )
-    for r in runs:
+    for base, r in pairs:
         print(
-            f"{r['label']} / off: turn p95 ratio {r['turn_p95'] / base['turn_p95']:.2f}, "
+            f"{r['label']} / {base['label']}: turn p95 ratio {r['turn_p95'] / base['turn_p95']:.2f}, "
             f"vote p95 ratio {r['vote_p95'] / base['vote_p95']:.2f} "
             f"(turn p50 {r['turn_p50'] / base['turn_p50']:.2f}, vote p50 {r['vote_p50'] / base['vote_p50']:.2f})"
         )

@@ -484,6 +484,8 @@ def judge_model(settings: Any) -> Model:
         hf_token=key if key and provider == "hf" else settings.hf_token,
     )
     model, _ = build_model(judge_settings)
+    if isinstance(model, LocalLlamaModel):
+        model.low_priority = True  # the chat takes the model from the judge between two tokens
     if isinstance(model, ApiModel):
         model.retryer.max_attempts = 1
     if isinstance(model, OpenAIModel):

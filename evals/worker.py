@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agent.local_llm import GaveWay
 from evals.config import Evaluator
 from evals.context import conversation_data, prompt_variables, render_prompt, turn_data
 from evals.jobs import Job, JobQueue, eval_score_id
@@ -195,13 +196,15 @@ class Evaluation:
         started = time.perf_counter()
         try:
             outcome = self.evaluate(job)
-        except (EvaluationError, JudgeError) as exc:
-            retry_at = None
-            if getattr(exc, "retryable", False) and job.attempts < MAX_ATTEMPTS:
-                retry_at = time.time() + retry_delay_s(job.attempts)
-            level = logging.INFO if retry_at else logging.WARNING
-            log.log(level, "Evaluator %s on %s %s: %s", job.evaluator, job.target_kind, job.target_id, exc)
-            self.queue.fail(job.id, self.owner, str(exc), retry_at=retry_at, latency_ms=_ms(started))
+        except JudgeError as exc:
+            if isinstance(exc.__cause__, GaveWay):
+                # Not a failure: the chat needed the model. The job waits for the next quiet moment.
+                self.queue.release(job.id, self.owner)
+                return
+            self._failed(job, exc, started)
+            return
+        except EvaluationError as exc:
+            self._failed(job, exc, started)
             return
         except Exception as exc:  # noqa: BLE001 - a broken evaluator is its own problem, logged
             detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -223,6 +226,14 @@ class Evaluation:
         )
         if outcome.scores:
             self.notify_scores()
+
+    def _failed(self, job: Job, exc: Exception, started: float) -> None:
+        retry_at = None
+        if getattr(exc, "retryable", False) and job.attempts < MAX_ATTEMPTS:
+            retry_at = time.time() + retry_delay_s(job.attempts)
+        level = logging.INFO if retry_at else logging.WARNING
+        log.log(level, "Evaluator %s on %s %s: %s", job.evaluator, job.target_kind, job.target_id, exc)
+        self.queue.fail(job.id, self.owner, str(exc), retry_at=retry_at, latency_ms=_ms(started))
 
     def evaluate(self, job: Job, *, save: bool = True) -> Outcome:
         """Run the job's evaluator on its target; with save, write its scores to the store."""

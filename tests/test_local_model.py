@@ -84,3 +84,35 @@ def test_first_chat_gets_right_answers_streamed_and_without_json(make_settings):
         )  # compact prompt, bounded memory
     finally:
         runtime.feedback.close()
+
+
+def test_a_chat_call_takes_the_model_from_a_judge_between_two_tokens():
+    import threading
+    import time
+
+    from agent.local_llm import GaveWay
+
+    judge = LocalLlamaModel(max_tokens=400, low_priority=True)
+    chat = LocalLlamaModel(max_tokens=8)
+    judge.load()
+    outcome: list[object] = []
+
+    def judging() -> None:
+        try:
+            outcome.append(
+                judge.generate([{"role": "user", "content": "Tell a very long story about a cat."}])
+            )
+        except GaveWay as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=judging)
+    worker.start()
+    time.sleep(0.5)  # the judge is writing
+    started = time.perf_counter()
+    reply = chat.generate([{"role": "user", "content": "Say hello."}])
+    waited = time.perf_counter() - started
+    worker.join(60)
+    assert reply.content and isinstance(outcome[0], GaveWay), outcome
+    assert "gave way" in str(outcome[0])
+    # Without giving way the chat waits for the whole 400-token story (several seconds).
+    assert waited < 2.0, f"the chat waited {waited:.2f} s for the judge"
