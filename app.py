@@ -242,9 +242,11 @@ class ChatHandlers:
                     final = update
                 else:
                     yield locked, update.history, session, working
+        status = self.status()
+        # After the status is read: the evaluators' scheduler wakes up and takes the CPU a while.
         self.rt.feedback.wake_evaluation()
         if final is not None:
-            yield gr.update(value="", interactive=True), final.history, session, self.status()
+            yield gr.update(value="", interactive=True), final.history, session, status
 
     def on_vote(self, session: ChatSession | None, data: gr.LikeData) -> tuple[ChatSession | None, str]:
         if not isinstance(session, ChatSession):
@@ -277,8 +279,9 @@ class ChatHandlers:
                 f"⚠️ Your rating could not be saved ({exc.reason}). Please click again."
             )
         session.last_rated_trace = trace_id if vote.value is not None else session.last_rated_trace
-        self.rt.feedback.wake_evaluation()
-        return session, self.status()
+        status = self.status()
+        self.rt.feedback.wake_evaluation()  # after the status: the scheduler then takes the CPU
+        return session, status
 
     def on_comment(self, text: str, session: ChatSession | None) -> tuple[str, ChatSession | None, str]:
         text = clean_text(text) if isinstance(text, str) else ""

@@ -99,13 +99,19 @@ def run(
             handlers.on_vote(session, data)
             vote_ms.append((time.perf_counter() - t0) * 1000)
         elapsed = time.perf_counter() - started
-        done = 0
+        done, backlog_left, per_s = 0, 0, 0.0
         if evaluation is not None:
             queue = JobQueue(runtime.feedback.store)
-            done = sum(1 for j in queue.log(limit=100_000) if j.status == "completed" and j.kind == "llm")
+
+            def judged() -> int:
+                return sum(1 for j in queue.log(limit=100_000) if j.status == "completed" and j.kind == "llm")
+
+            done = judged()
             backlog_left = queue.backlog()
-        else:
-            backlog_left = 0
+            # Judge throughput once the chat is quiet: completed judge calls over the next seconds.
+            drain_s = 5.0 if not local else 20.0
+            time.sleep(drain_s)
+            per_s = (judged() - done) / drain_s
         runtime.feedback.close()
     return {
         "label": label,
@@ -116,6 +122,7 @@ def run(
         "judged": done,
         "elapsed": elapsed,
         "backlog_left": backlog_left,
+        "judged_per_s": per_s,
     }
 
 
@@ -151,7 +158,8 @@ def main() -> None:
         print(
             f"{r['label']:<13} turn p50 {r['turn_p50']:7.1f} ms p95 {r['turn_p95']:7.1f} ms | "
             f"vote p50 {r['vote_p50']:6.2f} ms p95 {r['vote_p95']:6.2f} ms | "
-            f"judge calls done {r['judged']} in {r['elapsed']:.1f} s, jobs left {r['backlog_left']}"
+            f"judge calls done {r['judged']} in {r['elapsed']:.1f} s, jobs left {r['backlog_left']}; "
+            f"then, the chat quiet: {r['judged_per_s']:.1f} judge calls/s"
         )
     for base, r in pairs:
         print(

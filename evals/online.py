@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,11 +23,19 @@ log = logging.getLogger(__name__)
 
 
 class TurnCounter:
-    """How many chat turns run now: the judge waits while any does (the chat has the CPU)."""
+    """Chat activity: a local judge waits while a turn runs and for `quiet_s` after the last one.
 
-    def __init__(self) -> None:
+    A judge call between two turns of a conversation would make the next turn wait for the
+    judge's prompt to be read (llama.cpp cannot stop in the middle of that) and read its own
+    prompt again (the judge's replaced it in the model's cache): measured, turns 3 times slower.
+    People take seconds to type; the judge uses those pauses once they are this long.
+    """
+
+    def __init__(self, quiet_s: float = 5.0) -> None:
         self._n = 0
+        self._last_end = float("-inf")
         self._lock = threading.Lock()
+        self.quiet_s = quiet_s
 
     def __enter__(self) -> TurnCounter:
         with self._lock:
@@ -36,9 +45,10 @@ class TurnCounter:
     def __exit__(self, *_exc: object) -> None:
         with self._lock:
             self._n -= 1
+            self._last_end = time.monotonic()
 
     def busy(self) -> bool:
-        return self._n > 0
+        return self._n > 0 or time.monotonic() - self._last_end < self.quiet_s
 
 
 def evaluators_path(settings: Settings) -> Path | None:

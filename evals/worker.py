@@ -120,6 +120,7 @@ class Evaluation:
         self.max_calls_per_hour = max_calls_per_hour
         self.busy = busy
         self.poll_s = poll_s
+        self.settle_s = min(0.3, poll_s)
         self.lease_s = lease_s
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = threading.Condition()
@@ -165,6 +166,10 @@ class Evaluation:
             except Exception:  # noqa: BLE001 - evaluation never takes the app down
                 log.exception("The evaluation scheduler failed a pass; it will try again")
             self._sleep(self.poll_s)
+            # Woken by a turn or a vote: let that request finish first (and the turn's spans,
+            # exported about 0.2 s later, arrive), so the pass neither competes with it for the
+            # CPU nor finds nothing yet.
+            self._stop.wait(self.settle_s)
 
     def _work_loop(self) -> None:
         while not self._stop.is_set():

@@ -8,10 +8,12 @@ Space that restarts, share one store. The SQL below is written once for both.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -132,6 +134,7 @@ class Store:
         if self.path is not None:
             _check_writable(self.path)
         self.engine = database.create(url)
+        self._writer: Any = threading.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
         try:
             migrate(self.engine)
         except SQLAlchemyError as exc:
@@ -165,8 +168,13 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """A write transaction: SQLite's one writer lock, a plain transaction on Postgres."""
-        with self._guard(), self.engine.connect() as db:
+        """A write transaction: SQLite's one writer lock, a plain transaction on Postgres.
+
+        On SQLite the writers of this process first queue on a Python lock: the next one starts
+        the moment the last one commits, instead of polling SQLite's lock in sleeps of 1, 2, 5,
+        10 ms... (measured: a vote's p95 went from 29 ms to a few ms with the evaluators busy).
+        """
+        with self._writer, self._guard(), self.engine.connect() as db:
             db.execution_options(**{WRITE: True})
             with db.begin():
                 yield db
