@@ -131,19 +131,7 @@ def cmd_run(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     if args.save:
         # Logged like any other job (a run by hand at this version and revision).
         ctx.queue.add([job])
-        first = outcome.scores[0] if outcome.scores else {}
-        ctx.queue.finish(
-            job.id,
-            None,
-            latency_ms=round(took, 3),
-            prompt_tokens=outcome.prompt_tokens,
-            completion_tokens=outcome.completion_tokens,
-            score_id=first.get("id"),
-            eval_trace_id=outcome.eval_trace_id,
-            value=first.get("value"),
-            string_value=first.get("string_value"),
-            reasoning=outcome.reasoning,
-        )
+        ctx.queue.finish(job.id, None, **outcome.recorded(round(took, 3)))
         ctx.flush()
     if args.json:
         out.write(json.dumps({**outcome.__dict__, "latency_ms": round(took, 1)}, default=str) + "\n")

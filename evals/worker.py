@@ -52,6 +52,20 @@ class Outcome:
     latency_ms: float | None = None
     prompt: str | None = None
 
+    def recorded(self, latency_ms: float) -> dict[str, Any]:
+        """What the job log keeps of it (the first score stands for the job)."""
+        first = self.scores[0] if self.scores else {}
+        return {
+            "latency_ms": latency_ms,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "score_id": first.get("id"),
+            "eval_trace_id": self.eval_trace_id,
+            "value": first.get("value"),
+            "string_value": first.get("string_value"),
+            "reasoning": self.reasoning,
+        }
+
 
 class EvaluationError(RuntimeError):
     """A job cannot produce a result; `retryable` says whether trying later may help."""
@@ -216,19 +230,7 @@ class Evaluation:
             log.exception("Evaluator %s failed on %s %s", job.evaluator, job.target_kind, job.target_id)
             self.queue.fail(job.id, self.owner, detail, retry_at=None, latency_ms=_ms(started))
             return
-        first = outcome.scores[0] if outcome.scores else {}
-        self.queue.finish(
-            job.id,
-            self.owner,
-            latency_ms=_ms(started),
-            prompt_tokens=outcome.prompt_tokens,
-            completion_tokens=outcome.completion_tokens,
-            score_id=first.get("id"),
-            eval_trace_id=outcome.eval_trace_id,
-            value=first.get("value"),
-            string_value=first.get("string_value"),
-            reasoning=outcome.reasoning,
-        )
+        self.queue.finish(job.id, self.owner, **outcome.recorded(_ms(started)))
         if outcome.scores:
             self.notify_scores()
 
