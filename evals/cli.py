@@ -91,9 +91,10 @@ def cmd_logs(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
         tokens = "-" if job.prompt_tokens is None else f"{job.prompt_tokens}+{job.completion_tokens}"
         latency = "-" if job.latency_ms is None else f"{job.latency_ms:.0f} ms"
         result = job.string_value if job.string_value is not None else job.value
+        cost = "-" if job.status != "completed" else "unknown" if job.cost is None else f"${job.cost:.6f}"
         line = (
             f"{_when(job.created)} {job.evaluator} v{job.version} {job.target_kind} {job.target_id} "
-            f"[{job.trigger}] {job.status} latency {latency} tokens {tokens} cost unknown"
+            f"[{job.trigger}] {job.status} latency {latency} tokens {tokens} cost {cost}"
         )
         if result is not None:
             line += f" -> {result}"
@@ -324,6 +325,7 @@ class Context:
             telemetry,
             judge=lambda: Judge(judge_model(self.settings)),
             notify_scores=notify,
+            judge_provider=self.settings.judge_provider or self.settings.model_provider,
         )
 
     def _backends(self) -> Any:

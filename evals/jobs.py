@@ -91,6 +91,7 @@ class Job:
     string_value: str | None
     reasoning: str | None
     error: str | None
+    cost: float | None = None
 
 
 _INSERT = text(
@@ -285,6 +286,7 @@ class JobQueue:
             "value": None,
             "string_value": None,
             "reasoning": None,
+            "cost": None,
             **result,
         }
         with self.store.transaction() as db:
@@ -294,7 +296,7 @@ class JobQueue:
                            lease_owner = NULL, lease_until = 0, latency_ms = :latency_ms,
                            prompt_tokens = :prompt_tokens, completion_tokens = :completion_tokens,
                            score_id = :score_id, eval_trace_id = :eval_trace_id, value = :value,
-                           string_value = :string_value, reasoning = :reasoning
+                           string_value = :string_value, reasoning = :reasoning, cost = :cost
                        WHERE id = :id AND (lease_owner = :owner OR :owner IS NULL)"""
                 ),
                 {**fields, "now": time.time(), "id": job_id, "owner": owner},

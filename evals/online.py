@@ -91,6 +91,10 @@ def build_evaluation(
         concurrency=1 if local_judge else settings.eval_concurrency,
         max_calls_per_hour=settings.eval_max_calls_per_hour,
         busy=busy if local_judge else (lambda: False),
+        # A judge passed in (tests, embedders) has no known provider: its price is unknown.
+        judge_provider="custom"
+        if judge is not None
+        else (settings.judge_provider or settings.model_provider),
     )
 
 

@@ -27,6 +27,7 @@ from evals.context import conversation_data, prompt_variables, render_prompt, tu
 from evals.jobs import Job, JobQueue, eval_score_id
 from evals.judge import Judge, JudgeError
 from evals.scheduler import CONVERSATION, Scheduler
+from feedback.costs import call_cost
 from feedback.tracing import Telemetry
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class Outcome:
     eval_trace_id: str | None = None
     latency_ms: float | None = None
     prompt: str | None = None
+    # Dollars: 0 for a code check or the local judge, None when the judge's price is unknown.
+    cost: float | None = 0.0
 
     def recorded(self, latency_ms: float) -> dict[str, Any]:
         """What the job log keeps of it (the first score stands for the job)."""
@@ -64,6 +67,7 @@ class Outcome:
             "value": first.get("value"),
             "string_value": first.get("string_value"),
             "reasoning": self.reasoning,
+            "cost": self.cost,
         }
 
 
@@ -118,6 +122,7 @@ class Evaluation:
         concurrency: int = 2,
         max_calls_per_hour: int = 600,
         busy: Callable[[], bool] = lambda: False,
+        judge_provider: str = "custom",
         poll_s: float = 2.0,
         lease_s: float = 600.0,
     ) -> None:
@@ -133,6 +138,7 @@ class Evaluation:
         self.concurrency = concurrency
         self.max_calls_per_hour = max_calls_per_hour
         self.busy = busy
+        self.judge_provider = judge_provider
         self.poll_s = poll_s
         self.settle_s = min(0.3, poll_s)
         self.lease_s = lease_s
@@ -280,6 +286,9 @@ class Evaluation:
                 outcome.reasoning = verdict.reasoning
                 outcome.prompt_tokens = verdict.prompt_tokens
                 outcome.completion_tokens = verdict.completion_tokens
+                outcome.cost = call_cost(
+                    self.judge_provider, judge.model_id, verdict.prompt_tokens, verdict.completion_tokens
+                )
                 if isinstance(verdict.value, str):
                     values = [(evaluator.name, None, verdict.value)]
                 else:

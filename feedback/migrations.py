@@ -184,12 +184,18 @@ def m005_evaluation(db: Connection) -> None:
     )
 
 
+def m006_eval_cost(db: Connection) -> None:
+    # What each judge call cost (NULL: unknown, never taken for zero).
+    _run(db, "ALTER TABLE eval_jobs ADD COLUMN cost REAL")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_traces_and_spans", m001_traces_and_spans),
     ("002_scores", m002_scores),
     ("003_spans_start", m003_spans_start),
     ("004_score_leases", m004_score_leases),
     ("005_evaluation", m005_evaluation),
+    ("006_eval_cost", m006_eval_cost),
 ]
 
 

@@ -406,3 +406,41 @@ def test_a_job_left_by_a_killed_worker_is_taken_over_once_its_lease_ends(store_u
         assert score.trace_id == trace_id
     finally:
         store.close()
+
+
+def test_judge_calls_are_priced_and_an_unknown_price_stays_unknown(tmp_path):
+    from genai_prices import Usage, calc_price
+
+    from evals.cli import NoTelemetry
+    from evals.config import load_evaluators
+    from evals.scheduler import Scheduler
+    from evals.worker import Evaluation
+    from feedback.costs import call_cost
+    from feedback.store import Store
+    from tests.test_postgres import _trace
+
+    assert call_cost("local", "SmolLM2-135M-Instruct.Q4_1.gguf", 300, 40) == 0.0
+    assert call_cost("openai", "my-own-finetune", 300, 40) is None  # unknown, never zero
+    store = Store(tmp_path / "store.sqlite3")
+    try:
+        queue = JobQueue(store)
+        evaluators = [
+            e for e in load_evaluators(evaluators_file(tmp_path)) if e.name in ("quality", "ok-check")
+        ]
+        _trace(store, 1)
+        Scheduler(queue, evaluators).run_once()
+        model = JudgeModel(decide)
+        model.model_id = "gpt-4o-mini"
+        priced = Evaluation(
+            queue, evaluators, NoTelemetry(), judge=Judge(model, structured=False), judge_provider="openai"
+        )
+        while priced.work_once():
+            pass
+        jobs = {j.evaluator: j for j in queue.log()}
+        expected = float(
+            calc_price(Usage(input_tokens=100, output_tokens=20), model_ref="gpt-4o-mini").total_price
+        )
+        assert jobs["quality"].cost == pytest.approx(expected) and expected > 0
+        assert jobs["ok-check"].cost == 0.0  # a code check calls no model
+    finally:
+        store.close()
