@@ -49,8 +49,11 @@ def verdict(prompt: str) -> dict[str, Any]:
     return {"reasoning": "It answers.", "score": 0.8}
 
 
+JUDGE_S = 0.05  # --judge-ms
+
+
 def hosted(prompt: str) -> dict[str, Any]:
-    time.sleep(0.05)  # the network: no CPU used here
+    time.sleep(JUDGE_S)  # the network: no CPU used here
     return verdict(prompt)
 
 
@@ -131,7 +134,11 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=60)
     parser.add_argument("--backlog", type=int, default=40)
     parser.add_argument("--local-turns", type=int, default=12)
+    parser.add_argument("--judge-ms", type=float, default=50, help="how long a hosted judge call takes")
+    parser.add_argument("--hosted-only", action="store_true")
     args = parser.parse_args()
+    global JUDGE_S
+    JUDGE_S = args.judge_ms / 1000
     fake = subprocess.Popen(
         [sys.executable, "-m", "tests.fakes"], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
@@ -143,11 +150,14 @@ def main() -> None:
                 run("off", url, args.turns, args.backlog, None, {"EVALUATORS_FILE": "off"}),
                 run("hosted-judge", url, args.turns, args.backlog, JudgeModel(hosted), hosted_env),
             ),
-            (
-                run("local-off", url, args.local_turns, 4, None, {"EVALUATORS_FILE": "off"}, local=True),
-                run("local-judge", url, args.local_turns, 4, None, {}, local=True),
-            ),
         ]
+        if not args.hosted_only:
+            pairs.append(
+                (
+                    run("local-off", url, args.local_turns, 4, None, {"EVALUATORS_FILE": "off"}, local=True),
+                    run("local-judge", url, args.local_turns, 4, None, {}, local=True),
+                )
+            )
     finally:
         fake.terminate()
     print(
