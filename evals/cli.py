@@ -5,6 +5,8 @@ logs [--evaluator NAME] [--status S]   each job: target, status, latency, tokens
 run --evaluator NAME --trace ID        try one evaluator on one trace (nothing stored unless --save)
 backfill --evaluator NAME --since DATE judge past traces or conversations (--dry-run: count first)
 agreement [--evaluator NAME]           the judge against user ratings: agreement rate, Cohen's kappa
+dataset run DATASET --run-name NAME    the agent over gsm8k or a JSONL/CSV file, graded (resumable)
+dataset list | dataset show RUN        the runs, and one run item by item
 """
 
 from __future__ import annotations
@@ -301,6 +303,107 @@ def cmd_agreement(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_dataset_run(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    from dataclasses import replace
+
+    from app import create_runtime
+    from evals.dataset_run import DatasetRun
+    from evals.datasets import DatasetError, load_dataset
+
+    try:
+        name, items = load_dataset(
+            args.dataset, input_field=args.input_field, expected_field=args.expected_field
+        )
+    except DatasetError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    items = items[args.offset : args.offset + args.limit if args.limit else None]
+    # The dataset's traces are not judged by the online evaluators (they would spend judge calls).
+    runtime = create_runtime(replace(ctx.settings, evaluators_file=None))
+    try:
+        try:
+            run = DatasetRun(runtime, args.run_name, name)
+        except ValueError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        done = run.done_ids()
+        todo = [item for item in items if item.id not in done]
+        seen = {"n": 0, "right": 0}
+        with tqdm(total=len(items), initial=len(items) - len(todo), unit="item", file=sys.stderr) as bar:
+
+            def progress(result: Any) -> None:
+                seen["n"] += 1
+                seen["right"] += int(result.strict)
+                bar.set_postfix(accuracy=f"{seen['right'] / seen['n']:.0%}", errors=result.error is not None)
+                bar.update(1)
+
+            try:
+                run.run(items, concurrency=args.concurrency, on_result=progress)
+            except KeyboardInterrupt:
+                out.write("Interrupted: run the same command again to go on where it stopped.\n")
+                return 130
+        summary = run.summary(item.id for item in items)
+        runtime.feedback.telemetry.flush()
+        if runtime.feedback.outbox is not None:
+            runtime.feedback.outbox.flush(10)
+    finally:
+        runtime.feedback.close()
+    if args.json:
+        out.write(json.dumps(summary) + "\n")
+    else:
+        out.write(
+            f"{summary['run_name']} on {summary['dataset']}: {summary['correct']}/{summary['items']} correct "
+            f"(accuracy {summary['accuracy']:.1%}, flexible {summary['flexible_accuracy']:.1%}, "
+            f"no number {summary['no_number']:.1%}, errors {summary['errors']})\n"
+        )
+    if args.fail_under is not None and summary["accuracy"] < args.fail_under:
+        print(f"Accuracy {summary['accuracy']:.3f} is under --fail-under {args.fail_under}.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_dataset_list(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    runs = ctx.store.rows(
+        """SELECT r.name, r.dataset, r.model, r.updated, COUNT(x.item_id) AS items,
+                  COALESCE(SUM(x.strict), 0) AS correct, SUM(CASE WHEN x.error IS NULL THEN 0 ELSE 1 END) AS errors
+           FROM dataset_runs r LEFT JOIN dataset_results x ON x.run = r.name
+           GROUP BY r.name, r.dataset, r.model, r.updated ORDER BY r.updated DESC"""
+    )
+    for r in runs:
+        n = int(r["items"])
+        accuracy = f"{int(r['correct']) / n:.1%}" if n else "-"
+        out.write(
+            f"{r['name']:<24} {r['dataset']:<12} {r['model'] or '-':<36} items {n:>5} "
+            f"accuracy {accuracy:>6} errors {int(r['errors'] or 0)}  {_when(r['updated'])}\n"
+        )
+    if not runs:
+        out.write("No dataset runs yet: python -m evals dataset run gsm8k --run-name first --limit 20\n")
+    return 0
+
+
+def cmd_dataset_show(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    from evals.gsm8k import expected_number
+
+    rows = ctx.store.rows("SELECT * FROM dataset_results WHERE run = :r ORDER BY item_id", {"r": args.run})
+    if not rows:
+        print(f"No run named {args.run!r} (python -m evals dataset list shows the runs).", file=sys.stderr)
+        return 1
+    if args.json:
+        out.write(json.dumps(rows, default=str, indent=2) + "\n")
+        return 0
+    for r in rows:
+        number = expected_number(r["expected"] or "")
+        expected = str(number) if number is not None else (r["expected"] or "")
+        mark = "right" if r["strict"] else "WRONG"
+        answer = " ".join(str(r["answer"] or "").split())[:80]
+        out.write(
+            f"{r['item_id']}  {mark:<5} expected {expected!r} answer {answer!r} trace {r['trace_id']}"
+            + (f"\n    error: {r['error']}" if r["error"] else "")
+            + f"\n    {' '.join(str(r['input']).split())[:120]}\n"
+        )
+    return 0
+
+
 class Context:
     """The store, the evaluators and a way to build the evaluation, for one command."""
 
@@ -376,6 +479,25 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--since", required=True, type=_since, help="a date, e.g. 2026-11-01")
     s.add_argument("--dry-run", action="store_true", help="count and estimate, spend nothing")
     s.set_defaults(fn=cmd_backfill)
+    s = sub.add_parser("dataset", help="offline evaluation over a dataset")
+    dsub = s.add_subparsers(dest="dataset_command", required=True)
+    d = dsub.add_parser("run", help="run the agent over a dataset and grade it")
+    d.add_argument("dataset", help="gsm8k, or a .jsonl / .csv file")
+    d.add_argument("--run-name", required=True, help="the same name continues an interrupted run")
+    d.add_argument("--limit", type=int, default=0, help="at most this many items (0: all)")
+    d.add_argument("--offset", type=int, default=0)
+    d.add_argument("--concurrency", type=int, default=1, help="items at once (hosted models only)")
+    d.add_argument("--input-field", default="input")
+    d.add_argument("--expected-field", default="expected_output")
+    d.add_argument("--fail-under", type=float, help="exit 1 when accuracy is below this (0..1)")
+    d.add_argument("--json", action="store_true", help="one JSON object with the run's figures")
+    d.set_defaults(fn=cmd_dataset_run)
+    d = dsub.add_parser("list", help="the runs")
+    d.set_defaults(fn=cmd_dataset_list)
+    d = dsub.add_parser("show", help="one run, item by item")
+    d.add_argument("run")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(fn=cmd_dataset_show)
     s = sub.add_parser("agreement", help="the judge against user ratings")
     s.add_argument("--evaluator")
     s.add_argument("--json", action="store_true")

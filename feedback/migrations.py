@@ -189,6 +189,40 @@ def m006_eval_cost(db: Connection) -> None:
     _run(db, "ALTER TABLE eval_jobs ADD COLUMN cost REAL")
 
 
+def m007_datasets(db: Connection) -> None:
+    # Offline evaluation: dataset runs and one result per item (a run name continues where it
+    # stopped: the items it has are not run again).
+    _run(
+        db,
+        """
+        CREATE TABLE dataset_runs (
+            name TEXT PRIMARY KEY,
+            dataset TEXT NOT NULL,
+            model TEXT,
+            created REAL NOT NULL,
+            updated REAL NOT NULL
+        );
+        CREATE TABLE dataset_results (
+            run TEXT NOT NULL,
+            item_id TEXT NOT NULL,
+            input TEXT,
+            expected TEXT,
+            answer TEXT,
+            trace_id TEXT,
+            strict INTEGER NOT NULL DEFAULT 0,
+            flexible INTEGER NOT NULL DEFAULT 0,
+            has_number INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            latency_ms REAL,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            created REAL NOT NULL,
+            PRIMARY KEY (run, item_id)
+        )
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_traces_and_spans", m001_traces_and_spans),
     ("002_scores", m002_scores),
@@ -196,6 +230,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("004_score_leases", m004_score_leases),
     ("005_evaluation", m005_evaluation),
     ("006_eval_cost", m006_eval_cost),
+    ("007_datasets", m007_datasets),
 ]
 
 

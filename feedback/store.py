@@ -609,7 +609,16 @@ def _q(sql: str) -> TextClause:
 
 
 # Every table of the store (vacuum, and what a copy could carry).
-STORE_TABLES = ("traces", "spans", "scores", "eval_jobs", "eval_sessions", "_migrations")
+STORE_TABLES = (
+    "traces",
+    "spans",
+    "scores",
+    "eval_jobs",
+    "eval_sessions",
+    "dataset_runs",
+    "dataset_results",
+    "_migrations",
+)
 
 _SPAN_COLUMNS = (
     "trace_id, span_id, parent_id, name, kind, start_time, end_time, status, status_message, "

@@ -153,6 +153,7 @@ class Telemetry:
         user_id: str,
         session_id: str,
         metadata: dict[str, str],
+        extra_tags: tuple[str, ...] = (),
     ) -> Iterator[TurnTrace]:
         """Open one turn's root observation in a fresh trace and make it current."""
         with self._root(
@@ -161,7 +162,7 @@ class Telemetry:
             message=message,
             user_id=user_id,
             session_id=session_id,
-            tags=self.tags,
+            tags=[*self.tags, *extra_tags],
             metadata=metadata,
         ) as root:
             yield root

@@ -1,0 +1,215 @@
+"""Run the app's agent over a dataset: one fresh session and one trace per item, graded, stored.
+
+The agent is the app's own (create_runtime: same provider, tools, isolated code execution,
+prompts); each item starts a new session, so nothing is remembered between items. A run name is
+a durable record in the store: running it again skips the items it already has, so an
+interrupted run continues where it stopped. Results are graded as GSM8K answers when the
+expected output holds a number, by normalised text otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+
+from agent.session import close_session
+from agent.turn import stream_turn
+from evals.datasets import Item
+from evals.gsm8k import expected_number, grade
+
+_IDS = uuid.UUID("2b0c52f4-9a8e-4a55-b1c6-7d2f0e4a9c13")
+SCORE_NAME = "dataset-correct"
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    item_id: str
+    input: str
+    expected: str
+    answer: str | None
+    trace_id: str | None
+    strict: bool
+    flexible: bool
+    has_number: bool
+    error: str | None
+    latency_ms: float
+
+
+def _words(value: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", value.casefold()).split())
+
+
+def grade_item(answer: str | None, expected: str) -> tuple[bool, bool, bool]:
+    """(strict, flexible, has a number): numbers as GSM8K grades them, else normalised text."""
+    if expected_number(expected) is not None:
+        g = grade(answer, expected)
+        return g.strict, g.flexible, g.has_number
+    said, wanted = _words(answer or ""), _words(expected)
+    return said == wanted, bool(wanted) and wanted in said, bool(re.search(r"\d", answer or ""))
+
+
+class _Tagged:
+    """The app's tracer, with the run's and the item's tags on the turn's trace."""
+
+    def __init__(self, telemetry: Any, tags: tuple[str, ...]) -> None:
+        self.telemetry = telemetry
+        self.tags = tags
+
+    @contextmanager
+    def turn(self, **kwargs: Any) -> Iterator[Any]:
+        with self.telemetry.turn(**kwargs, extra_tags=self.tags) as root:
+            yield root
+
+
+def score_id(run_name: str, item_id: str) -> str:
+    return str(uuid.uuid5(_IDS, f"{run_name}|{item_id}"))
+
+
+class DatasetRun:
+    """One named run of one dataset, against the store of `runtime`."""
+
+    def __init__(self, runtime: Any, run_name: str, dataset: str) -> None:
+        self.runtime = runtime
+        self.store = runtime.feedback.store
+        self.name = run_name
+        self.dataset = dataset
+        now = time.time()
+        with self.store.transaction() as db:
+            existing = db.execute(
+                text("SELECT dataset FROM dataset_runs WHERE name = :n"), {"n": run_name}
+            ).first()
+            if existing is not None and existing.dataset != dataset:
+                raise ValueError(
+                    f"The run {run_name!r} is a run of {existing.dataset!r}, not {dataset!r}: choose another --run-name."
+                )
+            db.execute(
+                text(
+                    """INSERT INTO dataset_runs (name, dataset, model, created, updated)
+                       VALUES (:n, :d, :m, :t, :t) ON CONFLICT (name) DO UPDATE SET updated = :t"""
+                ),
+                {"n": run_name, "d": dataset, "m": runtime.choice.model_id, "t": now},
+            )
+
+    def done_ids(self) -> set[str]:
+        return {
+            r["item_id"]
+            for r in self.store.rows("SELECT item_id FROM dataset_results WHERE run = :r", {"r": self.name})
+        }
+
+    def run_item(self, item: Item) -> ItemResult:
+        """The agent on one item, in a session of its own, graded and stored."""
+        runtime = self.runtime
+        session = runtime.new_session(f"dataset:{self.name}")
+        tags = ("dataset", f"run:{self.name}", f"item:{item.id}")
+        metadata = {
+            **runtime.metadata(),
+            "dataset": self.dataset,
+            "dataset_run": self.name,
+            "dataset_item": item.id,
+        }
+        started = time.perf_counter()
+        final = None
+        try:
+            for update in stream_turn(
+                session, item.input, [], _Tagged(runtime.feedback.telemetry, tags), metadata
+            ):
+                if update.done:
+                    final = update
+        finally:
+            close_session(session)
+        latency = (time.perf_counter() - started) * 1000
+        answer = None
+        if final is not None and final.history and final.history[-1].get("role") == "assistant":
+            answer = str(final.history[-1].get("content") or "")
+        error = final.error if final is not None else "the turn produced nothing"
+        strict, flexible, has_number = grade_item(None if error else answer, item.expected)
+        result = ItemResult(
+            item.id, item.input, item.expected, answer, final.trace_id if final else None,
+            strict and not error, flexible and not error, has_number, error, round(latency, 3),
+        )  # fmt: skip
+        self.record(result)
+        return result
+
+    def record(self, r: ItemResult) -> None:
+        with self.store.transaction() as db:
+            db.execute(
+                text(
+                    """INSERT INTO dataset_results (run, item_id, input, expected, answer, trace_id, strict,
+                           flexible, has_number, error, latency_ms, created)
+                       VALUES (:run, :item, :input, :expected, :answer, :trace, :strict, :flexible, :num,
+                           :error, :latency, :now)
+                       ON CONFLICT (run, item_id) DO UPDATE SET answer = excluded.answer,
+                           trace_id = excluded.trace_id, strict = excluded.strict,
+                           flexible = excluded.flexible, has_number = excluded.has_number,
+                           error = excluded.error, latency_ms = excluded.latency_ms, created = excluded.created"""
+                ),
+                {
+                    "run": self.name, "item": r.item_id, "input": r.input, "expected": r.expected,
+                    "answer": r.answer, "trace": r.trace_id, "strict": int(r.strict), "flexible": int(r.flexible),
+                    "num": int(r.has_number), "error": r.error, "latency": r.latency_ms, "now": time.time(),
+                },
+            )  # fmt: skip
+        if r.trace_id:
+            # On the item's trace, with a stable id: re-running the item overwrites it.
+            self.store.upsert_score(
+                score_id=score_id(self.name, r.item_id),
+                trace_id=r.trace_id,
+                name=SCORE_NAME,
+                value=1.0 if r.strict else 0.0,
+                data_type="BOOLEAN",
+                source="EVAL",
+                note=r.error,
+                keep_note=False,
+                metadata={"dataset": self.dataset, "dataset_run": self.name, "dataset_item": r.item_id},
+            )
+
+    def run(
+        self,
+        items: Iterable[Item],
+        *,
+        concurrency: int = 1,
+        on_result: Callable[[ItemResult], None] | None = None,
+    ) -> None:
+        """Run the items this run does not have yet; the local model runs one at a time."""
+        done = self.done_ids()
+        todo = [item for item in items if item.id not in done]
+        if self.runtime.choice.provider == "local":
+            concurrency = 1  # one llama.cpp context: parallel items would only queue
+        if concurrency <= 1:
+            for item in todo:
+                result = self.run_item(item)
+                if on_result is not None:
+                    on_result(result)
+            return
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="dataset-item") as pool:
+            for result in pool.map(self.run_item, todo):
+                if on_result is not None:
+                    on_result(result)
+
+    def summary(self, item_ids: Iterable[str] | None = None) -> dict[str, Any]:
+        """The run's figures (over `item_ids` when given: the items of this invocation)."""
+        rows = self.store.rows("SELECT * FROM dataset_results WHERE run = :r", {"r": self.name})
+        if item_ids is not None:
+            wanted = set(item_ids)
+            rows = [r for r in rows if r["item_id"] in wanted]
+        n = len(rows)
+        correct = sum(r["strict"] for r in rows)
+        return {
+            "run_name": self.name,
+            "dataset": self.dataset,
+            "items": n,
+            "correct": correct,
+            "accuracy": correct / n if n else 0.0,
+            "flexible_accuracy": sum(r["flexible"] for r in rows) / n if n else 0.0,
+            "no_number": sum(1 for r in rows if not r["has_number"]) / n if n else 0.0,
+            "errors": sum(1 for r in rows if r["error"]),
+            "scores": {SCORE_NAME: correct / n if n else 0.0},
+        }

@@ -1,0 +1,76 @@
+"""Datasets for offline evaluation: the shipped GSM8K test split, or a JSONL / CSV file.
+
+Every item gets a stable id, so a run name can continue where it stopped and a re-run of an
+item overwrites its result: GSM8K items are numbered by their line, file items by a hash of
+their input (rows may be reordered or added without changing the others' ids).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+GSM8K = "gsm8k"
+GSM8K_FILE = Path(__file__).resolve().parent / "data" / "gsm8k" / "test.jsonl"
+
+
+class DatasetError(ValueError):
+    """The dataset cannot be read; the message names the file and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    input: str
+    expected: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def load_dataset(
+    spec: str, *, input_field: str = "input", expected_field: str = "expected_output"
+) -> tuple[str, list[Item]]:
+    """(dataset name, items) for "gsm8k" or a path to a .jsonl / .csv file."""
+    if spec == GSM8K:
+        rows = _jsonl(GSM8K_FILE)
+        return GSM8K, [
+            Item(f"gsm8k-{n:04d}", row["question"], row["answer"], {"line": n}) for n, row in enumerate(rows)
+        ]
+    path = Path(spec)
+    if not path.is_file():
+        raise DatasetError(f"No dataset {spec!r}: give gsm8k or the path of a .jsonl or .csv file.")
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    elif path.suffix.lower() in (".jsonl", ".ndjson"):
+        rows = _jsonl(path)
+    else:
+        raise DatasetError(f"{path}: a dataset is a .jsonl or .csv file.")
+    items = []
+    for n, row in enumerate(rows, start=1):
+        missing = [name for name in (input_field, expected_field) if name not in row]
+        if missing:
+            raise DatasetError(
+                f"{path}, row {n}: no field {', '.join(repr(m) for m in missing)} (it has {', '.join(row)}); "
+                "name the fields with --input-field and --expected-field."
+            )
+        text = str(row[input_field])
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        extra = {k: v for k, v in row.items() if k not in (input_field, expected_field)}
+        items.append(Item(f"{path.stem}-{digest}", text, str(row[expected_field]), extra))
+    return path.stem, items
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as exc:
+            raise DatasetError(f"{path}, line {n}: not JSON ({exc}).") from None
+    return rows

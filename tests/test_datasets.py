@@ -1,0 +1,109 @@
+"""Offline evaluation: the app's agent over GSM8K or a file, graded, stored, resumable."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from evals.cli import main as evals_cli
+from evals.dataset_run import SCORE_NAME, DatasetRun, score_id
+from evals.datasets import load_dataset
+from evals.gsm8k import expected_number
+from tests.fakes import FakeOpenAI, ScriptedModel, code_reply, last_task
+
+GSM8K_ITEMS = load_dataset("gsm8k")[1][:5]
+ANSWERS = {item.input: expected_number(item.expected) for item in GSM8K_ITEMS}
+
+
+def right_on_even_items(messages) -> str:
+    """Right on items 0, 2 and 4 of GSM8K, one more than right on 1 and 3."""
+    task = last_task(messages)
+    index = next(i for i, item in enumerate(GSM8K_ITEMS) if item.input in task)
+    number = ANSWERS[GSM8K_ITEMS[index].input] + (0 if index % 2 == 0 else 1)
+    return code_reply(f"final_answer({str(number)!r})")
+
+
+def test_a_gsm8k_run_grades_exactly_and_continues_where_it_stopped(make_settings, make_runtime):
+    model = ScriptedModel(right_on_even_items)
+    runtime = make_runtime(make_settings(), model=model)
+    run = DatasetRun(runtime, "first", "gsm8k")
+    run.run(GSM8K_ITEMS[:3])  # interrupted after three items
+    assert model.calls == 3
+    again = DatasetRun(runtime, "first", "gsm8k")
+    again.run(GSM8K_ITEMS)
+    assert model.calls == 5  # only the two items it did not have
+    summary = again.summary()
+    assert (summary["items"], summary["correct"], summary["accuracy"], summary["errors"]) == (5, 3, 0.6, 0)
+    assert summary["no_number"] == 0.0 and summary["flexible_accuracy"] == 0.6
+
+    runtime.feedback.telemetry.flush()
+    store = runtime.feedback.store
+    rows = {r["item_id"]: r for r in store.rows("SELECT * FROM dataset_results WHERE run = 'first'")}
+    assert [rows[i.id]["strict"] for i in GSM8K_ITEMS] == [1, 0, 1, 0, 1]
+    first = rows[GSM8K_ITEMS[0].id]
+    trace = store.get_trace(first["trace_id"])
+    tags = json.loads(trace["tags"])
+    assert {"dataset", "run:first", f"item:{GSM8K_ITEMS[0].id}"} <= set(tags)
+    assert json.loads(trace["metadata"])["dataset_run"] == "first"
+    # Each item is a fresh session: no item saw another's question.
+    sessions = {store.get_trace(r["trace_id"])["session_id"] for r in rows.values()}
+    assert len(sessions) == 5
+    score = store.get_score(score_id("first", GSM8K_ITEMS[0].id))
+    assert (score.name, score.value, score.trace_id) == (SCORE_NAME, 1.0, first["trace_id"])
+
+
+def test_a_csv_with_other_field_names_and_text_answers(make_settings, make_runtime, tmp_path):
+    path = tmp_path / "capitals.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["question", "truth", "topic"])
+        writer.writerow(["Capital of France?", "Paris", "geo"])
+        writer.writerow(["Capital of Italy?", "Rome", "geo"])
+    name, items = load_dataset(str(path), input_field="question", expected_field="truth")
+    assert name == "capitals" and [i.expected for i in items] == ["Paris", "Rome"]
+    assert items[0].metadata == {"topic": "geo"}
+    assert load_dataset(str(path), input_field="question", expected_field="truth")[1][0].id == items[0].id
+
+    def answer(messages) -> str:
+        return code_reply(
+            "final_answer('Paris.')" if "France" in last_task(messages) else "final_answer('Milan')"
+        )
+
+    runtime = make_runtime(make_settings(), model=ScriptedModel(answer))
+    run = DatasetRun(runtime, "caps", name)
+    run.run(items)
+    assert (run.summary()["correct"], run.summary()["items"]) == (1, 2)
+
+
+def test_the_cli_runs_lists_shows_and_gates(tmp_path, monkeypatch):
+    with FakeOpenAI() as llm:  # it answers "Answer to: <question>": never right on GSM8K
+        monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+        monkeypatch.setenv("MODEL_PROVIDER", "openai")
+        monkeypatch.setenv("OPENAI_BASE_URL", llm.url)
+        monkeypatch.setenv("EVALUATORS_FILE", "off")
+
+        def cli(*args: str) -> tuple[int, str]:
+            out = io.StringIO()
+            return evals_cli(["--evaluators", "evaluators.toml", *args], out), out.getvalue()
+
+        code, text = cli(
+            "dataset", "run", "gsm8k", "--run-name", "gate", "--limit", "2", "--json", "--fail-under", "0.5"
+        )
+        assert code == 1
+        summary = json.loads(text)
+        assert {k: summary[k] for k in ("run_name", "dataset", "items", "correct", "accuracy", "errors")} == {
+            "run_name": "gate",
+            "dataset": "gsm8k",
+            "items": 2,
+            "correct": 0,
+            "accuracy": 0.0,
+            "errors": 0,
+        }
+        assert summary["no_number"] == 0.0  # "Answer to: ..." quotes the question's numbers
+        code, text = cli("dataset", "list")
+        assert code == 0 and "gate" in text and "items     2" in text
+        code, text = cli("dataset", "show", "gate")
+        assert code == 0 and "gsm8k-0000" in text and "WRONG" in text and "expected '18'" in text
+        code, text = cli("dataset", "run", "missing.jsonl", "--run-name", "x")
+        assert code == 2
