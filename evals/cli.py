@@ -511,10 +511,10 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     try:
         settings = load_settings()
         path = args.evaluators or settings.evaluators_file
-        if path is None:
+        if path is None and args.command != "dataset":
             print("EVALUATORS_FILE is off; give --evaluators FILE.", file=sys.stderr)
             return 2
-        evaluators = load_evaluators(path)
+        evaluators = load_evaluators(path) if path is not None else []
     except (SettingsError, EvaluatorsError) as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2

@@ -116,3 +116,22 @@ def test_a_chat_call_takes_the_model_from_a_judge_between_two_tokens():
     assert "gave way" in str(outcome[0])
     # Without giving way the chat waits for the whole 400-token story (several seconds).
     assert waited < 2.0, f"the chat waited {waited:.2f} s for the judge"
+
+
+def test_the_bundled_model_runs_three_gsm8k_items_end_to_end(make_settings):
+    from evals.dataset_run import DatasetRun
+    from evals.datasets import load_dataset
+
+    runtime = create_runtime(make_settings())  # the offline model, as `python -m evals dataset run` uses it
+    try:
+        run = DatasetRun(runtime, "local-three", "gsm8k")
+        run.run(load_dataset("gsm8k")[1][:3])
+        summary = run.summary()
+        assert summary["items"] == 3 and summary["errors"] == 0, summary
+        runtime.feedback.telemetry.flush()
+        rows = runtime.feedback.store.rows("SELECT * FROM dataset_results WHERE run = 'local-three'")
+        for row in rows:
+            assert row["answer"] and runtime.feedback.store.get_trace(row["trace_id"]) is not None
+            assert "{" not in row["answer"]  # an answer or the give-up sentence, never raw JSON
+    finally:
+        runtime.feedback.close()
