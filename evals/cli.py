@@ -7,6 +7,7 @@ backfill --evaluator NAME --since DATE judge past traces or conversations (--dry
 agreement [--evaluator NAME]           the judge against user ratings: agreement rate, Cohen's kappa
 dataset run DATASET --run-name NAME    the agent over gsm8k or a JSONL/CSV file, graded (resumable)
 dataset list | dataset show RUN        the runs, and one run item by item
+compare RUN_A RUN_B [--json]           two runs: accuracy with 95% intervals, McNemar, flipped items
 """
 
 from __future__ import annotations
@@ -404,6 +405,21 @@ def cmd_dataset_show(ctx: Context, args: argparse.Namespace, out: TextIO) -> int
     return 0
 
 
+def cmd_compare(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    from evals.compare import compare, describe
+
+    known = {r["name"] for r in ctx.store.rows("SELECT name FROM dataset_runs")}
+    missing = [r for r in (args.run_a, args.run_b) if r not in known]
+    if missing:
+        print(
+            f"No run named {', '.join(map(repr, missing))} (python -m evals dataset list).", file=sys.stderr
+        )
+        return 1
+    result = compare(ctx.store, args.run_a, args.run_b)
+    out.write((json.dumps(result, indent=2) if args.json else describe(result)) + "\n")
+    return 0
+
+
 class Context:
     """The store, the evaluators and a way to build the evaluation, for one command."""
 
@@ -498,6 +514,11 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("run")
     d.add_argument("--json", action="store_true")
     d.set_defaults(fn=cmd_dataset_show)
+    s = sub.add_parser("compare", help="two dataset runs side by side")
+    s.add_argument("run_a")
+    s.add_argument("run_b")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_compare)
     s = sub.add_parser("agreement", help="the judge against user ratings")
     s.add_argument("--evaluator")
     s.add_argument("--json", action="store_true")
@@ -511,7 +532,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     try:
         settings = load_settings()
         path = args.evaluators or settings.evaluators_file
-        if path is None and args.command != "dataset":
+        if path is None and args.command not in ("dataset", "compare"):
             print("EVALUATORS_FILE is off; give --evaluators FILE.", file=sys.stderr)
             return 2
         evaluators = load_evaluators(path) if path is not None else []

@@ -107,3 +107,49 @@ def test_the_cli_runs_lists_shows_and_gates(tmp_path, monkeypatch):
         assert code == 0 and "gsm8k-0000" in text and "WRONG" in text and "expected '18'" in text
         code, text = cli("dataset", "run", "missing.jsonl", "--run-name", "x")
         assert code == 2
+
+
+def test_compare_two_runs_gives_the_flips_and_an_exact_mcnemar(
+    make_settings, make_runtime, tmp_path, monkeypatch
+):
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    from evals.compare import compare
+
+    items = load_dataset("gsm8k")[1][:12]
+    answers = {item.input: expected_number(item.expected) for item in items}
+
+    def answering(right: set[int]):
+        def respond(messages) -> str:
+            task = last_task(messages)
+            index = next(i for i, item in enumerate(items) if item.input in task)
+            number = answers[items[index].input] + (0 if index in right else 1)
+            return code_reply(f"final_answer({str(number)!r})")
+
+        return respond
+
+    settings = make_settings()
+    # A: right on 0-5. B: right on 0-3 and 6-11 (items 4, 5 regressed; 6 to 11 improved).
+    a = make_runtime(settings, model=ScriptedModel(answering(set(range(6)))))
+    DatasetRun(a, "A", "gsm8k").run(items)
+    b = make_runtime(settings, model=ScriptedModel(answering({0, 1, 2, 3, *range(6, 12)})))
+    DatasetRun(b, "B", "gsm8k").run(items[:10])  # B ran ten of the twelve
+    result = compare(b.feedback.store, "A", "B")
+    assert (result["a"]["items"], result["a"]["correct"], result["b"]["items"], result["b"]["correct"]) == (
+        12,
+        6,
+        10,
+        8,
+    )
+    low, high = result["a"]["accuracy_95ci"]
+    assert low < 0.5 < high and 0.2 < low and high < 0.8  # Wilson interval of 6/12
+    paired = result["paired"]
+    assert paired["items"] == 10 and paired["table"] == [[4, 2], [4, 0]]
+    assert paired["regressed"] == [items[4].id, items[5].id]
+    assert paired["improved"] == [items[i].id for i in range(6, 10)]
+    assert paired["mcnemar_p"] == mcnemar([[4, 2], [4, 0]], exact=True).pvalue  # 0.6875: not a real change
+    monkeypatch.setenv("DATA_DIR", str(settings.data_dir))
+    out = io.StringIO()
+    assert evals_cli(["compare", "A", "B"], out) == 0
+    assert "4 improved, 2 regressed" in out.getvalue() and "not distinguishable from chance" in out.getvalue()
+    assert evals_cli(["compare", "A", "nope"], io.StringIO()) == 1
