@@ -30,7 +30,15 @@ from evals.config import Evaluator, EvaluatorsError, load_evaluators
 from evals.context import conversation_data, prompt_variables, render_prompt, turn_data
 from evals.jobs import STATUSES, Job, JobQueue, NewJob
 from evals.judge import Judge, judge_model
-from evals.scheduler import CONVERSATION, TURN, decide, is_evaluation_trace, turn_revision
+from evals.scheduler import (
+    CONVERSATION,
+    TURN,
+    conversation_revision,
+    decide,
+    is_evaluation_trace,
+    rating_version,
+    turn_revision,
+)
 from evals.worker import Evaluation
 from feedback.store import Store, StoreError
 from feedback.votes import SCORE_NAME
@@ -121,10 +129,10 @@ def cmd_run(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
             return 1
         target_kind, target_id = CONVERSATION, trace["session_id"]
         turns = conversation_data(ctx.store, target_id)
-        revision = f"turns-{len(turns.turns) if turns else 0}"
+        revision = conversation_revision(len(turns.turns) if turns else 0)
     else:
         target_kind, target_id = TURN, args.trace
-        revision = turn_revision(evaluator, _rating_version(ctx.store, args.trace))
+        revision = turn_revision(evaluator, rating_version(ctx.store, args.trace))
     job = NewJob(
         evaluator.name, evaluator.version, evaluator.kind, target_kind, target_id, revision, "manual"
     )
@@ -167,13 +175,6 @@ def _as_job(job: NewJob | Job) -> Job:
     )  # fmt: skip
 
 
-def _rating_version(store: Store, trace_id: str) -> int:
-    row = store.row(
-        "SELECT version FROM scores WHERE trace_id = :t AND name = :n", {"t": trace_id, "n": SCORE_NAME}
-    )
-    return int(row["version"]) if row else 0
-
-
 def _since(text: str) -> float:
     try:
         when = datetime.fromisoformat(text)
@@ -205,9 +206,9 @@ def backfill_jobs(ctx: Context, evaluator: Evaluator, since: float) -> tuple[lis
         if data is None or (evaluator.target == CONVERSATION and not data.turns):
             continue
         if evaluator.target == CONVERSATION:
-            revision = f"turns-{len(data.turns)}"
+            revision = conversation_revision(len(data.turns))
         else:
-            revision = turn_revision(evaluator, _rating_version(ctx.store, target_id))
+            revision = turn_revision(evaluator, rating_version(ctx.store, target_id))
         job = decide(evaluator, data, evaluator.target, target_id, revision, "backfill")
         jobs.append(job)
         if job.status == "pending" and evaluator.kind == "llm":
@@ -454,7 +455,7 @@ class Context:
             from feedback.tracing import register_model_class
 
             register_model_class(LocalLlamaModel)
-            self._feedback = FeedbackBackends.from_settings(self.settings)
+            self._feedback = FeedbackBackends.from_settings(self.settings, store=self.store)
             self._feedback.start()
         return self._feedback
 

@@ -18,6 +18,7 @@ from typing import Any
 from evals.config import Evaluator
 from evals.context import conversation_data, turn_data
 from evals.jobs import SKIPPED_FILTER, SKIPPED_SAMPLING, JobQueue, NewJob
+from feedback.store import Store
 from feedback.tracing import EVALUATION_TAG
 from feedback.votes import SCORE_NAME
 
@@ -30,6 +31,19 @@ CONVERSATION = "conversation"
 def turn_revision(evaluator: Evaluator, rating_version: int) -> str:
     """One run per turn; one more each time the rating changes, for evaluators that read it."""
     return f"rating-{rating_version}" if evaluator.uses_feedback else "turn"
+
+
+def rating_version(store: Store, trace_id: str) -> int:
+    """The version of a turn's user rating (0: never rated): part of a rating reader's revision."""
+    row = store.row(
+        "SELECT version FROM scores WHERE trace_id = :t AND name = :n", {"t": trace_id, "n": SCORE_NAME}
+    )
+    return int(row["version"]) if row else 0
+
+
+def conversation_revision(turns: int) -> str:
+    """A conversation is judged once per length: coming back after being judged makes a new one."""
+    return f"turns-{turns}"
 
 
 def decide(
@@ -88,7 +102,7 @@ class Scheduler:
         if self.turn_evaluators:
             data = turn_data(self.store, trace["id"])
             if data is not None:
-                version = self._rating_version(trace["id"])
+                version = rating_version(self.store, trace["id"])
                 jobs = [
                     decide(e, data, TURN, trace["id"], turn_revision(e, version), "turn")
                     for e in self.turn_evaluators
@@ -97,12 +111,6 @@ class Scheduler:
         if trace.get("session_id"):
             session = (trace["session_id"], trace.get("user_id"), float(trace.get("end_time") or 0))
         return self.queue.trace_seen(trace["id"], jobs, session)
-
-    def _rating_version(self, trace_id: str) -> int:
-        row = self.store.row(
-            "SELECT version FROM scores WHERE trace_id = :t AND name = :n", {"t": trace_id, "n": SCORE_NAME}
-        )
-        return int(row["version"]) if row else 0
 
     def changed_ratings(self) -> int:
         created = 0
@@ -131,7 +139,7 @@ class Scheduler:
             idle_for = now - conv["last_turn_end"]
             ready = [e for e in self.conversation_evaluators if idle_for >= e.idle_s]
             data = conversation_data(self.store, conv["session_id"])
-            revision = f"turns-{conv['turns']}"
+            revision = conversation_revision(conv["turns"])
             jobs = [] if data is None else [
                 decide(e, data, CONVERSATION, conv["session_id"], revision, "idle") for e in ready
             ]  # fmt: skip

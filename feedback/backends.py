@@ -42,8 +42,9 @@ class FeedbackBackends:
         *,
         export_delay_ms: int = 200,
         retention_interval_s: float = DEFAULT_INTERVAL_S,
+        store: Store | None = None,
     ) -> FeedbackBackends:
-        store = Store(settings.store_url)
+        store = store or Store(settings.store_url)
         retention = None
         if settings.store_retention_days is not None:
             retention = RetentionLoop(store, settings.store_retention_days, interval_s=retention_interval_s)

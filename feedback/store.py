@@ -256,7 +256,7 @@ class Store:
                     },
                 )
             # Token totals of a trace: the sum over its LLM spans, whichever batch they came in.
-            for trace_id in touched:
+            if touched:
                 db.execute(
                     _q(
                         """UPDATE traces SET (prompt_tokens, completion_tokens, total_tokens) = (
@@ -265,7 +265,7 @@ class Store:
                            FROM spans WHERE spans.trace_id = traces.id AND kind = 'LLM')
                        WHERE id = :id"""
                     ),
-                    {"id": trace_id},
+                    [{"id": trace_id} for trace_id in touched],
                 )
 
     def has_trace(self, trace_id: str) -> bool:
