@@ -40,6 +40,7 @@ from evals.scheduler import (
     turn_revision,
 )
 from evals.worker import Evaluation
+from feedback.costs import Pricing
 from feedback.store import Store, StoreError
 from feedback.votes import SCORE_NAME
 
@@ -446,6 +447,7 @@ class Context:
             judge=lambda: Judge(judge_model(self.settings)),
             notify_scores=notify,
             judge_provider=self.settings.judge_provider or self.settings.model_provider,
+            pricing=Pricing.from_settings(self.settings),
         )
 
     def _backends(self) -> Any:

@@ -223,6 +223,19 @@ def m007_datasets(db: Connection) -> None:
     )
 
 
+def m008_costs(db: Connection) -> None:
+    # Dollars per LLM call and per trace. NULL is unknown (a model without a known price), never
+    # zero; a trace's cost is unknown when any of its calls' is. Traces stored before this have
+    # no cost: unknown.
+    _run(
+        db,
+        """
+        ALTER TABLE spans ADD COLUMN cost REAL;
+        ALTER TABLE traces ADD COLUMN cost REAL
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_traces_and_spans", m001_traces_and_spans),
     ("002_scores", m002_scores),
@@ -231,6 +244,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("005_evaluation", m005_evaluation),
     ("006_eval_cost", m006_eval_cost),
     ("007_datasets", m007_datasets),
+    ("008_costs", m008_costs),
 ]
 
 
