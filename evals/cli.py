@@ -35,6 +35,7 @@ from evals.scheduler import (
     TURN,
     conversation_revision,
     decide,
+    is_dataset_trace,
     is_evaluation_trace,
     rating_version,
     turn_revision,
@@ -191,8 +192,10 @@ def backfill_jobs(ctx: Context, evaluator: Evaluator, since: float) -> tuple[lis
     jobs, tokens = [], 0
     if evaluator.target == CONVERSATION:
         sessions = ctx.store.rows(
+            # Dataset items' sessions are not conversations (python -m evals dataset run --evaluator).
             """SELECT session_id, COUNT(*) AS turns FROM traces WHERE start_time >= :t
-               AND session_id IS NOT NULL GROUP BY session_id""",
+               AND session_id IS NOT NULL AND (tags IS NULL OR tags NOT LIKE '%"dataset"%')
+               GROUP BY session_id""",
             {"t": since},
         )
         targets = [(s["session_id"], conversation_data(ctx.store, s["session_id"])) for s in sessions]
@@ -201,7 +204,9 @@ def backfill_jobs(ctx: Context, evaluator: Evaluator, since: float) -> tuple[lis
             "SELECT id, tags FROM traces WHERE start_time >= :t ORDER BY start_time", {"t": since}
         )
         targets = [
-            (r["id"], turn_data(ctx.store, r["id"])) for r in rows if not is_evaluation_trace(r["tags"])
+            (r["id"], turn_data(ctx.store, r["id"]))
+            for r in rows
+            if not is_evaluation_trace(r["tags"]) and not is_dataset_trace(r["tags"])
         ]
     for target_id, data in targets:
         if data is None or (evaluator.target == CONVERSATION and not data.turns):
@@ -321,11 +326,25 @@ def cmd_dataset_run(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     items = items[args.offset : args.offset + args.limit if args.limit else None]
-    # The dataset's traces are not judged by the online evaluators (they would spend judge calls).
+    chosen = [_evaluator(ctx.evaluators, n) for n in dict.fromkeys(args.evaluator or [])]
+    # The dataset's traces are not judged by the online evaluators (they would spend judge calls);
+    # the ones named with --evaluator score every item.
     runtime = create_runtime(replace(ctx.settings, evaluators_file=None))
     try:
+        evaluation = None
+        if chosen:
+            feedback = runtime.feedback
+            evaluation = Evaluation(
+                JobQueue(feedback.store),
+                chosen,
+                feedback.telemetry,
+                judge=lambda: Judge(judge_model(ctx.settings)),
+                notify_scores=feedback.outbox.notify if feedback.outbox is not None else (lambda: None),
+                judge_provider=ctx.settings.judge_provider or ctx.settings.model_provider,
+                pricing=Pricing.from_settings(ctx.settings),
+            )
         try:
-            run = DatasetRun(runtime, args.run_name, name)
+            run = DatasetRun(runtime, args.run_name, name, evaluation=evaluation)
         except ValueError as exc:
             print(str(exc), file=sys.stderr)
             return 2
@@ -359,6 +378,9 @@ def cmd_dataset_run(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
             f"(accuracy {summary['accuracy']:.1%}, flexible {summary['flexible_accuracy']:.1%}, "
             f"no number {summary['no_number']:.1%}, errors {summary['errors']})\n"
         )
+        for score, mean in summary["scores"].items():
+            if score in summary["scored_items"]:
+                out.write(f"  {score}: mean {mean:.3f} over {summary['scored_items'][score]} items\n")
     if args.fail_under is not None and summary["accuracy"] < args.fail_under:
         print(f"Accuracy {summary['accuracy']:.3f} is under --fail-under {args.fail_under}.", file=sys.stderr)
         return 1
@@ -508,6 +530,13 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--concurrency", type=int, default=1, help="items at once (hosted models only)")
     d.add_argument("--input-field", default="input")
     d.add_argument("--expected-field", default="expected_output")
+    d.add_argument(
+        "--evaluator",
+        action="append",
+        metavar="NAME",
+        help="also score every item with this evaluator from the evaluators file (repeatable; "
+        "its filter and sampling are not applied)",
+    )
     d.add_argument("--fail-under", type=float, help="exit 1 when accuracy is below this (0..1)")
     d.add_argument("--json", action="store_true", help="one JSON object with the run's figures")
     d.set_defaults(fn=cmd_dataset_run)

@@ -9,6 +9,7 @@ expected output holds a number, by normalised text otherwise.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
@@ -24,6 +25,20 @@ from agent.session import close_session
 from agent.turn import stream_turn
 from evals.datasets import Item
 from evals.gsm8k import expected_number, grade
+from evals.jobs import NewJob
+from evals.scheduler import (
+    CONVERSATION,
+    DATASET_TAG,
+    TURN,
+    conversation_revision,
+    rating_version,
+    turn_revision,
+)
+
+if TYPE_CHECKING:
+    from evals.worker import Evaluation
+
+log = logging.getLogger(__name__)
 
 _IDS = uuid.UUID("2b0c52f4-9a8e-4a55-b1c6-7d2f0e4a9c13")
 SCORE_NAME = "dataset-correct"
@@ -76,11 +91,21 @@ def score_id(run_name: str, item_id: str) -> str:
 class DatasetRun:
     """One named run of one dataset, against the store of `runtime`."""
 
-    def __init__(self, runtime: Any, run_name: str, dataset: str) -> None:
+    def __init__(
+        self,
+        runtime: Any,
+        run_name: str,
+        dataset: str,
+        *,
+        evaluation: Evaluation | None = None,
+    ) -> None:
         self.runtime = runtime
         self.store = runtime.feedback.store
         self.name = run_name
         self.dataset = dataset
+        # Online evaluators asked for by name (--evaluator) score every item's trace, whatever
+        # their filter and sampling say: naming them is the choice.
+        self.evaluation = evaluation
         now = time.time()
         with self.store.transaction() as db:
             existing = db.execute(
@@ -108,7 +133,7 @@ class DatasetRun:
         """The agent on one item, in a session of its own, graded and stored."""
         runtime = self.runtime
         session = runtime.new_session(f"dataset:{self.name}")
-        tags = ("dataset", f"run:{self.name}", f"item:{item.id}")
+        tags = (DATASET_TAG, f"run:{self.name}", f"item:{item.id}")
         metadata = {
             **runtime.metadata(),
             "dataset": self.dataset,
@@ -136,7 +161,54 @@ class DatasetRun:
             strict and not error, flexible and not error, has_number, error, round(latency, 3),
         )  # fmt: skip
         self.record(result)
+        self.evaluate(result.trace_id)
         return result
+
+    def evaluate(self, trace_id: str | None) -> list[str]:
+        """Score one item's trace with the chosen evaluators; returns their errors (never raises).
+
+        An evaluator that already scored this trace at this version is not asked again, so a
+        resumed run completes what an interruption left without paying twice.
+        """
+        if self.evaluation is None or not trace_id:
+            return []
+        self.runtime.feedback.telemetry.flush_to_store()  # the judge reads the turn from the store
+        errors = []
+        trace = self.store.get_trace(trace_id) or {}
+        for evaluator in self.evaluation.evaluators:
+            if evaluator.target == CONVERSATION:
+                if not trace.get("session_id"):
+                    continue
+                target_kind, target_id, revision = CONVERSATION, trace["session_id"], conversation_revision(1)
+            else:
+                revision = turn_revision(evaluator, rating_version(self.store, trace_id))
+                target_kind, target_id = TURN, trace_id
+            job = NewJob(
+                evaluator.name, evaluator.version, evaluator.kind, target_kind, target_id, revision, "dataset"
+            )
+            done = self.evaluation.queue.get(job.id)
+            if done is not None and done.status == "completed":
+                continue
+            self.evaluation.queue.add([job])
+            started = time.perf_counter()
+            try:
+                outcome = self.evaluation.evaluate(self.evaluation.queue.get(job.id), save=True)
+            except Exception as exc:  # noqa: BLE001 - a failing judge is logged on the item, not fatal
+                message = f"{evaluator.name}: {exc}"
+                log.warning(
+                    "Dataset run %s: evaluator %s on %s failed: %s", self.name, evaluator.name, trace_id, exc
+                )
+                self.evaluation.queue.fail(
+                    job.id, None, str(exc), retry_at=None, latency_ms=(time.perf_counter() - started) * 1000
+                )
+                errors.append(message)
+                continue
+            self.evaluation.queue.finish(
+                job.id, None, **outcome.recorded((time.perf_counter() - started) * 1000)
+            )
+            if outcome.scores:
+                self.evaluation.notify_scores()
+        return errors
 
     def record(self, r: ItemResult) -> None:
         with self.store.transaction() as db:
@@ -179,8 +251,17 @@ class DatasetRun:
         on_result: Callable[[ItemResult], None] | None = None,
     ) -> None:
         """Run the items this run does not have yet; the local model runs one at a time."""
+        items = list(items)
         done = self.done_ids()
         todo = [item for item in items if item.id not in done]
+        if self.evaluation is not None:
+            # Items finished before an interruption may still lack their evaluators' scores.
+            wanted = {item.id for item in items} & done
+            for row in self.store.rows(
+                "SELECT item_id, trace_id FROM dataset_results WHERE run = :r", {"r": self.name}
+            ):
+                if row["item_id"] in wanted:
+                    self.evaluate(row["trace_id"])
         if self.runtime.choice.provider == "local":
             concurrency = 1  # one llama.cpp context: parallel items would only queue
         if concurrency <= 1:
@@ -202,6 +283,16 @@ class DatasetRun:
             rows = [r for r in rows if r["item_id"] in wanted]
         n = len(rows)
         correct = sum(r["strict"] for r in rows)
+        traces = {r["trace_id"] for r in rows if r["trace_id"]}
+        judged: dict[str, list[float]] = {}
+        for score in self.store.rows(
+            """SELECT s.trace_id, s.name, s.value FROM dataset_results r JOIN scores s ON s.trace_id = r.trace_id
+               WHERE r.run = :r AND s.deleted = 0 AND s.source = 'EVAL' AND s.value IS NOT NULL
+                 AND s.name <> :own""",
+            {"r": self.name, "own": SCORE_NAME},
+        ):
+            if score["trace_id"] in traces:
+                judged.setdefault(score["name"], []).append(float(score["value"]))
         return {
             "run_name": self.name,
             "dataset": self.dataset,
@@ -211,5 +302,9 @@ class DatasetRun:
             "flexible_accuracy": sum(r["flexible"] for r in rows) / n if n else 0.0,
             "no_number": sum(1 for r in rows if not r["has_number"]) / n if n else 0.0,
             "errors": sum(1 for r in rows if r["error"]),
-            "scores": {SCORE_NAME: correct / n if n else 0.0},
+            "scores": {
+                SCORE_NAME: correct / n if n else 0.0,
+                **{name: sum(values) / len(values) for name, values in sorted(judged.items())},
+            },
+            "scored_items": {name: len(values) for name, values in sorted(judged.items())},
         }
