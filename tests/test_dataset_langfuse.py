@@ -199,3 +199,37 @@ def test_a_run_made_without_keys_is_published_later(make_settings, make_runtime,
     assert "5 item scores still waiting in the outbox (python -m feedback sync)" in report.message
     linked = {s.trace_id for s in fake_langfuse.state.experiment_items.values()}
     assert linked == {r["trace_id"] for r in rows.values()}
+
+
+def test_the_fake_counts_run_experiment_items_and_its_duplicates(fake_langfuse):
+    """The fake's check against the SDK's own experiment runner: run twice, run_experiment makes a
+    second run item (new trace, new observation) and a second run score; publish_run must not."""
+    import uuid
+
+    from langfuse import Langfuse
+    from opentelemetry.sdk.trace import TracerProvider
+
+    # A provider of its own: without one, the client would register a process-wide provider.
+    client = Langfuse(
+        public_key=f"pk-lf-{uuid.uuid4().hex[:8]}",
+        secret_key="sk",
+        base_url=fake_langfuse.url,
+        tracer_provider=TracerProvider(),
+    )
+    item = SimpleNamespace(id="item-1", dataset_id="ds-1", input="2+2?", expected_output="4", metadata={})
+    try:
+        for _ in range(2):
+            client.run_experiment(
+                name="gsm8k",
+                run_name="first",
+                data=[item],
+                task=lambda *, item, **kwargs: "4",
+                run_evaluators=[lambda *, item_results, **kwargs: {"name": "accuracy", "value": 1.0}],
+            )
+        client.flush()
+    finally:
+        client.shutdown()
+    state = fake_langfuse.state
+    assert len(state.experiment_items) == 1 and len(state.experiment_item_duplicates) == 1
+    assert len({s.trace_id for s in state.spans}) == 2  # a new trace per item and per run
+    assert len([s for s in state.scores.values() if s.get("datasetRunId")]) == 2
