@@ -7,6 +7,7 @@ backfill --evaluator NAME --since DATE judge past traces or conversations (--dry
 agreement [--evaluator NAME]           the judge against user ratings: agreement rate, Cohen's kappa
 dataset run DATASET --run-name NAME    the agent over gsm8k or a JSONL/CSV file, graded (resumable)
 dataset list | dataset show RUN        the runs, and one run item by item
+dataset from-traces --name NAME ...    keep real turns (disliked, or judged low) as dataset items
 compare RUN_A RUN_B [--json]           two runs: accuracy with 95% intervals, McNemar, flipped items
 """
 
@@ -311,6 +312,20 @@ def cmd_agreement(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _accuracy_line(summary: dict[str, Any]) -> str:
+    if summary["accuracy"] is None:
+        return (
+            f"{summary['items']} items run, none graded (no expected outputs; see the evaluators' scores), "
+            f"errors {summary['errors']}"
+        )
+    ungraded = summary["items"] - summary["graded"]
+    return (
+        f"{summary['correct']}/{summary['graded']} correct (accuracy {summary['accuracy']:.1%}, "
+        f"flexible {summary['flexible_accuracy']:.1%}, no number {summary['no_number']:.1%}, "
+        f"errors {summary['errors']}" + (f", {ungraded} not graded" if ungraded else "") + ")"
+    )
+
+
 def cmd_dataset_run(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     from dataclasses import replace
 
@@ -320,7 +335,7 @@ def cmd_dataset_run(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
 
     try:
         name, items = load_dataset(
-            args.dataset, input_field=args.input_field, expected_field=args.expected_field
+            args.dataset, input_field=args.input_field, expected_field=args.expected_field, store=ctx.store
         )
     except DatasetError as exc:
         print(str(exc), file=sys.stderr)
@@ -373,17 +388,57 @@ def cmd_dataset_run(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         out.write(json.dumps(summary) + "\n")
     else:
-        out.write(
-            f"{summary['run_name']} on {summary['dataset']}: {summary['correct']}/{summary['items']} correct "
-            f"(accuracy {summary['accuracy']:.1%}, flexible {summary['flexible_accuracy']:.1%}, "
-            f"no number {summary['no_number']:.1%}, errors {summary['errors']})\n"
-        )
+        out.write(f"{summary['run_name']} on {summary['dataset']}: " + _accuracy_line(summary) + "\n")
         for score, mean in summary["scores"].items():
             if score in summary["scored_items"]:
                 out.write(f"  {score}: mean {mean:.3f} over {summary['scored_items'][score]} items\n")
+    if args.fail_under is not None and summary["accuracy"] is None:
+        print(
+            "No item has an expected output, so there is no accuracy to hold to --fail-under.",
+            file=sys.stderr,
+        )
+        return 1
     if args.fail_under is not None and summary["accuracy"] < args.fail_under:
         print(f"Accuracy {summary['accuracy']:.3f} is under --fail-under {args.fail_under}.", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_dataset_from_traces(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    from evals.from_traces import Selection, items_from, save_items, select_turns
+
+    if args.below is not None and args.evaluator is None:
+        print("--below needs --evaluator NAME (whose score must be below it).", file=sys.stderr)
+        return 2
+    selection = Selection(
+        feedback=args.feedback, evaluator=args.evaluator, below=args.below, since=args.since, limit=args.limit
+    )
+    items = items_from(ctx.store, select_turns(ctx.store, selection))
+    if not items:
+        out.write("No turn matches: nothing added.\n")
+        return 0
+    try:
+        added = save_items(ctx.store, args.name, items)
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    out.write(
+        f"{len(items)} turns match: {added} new items in dataset {args.name!r} "
+        f"({len(items) - added} already there).\n"
+    )
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            for item in items:
+                row = {"id": item.id, "input": item.input, "expected_output": item.expected, **item.metadata}
+                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        out.write(
+            f"Written to {args.output}: fill in expected_output where you know the right answer and run "
+            f"the file to grade them too.\n"
+        )
+    out.write(
+        f"Run the agent over them: python -m evals dataset run {args.name} --run-name NAME "
+        "--evaluator helpfulness (real turns have no expected answer: they are judged, not graded).\n"
+    )
     return 0
 
 
@@ -403,6 +458,13 @@ def cmd_dataset_list(ctx: Context, args: argparse.Namespace, out: TextIO) -> int
         )
     if not runs:
         out.write("No dataset runs yet: python -m evals dataset run gsm8k --run-name first --limit 20\n")
+    from evals.from_traces import stored_datasets
+
+    stored = stored_datasets(ctx.store)
+    if stored:
+        out.write("\nDatasets kept in the store (from-traces):\n")
+    for d in stored:
+        out.write(f"{d['dataset']:<24} items {int(d['items']):>5}  {_when(d['updated'])}\n")
     return 0
 
 
@@ -540,7 +602,16 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--fail-under", type=float, help="exit 1 when accuracy is below this (0..1)")
     d.add_argument("--json", action="store_true", help="one JSON object with the run's figures")
     d.set_defaults(fn=cmd_dataset_run)
-    d = dsub.add_parser("list", help="the runs")
+    d = dsub.add_parser("from-traces", help="keep real turns (e.g. the disliked ones) as dataset items")
+    d.add_argument("--name", required=True, help="the dataset (created, or added to)")
+    d.add_argument("--feedback", type=int, choices=(0, 1), help="0: turns users disliked; 1: liked")
+    d.add_argument("--evaluator", help="turns this evaluator scored below --below")
+    d.add_argument("--below", type=float, help="with --evaluator (default 0.5)")
+    d.add_argument("--since", type=_since, help="turns since this date, e.g. 2026-11-01")
+    d.add_argument("--limit", type=int, default=1000, help="at most this many turns (oldest first)")
+    d.add_argument("--output", help="also write the items to this .jsonl file (to add expected outputs)")
+    d.set_defaults(fn=cmd_dataset_from_traces)
+    d = dsub.add_parser("list", help="the runs, and the datasets kept in the store")
     d.set_defaults(fn=cmd_dataset_list)
     d = dsub.add_parser("show", help="one run, item by item")
     d.add_argument("run")

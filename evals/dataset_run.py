@@ -56,6 +56,9 @@ class ItemResult:
     has_number: bool
     error: str | None
     latency_ms: float
+    # False when the item has no expected output (a real turn kept by from-traces): run and
+    # judged, but neither right nor wrong.
+    graded: bool = True
 
 
 def _words(value: str) -> str:
@@ -156,9 +159,11 @@ class DatasetRun:
             answer = str(final.history[-1].get("content") or "")
         error = final.error if final is not None else "the turn produced nothing"
         strict, flexible, has_number = grade_item(None if error else answer, item.expected)
+        graded = bool(item.expected.strip())
         result = ItemResult(
             item.id, item.input, item.expected, answer, final.trace_id if final else None,
-            strict and not error, flexible and not error, has_number, error, round(latency, 3),
+            strict and graded and not error, flexible and graded and not error, has_number, error,
+            round(latency, 3), graded,
         )  # fmt: skip
         self.record(result)
         self.evaluate(result.trace_id)
@@ -215,21 +220,23 @@ class DatasetRun:
             db.execute(
                 text(
                     """INSERT INTO dataset_results (run, item_id, input, expected, answer, trace_id, strict,
-                           flexible, has_number, error, latency_ms, created)
+                           flexible, has_number, error, latency_ms, created, graded)
                        VALUES (:run, :item, :input, :expected, :answer, :trace, :strict, :flexible, :num,
-                           :error, :latency, :now)
+                           :error, :latency, :now, :graded)
                        ON CONFLICT (run, item_id) DO UPDATE SET answer = excluded.answer,
                            trace_id = excluded.trace_id, strict = excluded.strict,
                            flexible = excluded.flexible, has_number = excluded.has_number,
-                           error = excluded.error, latency_ms = excluded.latency_ms, created = excluded.created"""
+                           error = excluded.error, latency_ms = excluded.latency_ms, created = excluded.created,
+                           graded = excluded.graded"""
                 ),
                 {
                     "run": self.name, "item": r.item_id, "input": r.input, "expected": r.expected,
                     "answer": r.answer, "trace": r.trace_id, "strict": int(r.strict), "flexible": int(r.flexible),
                     "num": int(r.has_number), "error": r.error, "latency": r.latency_ms, "now": time.time(),
+                    "graded": int(r.graded),
                 },
             )  # fmt: skip
-        if r.trace_id:
+        if r.trace_id and r.graded:
             # On the item's trace, with a stable id: re-running the item overwrites it.
             self.store.upsert_score(
                 score_id=score_id(self.name, r.item_id),
@@ -282,7 +289,11 @@ class DatasetRun:
             wanted = set(item_ids)
             rows = [r for r in rows if r["item_id"] in wanted]
         n = len(rows)
-        correct = sum(r["strict"] for r in rows)
+        # Accuracy is over the graded items: an item with no expected output is not wrong.
+        graded = [r for r in rows if r["graded"]]
+        g = len(graded)
+        correct = sum(r["strict"] for r in graded)
+        accuracy = correct / g if g else None
         traces = {r["trace_id"] for r in rows if r["trace_id"]}
         judged: dict[str, list[float]] = {}
         for score in self.store.rows(
@@ -297,13 +308,14 @@ class DatasetRun:
             "run_name": self.name,
             "dataset": self.dataset,
             "items": n,
+            "graded": g,
             "correct": correct,
-            "accuracy": correct / n if n else 0.0,
-            "flexible_accuracy": sum(r["flexible"] for r in rows) / n if n else 0.0,
-            "no_number": sum(1 for r in rows if not r["has_number"]) / n if n else 0.0,
+            "accuracy": accuracy,
+            "flexible_accuracy": sum(r["flexible"] for r in graded) / g if g else None,
+            "no_number": sum(1 for r in graded if not r["has_number"]) / g if g else None,
             "errors": sum(1 for r in rows if r["error"]),
             "scores": {
-                SCORE_NAME: correct / n if n else 0.0,
+                **({SCORE_NAME: accuracy} if g else {}),
                 **{name: sum(values) / len(values) for name, values in sorted(judged.items())},
             },
             "scored_items": {name: len(values) for name, values in sorted(judged.items())},

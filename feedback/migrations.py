@@ -236,6 +236,28 @@ def m008_costs(db: Connection) -> None:
     )
 
 
+def m009_dataset_items(db: Connection) -> None:
+    # Datasets kept in the store (python -m evals dataset from-traces: real turns users disliked
+    # or judges scored low). An item with no expected output is run and judged but not graded:
+    # `graded` = 0 keeps it out of the accuracy instead of counting it wrong.
+    _run(
+        db,
+        """
+        CREATE TABLE dataset_items (
+            dataset TEXT NOT NULL,
+            item_id TEXT NOT NULL,
+            input TEXT NOT NULL,
+            expected TEXT,
+            metadata TEXT,
+            source_trace TEXT,
+            created REAL NOT NULL,
+            PRIMARY KEY (dataset, item_id)
+        );
+        ALTER TABLE dataset_results ADD COLUMN graded INTEGER NOT NULL DEFAULT 1
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_traces_and_spans", m001_traces_and_spans),
     ("002_scores", m002_scores),
@@ -245,6 +267,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("006_eval_cost", m006_eval_cost),
     ("007_datasets", m007_datasets),
     ("008_costs", m008_costs),
+    ("009_dataset_items", m009_dataset_items),
 ]
 
 
