@@ -7,6 +7,7 @@ backfill --evaluator NAME --since DATE judge past traces or conversations (--dry
 agreement [--evaluator NAME]           the judge against user ratings: agreement rate, Cohen's kappa
 dataset run DATASET --run-name NAME    the agent over gsm8k or a JSONL/CSV file, graded (resumable)
 dataset list | dataset show RUN        the runs, and one run item by item
+dataset publish RUN                    send a run to Langfuse (done by dataset run when keys are set)
 dataset from-traces --name NAME ...    keep real turns (disliked, or judged low) as dataset items
 compare RUN_A RUN_B [--json]           two runs: accuracy with 95% intervals, McNemar, flipped items
 """
@@ -31,6 +32,7 @@ from evals.config import Evaluator, EvaluatorsError, load_evaluators
 from evals.context import conversation_data, prompt_variables, render_prompt, turn_data
 from evals.jobs import STATUSES, Job, JobQueue, NewJob
 from evals.judge import Judge, judge_model
+from evals.langfuse_datasets import cmd_dataset_publish, publish_run
 from evals.scheduler import (
     CONVERSATION,
     TURN,
@@ -385,8 +387,13 @@ def cmd_dataset_run(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
             runtime.feedback.outbox.flush(10)
     finally:
         runtime.feedback.close()
+    if ctx.settings.langfuse_enabled:
+        # After the runtime closed: the items' spans and scores have left the process first.
+        report = publish_run(ctx.settings, ctx.store, args.run_name)
+        print(report.message, file=sys.stderr)  # stderr: --json stays one object on stdout
+        summary["langfuse"] = report.as_dict()
     if args.json:
-        out.write(json.dumps(summary) + "\n")
+        out.write(json.dumps(summary, default=str) + "\n")
     else:
         out.write(f"{summary['run_name']} on {summary['dataset']}: " + _accuracy_line(summary) + "\n")
         for score, mean in summary["scores"].items():
@@ -602,6 +609,12 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--fail-under", type=float, help="exit 1 when accuracy is below this (0..1)")
     d.add_argument("--json", action="store_true", help="one JSON object with the run's figures")
     d.set_defaults(fn=cmd_dataset_run)
+    d = dsub.add_parser(
+        "publish", help="send a run to Langfuse: dataset, items, the run on its traces, run scores"
+    )
+    d.add_argument("run")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(fn=cmd_dataset_publish)
     d = dsub.add_parser("from-traces", help="keep real turns (e.g. the disliked ones) as dataset items")
     d.add_argument("--name", required=True, help="the dataset (created, or added to)")
     d.add_argument("--feedback", type=int, choices=(0, 1), help="0: turns users disliked; 1: liked")

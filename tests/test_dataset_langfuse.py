@@ -233,3 +233,28 @@ def test_the_fake_counts_run_experiment_items_and_its_duplicates(fake_langfuse):
     assert len(state.experiment_items) == 1 and len(state.experiment_item_duplicates) == 1
     assert len({s.trace_id for s in state.spans}) == 2  # a new trace per item and per run
     assert len([s for s in state.scores.values() if s.get("datasetRunId")]) == 2
+
+
+def test_dataset_run_with_keys_publishes_the_run(fake_langfuse, tmp_path, monkeypatch):
+    from evals.cli import main as evals_cli
+    from tests.fakes import FakeOpenAI
+
+    with FakeOpenAI() as llm:
+        for key, value in {
+            "DATA_DIR": str(tmp_path / "data"),
+            "MODEL_PROVIDER": "openai",
+            "OPENAI_BASE_URL": llm.url,
+            "EVALUATORS_FILE": "off",
+            "LANGFUSE_PUBLIC_KEY": "pk-lf-cli",
+            "LANGFUSE_SECRET_KEY": "sk-lf-cli",
+            "LANGFUSE_BASE_URL": fake_langfuse.url,
+            "LANGFUSE_TIMEOUT_S": "2",
+        }.items():
+            monkeypatch.setenv(key, value)
+        out = io.StringIO()
+        code = evals_cli(["dataset", "run", "gsm8k", "--run-name", "cli-run", "--limit", "2", "--json"], out)
+    assert code == 0
+    summary = json.loads(out.getvalue())
+    assert summary["items"] == 2 and summary["langfuse"]["ok"] and summary["langfuse"]["linked"] == 2
+    assert len(fake_langfuse.state.experiment_items) == 2
+    assert len(fake_langfuse.state.dataset_items) == 2
