@@ -9,7 +9,7 @@ dataset run DATASET --run-name NAME    the agent over gsm8k or a JSONL/CSV file,
 dataset list | dataset show RUN        the runs, and one run item by item
 dataset publish RUN                    send a run to Langfuse (done by dataset run when keys are set)
 dataset from-traces --name NAME ...    keep real turns (disliked, or judged low) as dataset items
-compare RUN_A RUN_B [--json]           two runs: accuracy with 95% intervals, McNemar, flipped items
+compare RUN_A RUN_B [--json] [--plot F] two runs: accuracy with 95% intervals, McNemar, flipped items
 """
 
 from __future__ import annotations
@@ -510,6 +510,15 @@ def cmd_compare(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
         return 1
     result = compare(ctx.store, args.run_a, args.run_b)
     out.write((json.dumps(result, indent=2) if args.json else describe(result)) + "\n")
+    if args.plot:
+        from evals.compare_plot import write_plot
+
+        try:
+            written = write_plot(result, args.plot)
+        except (OSError, ValueError) as exc:
+            print(f"Cannot write the chart to {args.plot}: {exc}", file=sys.stderr)
+            return 1
+        print(f"Chart written to {written}", file=sys.stderr)
     return 0
 
 
@@ -634,6 +643,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("run_a")
     s.add_argument("run_b")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--plot", metavar="FILE.png", help="also write a chart: accuracy with intervals, latency")
     s.set_defaults(fn=cmd_compare)
     s = sub.add_parser("agreement", help="the judge against user ratings")
     s.add_argument("--evaluator")

@@ -155,6 +155,11 @@ def test_compare_two_runs_gives_the_flips_and_an_exact_mcnemar(
     assert evals_cli(["compare", "A", "B"], out) == 0
     assert "4 improved, 2 regressed" in out.getvalue() and "not distinguishable from chance" in out.getvalue()
     assert evals_cli(["compare", "A", "nope"], io.StringIO()) == 1
+    chart = tmp_path / "compare.png"
+    assert evals_cli(["compare", "A", "B", "--plot", str(chart)], io.StringIO()) == 0
+    png = chart.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") == 1200  # 10 in at 120 dpi
+    assert evals_cli(["compare", "A", "B", "--plot", str(tmp_path / "no-dir" / "x.png")], io.StringIO()) == 1
 
 
 def test_named_evaluators_score_every_item_once_even_across_a_resume(make_settings, make_runtime):
