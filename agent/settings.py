@@ -6,6 +6,7 @@ kept out of `repr()` so they never reach a log line or the browser.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -103,6 +104,8 @@ class Settings:
     # through the Space's OAuth) and whoever knows the password (empty: no password sign-in).
     admin_users: tuple[str, ...] = ()
     admin_password: str = field(default="", repr=False)
+    # MODEL_PRICES: (model id, dollars per million input tokens, per million output tokens).
+    model_prices: tuple[tuple[str, float, float], ...] = ()
     server_name: str = "127.0.0.1"
     server_port: int = 7860
     log_level: str = "INFO"
@@ -222,6 +225,34 @@ def _admin_password(env: Mapping[str, str]) -> str:
     return raw
 
 
+def _model_prices(env: Mapping[str, str]) -> tuple[tuple[str, float, float], ...]:
+    """MODEL_PRICES: {"model-id": {"input": 0.2, "output": 0.6}, ...}, dollars per million tokens."""
+    raw = env.get("MODEL_PRICES", "").strip()
+    if not raw:
+        return ()
+    example = 'e.g. {"my-model": {"input": 0.2, "output": 0.6}} (dollars per million tokens)'
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise SettingsError(f"MODEL_PRICES must be a JSON object, {example}.") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"MODEL_PRICES must be a JSON object, {example}.")
+    prices = []
+    for model_id, price in data.items():
+        pair = [price.get("input"), price.get("output")] if isinstance(price, dict) else price
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in pair)
+            or not all(0 <= x < float("inf") for x in pair)
+        ):
+            raise SettingsError(
+                f"MODEL_PRICES[{model_id!r}] needs an input and an output price of 0 or more, {example}."
+            )
+        prices.append((str(model_id), float(pair[0]), float(pair[1])))
+    return tuple(prices)
+
+
 def _judge_provider(env: Mapping[str, str]) -> str:
     raw = env.get("JUDGE_PROVIDER", "").strip().lower()
     if raw and raw not in PROVIDERS:
@@ -331,6 +362,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         store_retention_days=_optional_days(env, "STORE_RETENTION_DAYS"),
         admin_users=_split(env.get("ADMIN_USERS", "")),
         admin_password=_admin_password(env),
+        model_prices=_model_prices(env),
         server_name=env.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1",
         server_port=_int(env, "GRADIO_SERVER_PORT", 7860),
         log_level=(env.get("LOG_LEVEL", "").strip() or "INFO").upper(),

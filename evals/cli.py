@@ -7,7 +7,9 @@ backfill --evaluator NAME --since DATE judge past traces or conversations (--dry
 agreement [--evaluator NAME]           the judge against user ratings: agreement rate, Cohen's kappa
 dataset run DATASET --run-name NAME    the agent over gsm8k or a JSONL/CSV file, graded (resumable)
 dataset list | dataset show RUN        the runs, and one run item by item
-compare RUN_A RUN_B [--json]           two runs: accuracy with 95% intervals, McNemar, flipped items
+dataset publish RUN                    send a run to Langfuse (done by dataset run when keys are set)
+dataset from-traces --name NAME ...    keep real turns (disliked, or judged low) as dataset items
+compare RUN_A RUN_B [--json] [--plot F] two runs: accuracy with 95% intervals, McNemar, flipped items
 """
 
 from __future__ import annotations
@@ -30,16 +32,19 @@ from evals.config import Evaluator, EvaluatorsError, load_evaluators
 from evals.context import conversation_data, prompt_variables, render_prompt, turn_data
 from evals.jobs import STATUSES, Job, JobQueue, NewJob
 from evals.judge import Judge, judge_model
+from evals.langfuse_datasets import cmd_dataset_publish, publish_run
 from evals.scheduler import (
     CONVERSATION,
     TURN,
     conversation_revision,
     decide,
+    is_dataset_trace,
     is_evaluation_trace,
     rating_version,
     turn_revision,
 )
 from evals.worker import Evaluation
+from feedback.costs import Pricing
 from feedback.store import Store, StoreError
 from feedback.votes import SCORE_NAME
 
@@ -190,8 +195,10 @@ def backfill_jobs(ctx: Context, evaluator: Evaluator, since: float) -> tuple[lis
     jobs, tokens = [], 0
     if evaluator.target == CONVERSATION:
         sessions = ctx.store.rows(
+            # Dataset items' sessions are not conversations (python -m evals dataset run --evaluator).
             """SELECT session_id, COUNT(*) AS turns FROM traces WHERE start_time >= :t
-               AND session_id IS NOT NULL GROUP BY session_id""",
+               AND session_id IS NOT NULL AND (tags IS NULL OR tags NOT LIKE '%"dataset"%')
+               GROUP BY session_id""",
             {"t": since},
         )
         targets = [(s["session_id"], conversation_data(ctx.store, s["session_id"])) for s in sessions]
@@ -200,7 +207,9 @@ def backfill_jobs(ctx: Context, evaluator: Evaluator, since: float) -> tuple[lis
             "SELECT id, tags FROM traces WHERE start_time >= :t ORDER BY start_time", {"t": since}
         )
         targets = [
-            (r["id"], turn_data(ctx.store, r["id"])) for r in rows if not is_evaluation_trace(r["tags"])
+            (r["id"], turn_data(ctx.store, r["id"]))
+            for r in rows
+            if not is_evaluation_trace(r["tags"]) and not is_dataset_trace(r["tags"])
         ]
     for target_id, data in targets:
         if data is None or (evaluator.target == CONVERSATION and not data.turns):
@@ -305,6 +314,20 @@ def cmd_agreement(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _accuracy_line(summary: dict[str, Any]) -> str:
+    if summary["accuracy"] is None:
+        return (
+            f"{summary['items']} items run, none graded (no expected outputs; see the evaluators' scores), "
+            f"errors {summary['errors']}"
+        )
+    ungraded = summary["items"] - summary["graded"]
+    return (
+        f"{summary['correct']}/{summary['graded']} correct (accuracy {summary['accuracy']:.1%}, "
+        f"flexible {summary['flexible_accuracy']:.1%}, no number {summary['no_number']:.1%}, "
+        f"errors {summary['errors']}" + (f", {ungraded} not graded" if ungraded else "") + ")"
+    )
+
+
 def cmd_dataset_run(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     from dataclasses import replace
 
@@ -314,17 +337,31 @@ def cmd_dataset_run(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
 
     try:
         name, items = load_dataset(
-            args.dataset, input_field=args.input_field, expected_field=args.expected_field
+            args.dataset, input_field=args.input_field, expected_field=args.expected_field, store=ctx.store
         )
     except DatasetError as exc:
         print(str(exc), file=sys.stderr)
         return 2
     items = items[args.offset : args.offset + args.limit if args.limit else None]
-    # The dataset's traces are not judged by the online evaluators (they would spend judge calls).
+    chosen = [_evaluator(ctx.evaluators, n) for n in dict.fromkeys(args.evaluator or [])]
+    # The dataset's traces are not judged by the online evaluators (they would spend judge calls);
+    # the ones named with --evaluator score every item.
     runtime = create_runtime(replace(ctx.settings, evaluators_file=None))
     try:
+        evaluation = None
+        if chosen:
+            feedback = runtime.feedback
+            evaluation = Evaluation(
+                JobQueue(feedback.store),
+                chosen,
+                feedback.telemetry,
+                judge=lambda: Judge(judge_model(ctx.settings)),
+                notify_scores=feedback.outbox.notify if feedback.outbox is not None else (lambda: None),
+                judge_provider=ctx.settings.judge_provider or ctx.settings.model_provider,
+                pricing=Pricing.from_settings(ctx.settings),
+            )
         try:
-            run = DatasetRun(runtime, args.run_name, name)
+            run = DatasetRun(runtime, args.run_name, name, evaluation=evaluation)
         except ValueError as exc:
             print(str(exc), file=sys.stderr)
             return 2
@@ -350,17 +387,65 @@ def cmd_dataset_run(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
             runtime.feedback.outbox.flush(10)
     finally:
         runtime.feedback.close()
+    if ctx.settings.langfuse_enabled:
+        # After the runtime closed: the items' spans and scores have left the process first.
+        report = publish_run(ctx.settings, ctx.store, args.run_name)
+        print(report.message, file=sys.stderr)  # stderr: --json stays one object on stdout
+        summary["langfuse"] = report.as_dict()
     if args.json:
-        out.write(json.dumps(summary) + "\n")
+        out.write(json.dumps(summary, default=str) + "\n")
     else:
-        out.write(
-            f"{summary['run_name']} on {summary['dataset']}: {summary['correct']}/{summary['items']} correct "
-            f"(accuracy {summary['accuracy']:.1%}, flexible {summary['flexible_accuracy']:.1%}, "
-            f"no number {summary['no_number']:.1%}, errors {summary['errors']})\n"
+        out.write(f"{summary['run_name']} on {summary['dataset']}: " + _accuracy_line(summary) + "\n")
+        for score, mean in summary["scores"].items():
+            if score in summary["scored_items"]:
+                out.write(f"  {score}: mean {mean:.3f} over {summary['scored_items'][score]} items\n")
+    if args.fail_under is not None and summary["accuracy"] is None:
+        print(
+            "No item has an expected output, so there is no accuracy to hold to --fail-under.",
+            file=sys.stderr,
         )
+        return 1
     if args.fail_under is not None and summary["accuracy"] < args.fail_under:
         print(f"Accuracy {summary['accuracy']:.3f} is under --fail-under {args.fail_under}.", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_dataset_from_traces(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    from evals.from_traces import Selection, items_from, save_items, select_turns
+
+    if args.below is not None and args.evaluator is None:
+        print("--below needs --evaluator NAME (whose score must be below it).", file=sys.stderr)
+        return 2
+    selection = Selection(
+        feedback=args.feedback, evaluator=args.evaluator, below=args.below, since=args.since, limit=args.limit
+    )
+    items = items_from(ctx.store, select_turns(ctx.store, selection))
+    if not items:
+        out.write("No turn matches: nothing added.\n")
+        return 0
+    try:
+        added = save_items(ctx.store, args.name, items)
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    out.write(
+        f"{len(items)} turns match: {added} new items in dataset {args.name!r} "
+        f"({len(items) - added} already there).\n"
+    )
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            for item in items:
+                row = {"id": item.id, "input": item.input, "expected_output": item.expected, **item.metadata}
+                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        out.write(
+            f"Written to {args.output}: fill in expected_output where you know the right answer and run "
+            f"the file to grade them too.\n"
+        )
+    out.write(
+        f"Run the agent over them: python -m evals dataset run {args.name} --run-name NAME "
+        "--evaluator helpfulness (real turns have no expected answer: they are judged, not graded).\n"
+    )
     return 0
 
 
@@ -380,6 +465,13 @@ def cmd_dataset_list(ctx: Context, args: argparse.Namespace, out: TextIO) -> int
         )
     if not runs:
         out.write("No dataset runs yet: python -m evals dataset run gsm8k --run-name first --limit 20\n")
+    from evals.from_traces import stored_datasets
+
+    stored = stored_datasets(ctx.store)
+    if stored:
+        out.write("\nDatasets kept in the store (from-traces):\n")
+    for d in stored:
+        out.write(f"{d['dataset']:<24} items {int(d['items']):>5}  {_when(d['updated'])}\n")
     return 0
 
 
@@ -418,6 +510,15 @@ def cmd_compare(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
         return 1
     result = compare(ctx.store, args.run_a, args.run_b)
     out.write((json.dumps(result, indent=2) if args.json else describe(result)) + "\n")
+    if args.plot:
+        from evals.compare_plot import write_plot
+
+        try:
+            written = write_plot(result, args.plot)
+        except (OSError, ValueError) as exc:
+            print(f"Cannot write the chart to {args.plot}: {exc}", file=sys.stderr)
+            return 1
+        print(f"Chart written to {written}", file=sys.stderr)
     return 0
 
 
@@ -446,6 +547,7 @@ class Context:
             judge=lambda: Judge(judge_model(self.settings)),
             notify_scores=notify,
             judge_provider=self.settings.judge_provider or self.settings.model_provider,
+            pricing=Pricing.from_settings(self.settings),
         )
 
     def _backends(self) -> Any:
@@ -506,10 +608,32 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--concurrency", type=int, default=1, help="items at once (hosted models only)")
     d.add_argument("--input-field", default="input")
     d.add_argument("--expected-field", default="expected_output")
+    d.add_argument(
+        "--evaluator",
+        action="append",
+        metavar="NAME",
+        help="also score every item with this evaluator from the evaluators file (repeatable; "
+        "its filter and sampling are not applied)",
+    )
     d.add_argument("--fail-under", type=float, help="exit 1 when accuracy is below this (0..1)")
     d.add_argument("--json", action="store_true", help="one JSON object with the run's figures")
     d.set_defaults(fn=cmd_dataset_run)
-    d = dsub.add_parser("list", help="the runs")
+    d = dsub.add_parser(
+        "publish", help="send a run to Langfuse: dataset, items, the run on its traces, run scores"
+    )
+    d.add_argument("run")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(fn=cmd_dataset_publish)
+    d = dsub.add_parser("from-traces", help="keep real turns (e.g. the disliked ones) as dataset items")
+    d.add_argument("--name", required=True, help="the dataset (created, or added to)")
+    d.add_argument("--feedback", type=int, choices=(0, 1), help="0: turns users disliked; 1: liked")
+    d.add_argument("--evaluator", help="turns this evaluator scored below --below")
+    d.add_argument("--below", type=float, help="with --evaluator (default 0.5)")
+    d.add_argument("--since", type=_since, help="turns since this date, e.g. 2026-11-01")
+    d.add_argument("--limit", type=int, default=1000, help="at most this many turns (oldest first)")
+    d.add_argument("--output", help="also write the items to this .jsonl file (to add expected outputs)")
+    d.set_defaults(fn=cmd_dataset_from_traces)
+    d = dsub.add_parser("list", help="the runs, and the datasets kept in the store")
     d.set_defaults(fn=cmd_dataset_list)
     d = dsub.add_parser("show", help="one run, item by item")
     d.add_argument("run")
@@ -519,6 +643,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("run_a")
     s.add_argument("run_b")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--plot", metavar="FILE.png", help="also write a chart: accuracy with intervals, latency")
     s.set_defaults(fn=cmd_compare)
     s = sub.add_parser("agreement", help="the judge against user ratings")
     s.add_argument("--evaluator")

@@ -9,6 +9,7 @@ expected output holds a number, by normalised text otherwise.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import uuid
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 
@@ -24,6 +25,20 @@ from agent.session import close_session
 from agent.turn import stream_turn
 from evals.datasets import Item
 from evals.gsm8k import expected_number, grade
+from evals.jobs import NewJob
+from evals.scheduler import (
+    CONVERSATION,
+    DATASET_TAG,
+    TURN,
+    conversation_revision,
+    rating_version,
+    turn_revision,
+)
+
+if TYPE_CHECKING:
+    from evals.worker import Evaluation
+
+log = logging.getLogger(__name__)
 
 _IDS = uuid.UUID("2b0c52f4-9a8e-4a55-b1c6-7d2f0e4a9c13")
 SCORE_NAME = "dataset-correct"
@@ -41,6 +56,9 @@ class ItemResult:
     has_number: bool
     error: str | None
     latency_ms: float
+    # False when the item has no expected output (a real turn kept by from-traces): run and
+    # judged, but neither right nor wrong.
+    graded: bool = True
 
 
 def _words(value: str) -> str:
@@ -76,11 +94,21 @@ def score_id(run_name: str, item_id: str) -> str:
 class DatasetRun:
     """One named run of one dataset, against the store of `runtime`."""
 
-    def __init__(self, runtime: Any, run_name: str, dataset: str) -> None:
+    def __init__(
+        self,
+        runtime: Any,
+        run_name: str,
+        dataset: str,
+        *,
+        evaluation: Evaluation | None = None,
+    ) -> None:
         self.runtime = runtime
         self.store = runtime.feedback.store
         self.name = run_name
         self.dataset = dataset
+        # Online evaluators asked for by name (--evaluator) score every item's trace, whatever
+        # their filter and sampling say: naming them is the choice.
+        self.evaluation = evaluation
         now = time.time()
         with self.store.transaction() as db:
             existing = db.execute(
@@ -108,7 +136,7 @@ class DatasetRun:
         """The agent on one item, in a session of its own, graded and stored."""
         runtime = self.runtime
         session = runtime.new_session(f"dataset:{self.name}")
-        tags = ("dataset", f"run:{self.name}", f"item:{item.id}")
+        tags = (DATASET_TAG, f"run:{self.name}", f"item:{item.id}")
         metadata = {
             **runtime.metadata(),
             "dataset": self.dataset,
@@ -131,33 +159,84 @@ class DatasetRun:
             answer = str(final.history[-1].get("content") or "")
         error = final.error if final is not None else "the turn produced nothing"
         strict, flexible, has_number = grade_item(None if error else answer, item.expected)
+        graded = bool(item.expected.strip())
         result = ItemResult(
             item.id, item.input, item.expected, answer, final.trace_id if final else None,
-            strict and not error, flexible and not error, has_number, error, round(latency, 3),
+            strict and graded and not error, flexible and graded and not error, has_number, error,
+            round(latency, 3), graded,
         )  # fmt: skip
         self.record(result)
+        self.evaluate(result.trace_id)
         return result
+
+    def evaluate(self, trace_id: str | None) -> list[str]:
+        """Score one item's trace with the chosen evaluators; returns their errors (never raises).
+
+        An evaluator that already scored this trace at this version is not asked again, so a
+        resumed run completes what an interruption left without paying twice.
+        """
+        if self.evaluation is None or not trace_id:
+            return []
+        self.runtime.feedback.telemetry.flush_to_store()  # the judge reads the turn from the store
+        errors = []
+        trace = self.store.get_trace(trace_id) or {}
+        for evaluator in self.evaluation.evaluators:
+            if evaluator.target == CONVERSATION:
+                if not trace.get("session_id"):
+                    continue
+                target_kind, target_id, revision = CONVERSATION, trace["session_id"], conversation_revision(1)
+            else:
+                revision = turn_revision(evaluator, rating_version(self.store, trace_id))
+                target_kind, target_id = TURN, trace_id
+            job = NewJob(
+                evaluator.name, evaluator.version, evaluator.kind, target_kind, target_id, revision, "dataset"
+            )
+            done = self.evaluation.queue.get(job.id)
+            if done is not None and done.status == "completed":
+                continue
+            self.evaluation.queue.add([job])
+            started = time.perf_counter()
+            try:
+                outcome = self.evaluation.evaluate(self.evaluation.queue.get(job.id), save=True)
+            except Exception as exc:  # noqa: BLE001 - a failing judge is logged on the item, not fatal
+                message = f"{evaluator.name}: {exc}"
+                log.warning(
+                    "Dataset run %s: evaluator %s on %s failed: %s", self.name, evaluator.name, trace_id, exc
+                )
+                self.evaluation.queue.fail(
+                    job.id, None, str(exc), retry_at=None, latency_ms=(time.perf_counter() - started) * 1000
+                )
+                errors.append(message)
+                continue
+            self.evaluation.queue.finish(
+                job.id, None, **outcome.recorded((time.perf_counter() - started) * 1000)
+            )
+            if outcome.scores:
+                self.evaluation.notify_scores()
+        return errors
 
     def record(self, r: ItemResult) -> None:
         with self.store.transaction() as db:
             db.execute(
                 text(
                     """INSERT INTO dataset_results (run, item_id, input, expected, answer, trace_id, strict,
-                           flexible, has_number, error, latency_ms, created)
+                           flexible, has_number, error, latency_ms, created, graded)
                        VALUES (:run, :item, :input, :expected, :answer, :trace, :strict, :flexible, :num,
-                           :error, :latency, :now)
+                           :error, :latency, :now, :graded)
                        ON CONFLICT (run, item_id) DO UPDATE SET answer = excluded.answer,
                            trace_id = excluded.trace_id, strict = excluded.strict,
                            flexible = excluded.flexible, has_number = excluded.has_number,
-                           error = excluded.error, latency_ms = excluded.latency_ms, created = excluded.created"""
+                           error = excluded.error, latency_ms = excluded.latency_ms, created = excluded.created,
+                           graded = excluded.graded"""
                 ),
                 {
                     "run": self.name, "item": r.item_id, "input": r.input, "expected": r.expected,
                     "answer": r.answer, "trace": r.trace_id, "strict": int(r.strict), "flexible": int(r.flexible),
                     "num": int(r.has_number), "error": r.error, "latency": r.latency_ms, "now": time.time(),
+                    "graded": int(r.graded),
                 },
             )  # fmt: skip
-        if r.trace_id:
+        if r.trace_id and r.graded:
             # On the item's trace, with a stable id: re-running the item overwrites it.
             self.store.upsert_score(
                 score_id=score_id(self.name, r.item_id),
@@ -179,8 +258,17 @@ class DatasetRun:
         on_result: Callable[[ItemResult], None] | None = None,
     ) -> None:
         """Run the items this run does not have yet; the local model runs one at a time."""
+        items = list(items)
         done = self.done_ids()
         todo = [item for item in items if item.id not in done]
+        if self.evaluation is not None:
+            # Items finished before an interruption may still lack their evaluators' scores.
+            wanted = {item.id for item in items} & done
+            for row in self.store.rows(
+                "SELECT item_id, trace_id FROM dataset_results WHERE run = :r", {"r": self.name}
+            ):
+                if row["item_id"] in wanted:
+                    self.evaluate(row["trace_id"])
         if self.runtime.choice.provider == "local":
             concurrency = 1  # one llama.cpp context: parallel items would only queue
         if concurrency <= 1:
@@ -201,15 +289,34 @@ class DatasetRun:
             wanted = set(item_ids)
             rows = [r for r in rows if r["item_id"] in wanted]
         n = len(rows)
-        correct = sum(r["strict"] for r in rows)
+        # Accuracy is over the graded items: an item with no expected output is not wrong.
+        graded = [r for r in rows if r["graded"]]
+        g = len(graded)
+        correct = sum(r["strict"] for r in graded)
+        accuracy = correct / g if g else None
+        traces = {r["trace_id"] for r in rows if r["trace_id"]}
+        judged: dict[str, list[float]] = {}
+        for score in self.store.rows(
+            """SELECT s.trace_id, s.name, s.value FROM dataset_results r JOIN scores s ON s.trace_id = r.trace_id
+               WHERE r.run = :r AND s.deleted = 0 AND s.source = 'EVAL' AND s.value IS NOT NULL
+                 AND s.name <> :own""",
+            {"r": self.name, "own": SCORE_NAME},
+        ):
+            if score["trace_id"] in traces:
+                judged.setdefault(score["name"], []).append(float(score["value"]))
         return {
             "run_name": self.name,
             "dataset": self.dataset,
             "items": n,
+            "graded": g,
             "correct": correct,
-            "accuracy": correct / n if n else 0.0,
-            "flexible_accuracy": sum(r["flexible"] for r in rows) / n if n else 0.0,
-            "no_number": sum(1 for r in rows if not r["has_number"]) / n if n else 0.0,
+            "accuracy": accuracy,
+            "flexible_accuracy": sum(r["flexible"] for r in graded) / g if g else None,
+            "no_number": sum(1 for r in graded if not r["has_number"]) / g if g else None,
             "errors": sum(1 for r in rows if r["error"]),
-            "scores": {SCORE_NAME: correct / n if n else 0.0},
+            "scores": {
+                **({SCORE_NAME: accuracy} if g else {}),
+                **{name: sum(values) / len(values) for name, values in sorted(judged.items())},
+            },
+            "scored_items": {name: len(values) for name, values in sorted(judged.items())},
         }

@@ -12,7 +12,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from feedback.store import Store
 
 GSM8K = "gsm8k"
 GSM8K_FILE = Path(__file__).resolve().parent / "data" / "gsm8k" / "test.jsonl"
@@ -31,9 +34,14 @@ class Item:
 
 
 def load_dataset(
-    spec: str, *, input_field: str = "input", expected_field: str = "expected_output"
+    spec: str,
+    *,
+    input_field: str = "input",
+    expected_field: str = "expected_output",
+    store: Store | None = None,
 ) -> tuple[str, list[Item]]:
-    """(dataset name, items) for "gsm8k" or a path to a .jsonl / .csv file."""
+    """(dataset name, items) for "gsm8k", a path to a .jsonl / .csv file, or a dataset kept in
+    the store (python -m evals dataset from-traces)."""
     if spec == GSM8K:
         rows = _jsonl(GSM8K_FILE)
         return GSM8K, [
@@ -41,7 +49,15 @@ def load_dataset(
         ]
     path = Path(spec)
     if not path.is_file():
-        raise DatasetError(f"No dataset {spec!r}: give gsm8k or the path of a .jsonl or .csv file.")
+        if store is not None:
+            from evals.from_traces import stored_items
+
+            if stored := stored_items(store, spec):
+                return spec, stored
+        raise DatasetError(
+            f"No dataset {spec!r}: give gsm8k, the path of a .jsonl or .csv file, or the name of a "
+            "dataset made by from-traces (python -m evals dataset list)."
+        )
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))

@@ -302,15 +302,18 @@ class JobQueue:
                 {**fields, "now": time.time(), "id": job_id, "owner": owner},
             )
 
-    def fail(self, job_id: str, owner: str, error: str, *, retry_at: float | None, **result: Any) -> None:
-        """An error: delayed until `retry_at`, or final when there is nothing to retry."""
+    def fail(
+        self, job_id: str, owner: str | None, error: str, *, retry_at: float | None, **result: Any
+    ) -> None:
+        """An error: delayed until `retry_at`, or final when there is nothing to retry (owner None:
+        a run by hand or by a dataset run)."""
         with self.store.transaction() as db:
             db.execute(
                 text(
                     """UPDATE eval_jobs SET status = :status, error = :error, next_attempt_at = :at,
                            finished = :finished, lease_owner = NULL, lease_until = 0,
                            latency_ms = :latency_ms, eval_trace_id = :eval_trace_id
-                       WHERE id = :id AND lease_owner = :owner"""
+                       WHERE id = :id AND (lease_owner = :owner OR :owner IS NULL)"""
                 ),
                 {
                     "status": DELAYED if retry_at is not None else ERROR,

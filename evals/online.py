@@ -18,6 +18,7 @@ from evals.jobs import JobQueue
 from evals.judge import Judge, judge_model
 from evals.worker import Evaluation
 from feedback.backends import FeedbackBackends
+from feedback.costs import Pricing
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def build_evaluation(
         judge_provider="custom"
         if judge is not None
         else (settings.judge_provider or settings.model_provider),
+        pricing=Pricing.from_settings(settings),
     )
 
 

@@ -25,6 +25,7 @@ from feedback.votes import SCORE_NAME
 log = logging.getLogger(__name__)
 
 TURN = "turn"
+DATASET_TAG = "dataset"
 CONVERSATION = "conversation"
 
 
@@ -60,13 +61,23 @@ def decide(
     )
 
 
-def is_evaluation_trace(tags: Any) -> bool:
+def _has_tag(tags: Any, tag: str) -> bool:
     if isinstance(tags, str):
         try:
             tags = json.loads(tags)
         except ValueError:
             return False
-    return isinstance(tags, list) and EVALUATION_TAG in tags
+    return isinstance(tags, list) and tag in tags
+
+
+def is_evaluation_trace(tags: Any) -> bool:
+    return _has_tag(tags, EVALUATION_TAG)
+
+
+def is_dataset_trace(tags: Any) -> bool:
+    """An offline dataset item's trace: scored by the evaluators its run names (--evaluator), never
+    by the app's online evaluators (a run of 1,000 items would spend 1,000 judge calls unasked)."""
+    return _has_tag(tags, DATASET_TAG)
 
 
 class Scheduler:
@@ -96,7 +107,7 @@ class Scheduler:
         return created
 
     def _trace(self, trace: dict[str, Any]) -> int:
-        if is_evaluation_trace(trace.get("tags")):
+        if is_evaluation_trace(trace.get("tags")) or is_dataset_trace(trace.get("tags")):
             return self.queue.trace_seen(trace["id"], [], None)  # never judged, never a turn
         jobs = []
         if self.turn_evaluators:

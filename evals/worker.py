@@ -27,7 +27,7 @@ from evals.context import conversation_data, prompt_variables, render_prompt, tu
 from evals.jobs import Job, JobQueue, eval_score_id
 from evals.judge import Judge, JudgeError
 from evals.scheduler import CONVERSATION, Scheduler
-from feedback.costs import call_cost
+from feedback.costs import Pricing
 from feedback.tracing import Telemetry
 
 log = logging.getLogger(__name__)
@@ -123,6 +123,7 @@ class Evaluation:
         max_calls_per_hour: int = 600,
         busy: Callable[[], bool] = lambda: False,
         judge_provider: str = "custom",
+        pricing: Pricing | None = None,
         poll_s: float = 2.0,
         lease_s: float = 600.0,
     ) -> None:
@@ -139,6 +140,7 @@ class Evaluation:
         self.max_calls_per_hour = max_calls_per_hour
         self.busy = busy
         self.judge_provider = judge_provider
+        self.pricing = pricing or Pricing()
         self.poll_s = poll_s
         self.settle_s = min(0.3, poll_s)
         self.lease_s = lease_s
@@ -286,8 +288,11 @@ class Evaluation:
                 outcome.reasoning = verdict.reasoning
                 outcome.prompt_tokens = verdict.prompt_tokens
                 outcome.completion_tokens = verdict.completion_tokens
-                outcome.cost = call_cost(
-                    self.judge_provider, judge.model_id, verdict.prompt_tokens, verdict.completion_tokens
+                outcome.cost = self.pricing.cost(
+                    judge.model_id,
+                    verdict.prompt_tokens,
+                    verdict.completion_tokens,
+                    provider=self.judge_provider,
                 )
                 if isinstance(verdict.value, str):
                     values = [(evaluator.name, None, verdict.value)]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.settings import Settings
+from feedback.costs import Pricing
 from feedback.langfuse_sink import LangfuseSink
 from feedback.outbox import Outbox
 from feedback.retention import DEFAULT_INTERVAL_S, RetentionLoop
@@ -58,6 +59,7 @@ class FeedbackBackends:
                 trace_name=settings.trace_name,
                 tags=settings.app_tags,
                 export_delay_ms=export_delay_ms,
+                pricing=Pricing.from_settings(settings),
             )
             assert telemetry.langfuse is not None
             sink = LangfuseSink(telemetry.langfuse, timeout_s=settings.langfuse_timeout_s)
@@ -71,7 +73,11 @@ class FeedbackBackends:
             votes = VoteRecorder(store, notify=outbox.notify, flush_spans=telemetry.flush_to_store)
             return cls(store, telemetry, votes, sink, outbox, retention)
         telemetry = Telemetry(
-            store, trace_name=settings.trace_name, tags=settings.app_tags, export_delay_ms=export_delay_ms
+            store,
+            trace_name=settings.trace_name,
+            tags=settings.app_tags,
+            export_delay_ms=export_delay_ms,
+            pricing=Pricing.from_settings(settings),
         )
         votes = VoteRecorder(store, flush_spans=telemetry.flush_to_store)
         return cls(store, telemetry, votes, retention=retention)

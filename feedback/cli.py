@@ -48,6 +48,8 @@ EXPORT_FIELDS = [
     "output",
     "model",
     "status",
+    "total_tokens",
+    "cost_usd",
 ]
 
 
@@ -79,7 +81,19 @@ def _row(score: ScoreRow, trace: dict[str, Any]) -> dict[str, Any]:
         "output": trace.get("output"),
         "model": trace.get("model"),
         "status": trace.get("status"),
+        "total_tokens": trace.get("total_tokens"),
+        # None: the trace's price is unknown (never written as 0).
+        "cost_usd": trace.get("cost"),
     }
+
+
+def format_cost(cost: float | None) -> str:
+    """Dollars as people read them; an unknown price says so (never $0)."""
+    if cost is None:
+        return "cost ?"
+    if cost == 0:
+        return "$0"
+    return f"${cost:.4f}" if cost >= 0.0001 else f"${cost:.2e}"
 
 
 def _short(text: Any, width: int) -> str:
@@ -114,7 +128,7 @@ def cmd_traces(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     for t in rows:
         out.write(
             f"{t['id']}  {t['status']:<5}  {t['latency_ms'] or 0:>9.1f} ms  {t['total_tokens']:>6} tok  "
-            f"user {t['user_id']}  Q: {_short(t['input'], 40)}\n"
+            f"{format_cost(t.get('cost')):>10}  user {t['user_id']}  Q: {_short(t['input'], 40)}\n"
         )
     return 0
 

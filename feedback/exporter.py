@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
 
+from feedback.span_shaping import span_cost
 from feedback.store import SpanRecord, Store, TraceRecord
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ def span_record(span: ReadableSpan) -> SpanRecord:
         prompt_tokens=_int_or_none(attrs.get("llm.token_count.prompt")),
         completion_tokens=_int_or_none(attrs.get("llm.token_count.completion")),
         total_tokens=_int_or_none(attrs.get("llm.token_count.total")),
+        cost=span_cost(attrs),
     )
 
 

@@ -223,6 +223,41 @@ def m007_datasets(db: Connection) -> None:
     )
 
 
+def m008_costs(db: Connection) -> None:
+    # Dollars per LLM call and per trace. NULL is unknown (a model without a known price), never
+    # zero; a trace's cost is unknown when any of its calls' is. Traces stored before this have
+    # no cost: unknown.
+    _run(
+        db,
+        """
+        ALTER TABLE spans ADD COLUMN cost REAL;
+        ALTER TABLE traces ADD COLUMN cost REAL
+        """,
+    )
+
+
+def m009_dataset_items(db: Connection) -> None:
+    # Datasets kept in the store (python -m evals dataset from-traces: real turns users disliked
+    # or judges scored low). An item with no expected output is run and judged but not graded:
+    # `graded` = 0 keeps it out of the accuracy instead of counting it wrong.
+    _run(
+        db,
+        """
+        CREATE TABLE dataset_items (
+            dataset TEXT NOT NULL,
+            item_id TEXT NOT NULL,
+            input TEXT NOT NULL,
+            expected TEXT,
+            metadata TEXT,
+            source_trace TEXT,
+            created REAL NOT NULL,
+            PRIMARY KEY (dataset, item_id)
+        );
+        ALTER TABLE dataset_results ADD COLUMN graded INTEGER NOT NULL DEFAULT 1
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_traces_and_spans", m001_traces_and_spans),
     ("002_scores", m002_scores),
@@ -231,6 +266,8 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("005_evaluation", m005_evaluation),
     ("006_eval_cost", m006_eval_cost),
     ("007_datasets", m007_datasets),
+    ("008_costs", m008_costs),
+    ("009_dataset_items", m009_dataset_items),
 ]
 
 

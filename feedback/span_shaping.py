@@ -11,28 +11,60 @@ each finished span first:
   recorded at all (`TraceConfig(hide_input_messages=True)`): the same messages are in
   `input.value`. That keeps LLM spans far below the attribute limit, which is raised on
   purpose anyway, so no attribute is ever dropped by chance.
+- each LLM call gets its cost (`langfuse.observation.cost_details`, which Langfuse shows as
+  the observation's cost and the store reads back), and the trace's root its total as trace
+  metadata (`cost_usd`: dollars, or "unknown" when any call's price is unknown).
 """
 
 from __future__ import annotations
 
+import json
+import threading
+from collections import OrderedDict
+
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SynchronousMultiSpanProcessor
 
 from agent.turn import FINAL_OUTPUT_ATTRIBUTE
+from feedback.costs import Pricing
 
 OUTPUT_VALUE = "output.value"
 OUTPUT_MIME_TYPE = "output.mime_type"
+COST_DETAILS = "langfuse.observation.cost_details"
+TRACE_COST = "langfuse.trace.metadata.cost_usd"
+UNKNOWN = "unknown"
 # OpenTelemetry's default is 128 and drops the oldest attributes silently past it.
 SPAN_LIMITS = SpanLimits(max_span_attributes=1024, max_event_attributes=256, max_link_attributes=128)
+# Traces whose root has not ended yet, with their running cost (bounded: a root always ends,
+# but a leak must not grow without limit).
+_OPEN_TRACES = 10_000
 
 
-def shape(span: ReadableSpan) -> ReadableSpan:
+def span_cost(attributes: dict[str, object]) -> float | None:
+    """The cost the shaper put on an LLM span, or None (unknown, or not an LLM span)."""
+    raw = attributes.get(COST_DETAILS)
+    if not isinstance(raw, str):
+        return None
+    try:
+        total = json.loads(raw).get("total")
+    except (ValueError, AttributeError):
+        return None
+    return float(total) if isinstance(total, (int, float)) else None
+
+
+def _int(value: object) -> int | None:
+    return int(value) if isinstance(value, (int, float)) else None
+
+
+def shape(span: ReadableSpan, extra: dict[str, object] | None = None) -> ReadableSpan:
     """The span as it is exported; the same object when nothing needs to change."""
     attributes = span.attributes or {}
-    if FINAL_OUTPUT_ATTRIBUTE not in attributes:
+    if FINAL_OUTPUT_ATTRIBUTE not in attributes and not extra:
         return span
     shaped = {k: v for k, v in attributes.items() if k != FINAL_OUTPUT_ATTRIBUTE}
-    shaped[OUTPUT_VALUE] = attributes[FINAL_OUTPUT_ATTRIBUTE]
-    shaped[OUTPUT_MIME_TYPE] = "text/plain"
+    if FINAL_OUTPUT_ATTRIBUTE in attributes:
+        shaped[OUTPUT_VALUE] = attributes[FINAL_OUTPUT_ATTRIBUTE]
+        shaped[OUTPUT_MIME_TYPE] = "text/plain"
+    shaped.update(extra or {})
     return ReadableSpan(
         name=span.name,
         context=span.context,
@@ -52,5 +84,38 @@ def shape(span: ReadableSpan) -> ReadableSpan:
 class ShapingSpanProcessor(SynchronousMultiSpanProcessor):
     """The provider's processor list; every processor added to it sees shaped spans only."""
 
+    def __init__(self, pricing: Pricing | None = None) -> None:
+        super().__init__()
+        self.pricing = pricing or Pricing()
+        self._costs: OrderedDict[int, list[float | bool]] = OrderedDict()
+        self._lock = threading.Lock()
+
     def on_end(self, span: ReadableSpan) -> None:
-        super().on_end(shape(span))
+        super().on_end(shape(span, self._cost_attributes(span)))
+
+    def _cost_attributes(self, span: ReadableSpan) -> dict[str, object]:
+        attributes = span.attributes or {}
+        trace_id = span.context.trace_id if span.context is not None else 0
+        extra: dict[str, object] = {}
+        if attributes.get("openinference.span.kind") == "LLM":
+            cost = self.pricing.cost(
+                str(attributes.get("llm.model_name") or ""),
+                _int(attributes.get("llm.token_count.prompt")),
+                _int(attributes.get("llm.token_count.completion")),
+            )
+            if cost is not None:
+                extra[COST_DETAILS] = json.dumps({"total": cost})
+            with self._lock:
+                total = self._costs.setdefault(trace_id, [0.0, False])
+                self._costs.move_to_end(trace_id)
+                if cost is None:
+                    total[1] = True
+                else:
+                    total[0] = float(total[0]) + cost
+                while len(self._costs) > _OPEN_TRACES:
+                    self._costs.popitem(last=False)
+        if span.parent is None:
+            with self._lock:
+                cost_sum, unknown = self._costs.pop(trace_id, (0.0, False))
+            extra[TRACE_COST] = UNKNOWN if unknown else json.dumps(round(float(cost_sum), 10))
+        return extra

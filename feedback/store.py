@@ -100,6 +100,8 @@ class SpanRecord:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+    # Dollars, for an LLM call whose price is known (None: unknown, or not an LLM call).
+    cost: float | None = None
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,7 @@ class Store:
                             "prompt_tokens": s.prompt_tokens,
                             "completion_tokens": s.completion_tokens,
                             "total_tokens": s.total_tokens,
+                            "cost": s.cost,
                             "attributes": json.dumps(s.attributes, default=str),
                         }
                         for s in spans
@@ -255,13 +258,15 @@ class Store:
                         "metadata": json.dumps(t.metadata, default=str),
                     },
                 )
-            # Token totals of a trace: the sum over its LLM spans, whichever batch they came in.
+            # Token totals and cost of a trace: sums over its LLM spans, whichever batch they came
+            # in; the cost is unknown (NULL) when any call's price is, never a partial sum.
             if touched:
                 db.execute(
                     _q(
-                        """UPDATE traces SET (prompt_tokens, completion_tokens, total_tokens) = (
+                        """UPDATE traces SET (prompt_tokens, completion_tokens, total_tokens, cost) = (
                            SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0),
-                                  COALESCE(SUM(total_tokens), 0)
+                                  COALESCE(SUM(total_tokens), 0),
+                                  CASE WHEN COUNT(*) = COUNT(cost) THEN COALESCE(SUM(cost), 0) END
                            FROM spans WHERE spans.trace_id = traces.id AND kind = 'LLM')
                        WHERE id = :id"""
                     ),
@@ -622,7 +627,7 @@ STORE_TABLES = (
 
 _SPAN_COLUMNS = (
     "trace_id, span_id, parent_id, name, kind, start_time, end_time, status, status_message, "
-    "prompt_tokens, completion_tokens, total_tokens, attributes"
+    "prompt_tokens, completion_tokens, total_tokens, cost, attributes"
 )
 _TRACE_COLUMNS = (
     "id, name, input, output, user_id, session_id, status, status_message, start_time, end_time, "

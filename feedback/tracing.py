@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
+from feedback.costs import Pricing
 from feedback.exporter import APP_TRACER_NAME, StoreSpanExporter
 from feedback.span_shaping import SPAN_LIMITS, ShapingSpanProcessor
 from feedback.store import Store
@@ -106,11 +107,14 @@ class Telemetry:
         tags: tuple[str, ...] = (),
         langfuse: Langfuse | None = None,
         export_delay_ms: int = 200,
+        pricing: Pricing | None = None,
     ) -> None:
         self.trace_name = trace_name
         self.tags = list(tags)
-        # Every exporter added to this provider (ours, Langfuse's) sees shaped spans.
-        self.provider = TracerProvider(active_span_processor=ShapingSpanProcessor(), span_limits=SPAN_LIMITS)
+        # Every exporter added to this provider (ours, Langfuse's) sees shaped spans, with costs.
+        self.provider = TracerProvider(
+            active_span_processor=ShapingSpanProcessor(pricing), span_limits=SPAN_LIMITS
+        )
         self.store_processor = BatchSpanProcessor(
             StoreSpanExporter(store), schedule_delay_millis=export_delay_ms
         )

@@ -154,6 +154,7 @@ class RecordedSpan:
     name: str
     attributes: dict[str, Any]
     status_code: int
+    start_time_unix_nano: int = 0
 
 
 @dataclass
@@ -168,6 +169,20 @@ class FakeLangfuseState:
     deletes: list[str] = field(default_factory=list)
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)
     auth_calls: int = 0
+    # Datasets: POST /api/public/v2/datasets upserts by name (the same id every time).
+    dataset_posts: list[dict[str, Any]] = field(default_factory=list)
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Dataset items: POST /api/public/dataset-items upserts by id; an item sent without an id
+    # gets a new one, so a second item with the same input in one dataset is a duplicate there.
+    dataset_item_posts: list[dict[str, Any]] = field(default_factory=list)
+    dataset_items: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dataset_item_duplicates: list[dict[str, Any]] = field(default_factory=list)
+    # Experiment (dataset run) items: Langfuse v5 derives them from observations that carry
+    # langfuse.experiment.* attributes and are their item's root observation. A span sent again
+    # replaces the stored one only with the same trace id, span id and start time (its events
+    # table's sorting key); anything else for the same experiment and item is a second run item.
+    experiment_items: dict[tuple[str, str, int], RecordedSpan] = field(default_factory=dict)
+    experiment_item_duplicates: list[RecordedSpan] = field(default_factory=list)
     mode: str = "ok"  # ok | error500 | hang | reject | unauthorized
     hang_s: float = 10.0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -266,10 +281,13 @@ class _Handler(_JSONHandler):
                                 name=span.name,
                                 attributes={a.key: _any_value(a.value) for a in span.attributes},
                                 status_code=span.status.code,
+                                start_time_unix_nano=span.start_time_unix_nano,
                             )
                         )
             with self.state.lock:
                 self.state.spans.extend(spans)
+                for span in spans:
+                    self._record_experiment_item(span)
             self._send(200, ExportTraceServiceResponse().SerializeToString(), "application/x-protobuf")
             return
         if self.path.rstrip("/") == "/api/public/scores":
@@ -300,7 +318,102 @@ class _Handler(_JSONHandler):
                     self.state.scores[item["id"]] = item
             self._send(202, {"message": "Accepted"})
             return
+        if self.path.rstrip("/") == "/api/public/v2/datasets":
+            if not self._refused_by_mode():
+                self._upsert_dataset(json.loads(body))
+            return
+        if self.path.rstrip("/") == "/api/public/dataset-items":
+            if not self._refused_by_mode():
+                self._upsert_dataset_item(json.loads(body))
+            return
         self._send(404, {"message": "not found"})
+
+    def _refused_by_mode(self) -> bool:
+        """Answer a dataset call as the current mode says; True when it was refused."""
+        mode = self.state.mode
+        if mode == "hang":
+            time.sleep(self.state.hang_s)
+            self._send(504, {"message": "timeout"})
+        elif mode == "error500":
+            self._send(500, {"message": "internal error"})
+        elif mode == "unauthorized":
+            self._send(401, {"message": "Invalid credentials"})
+        elif mode == "reject":
+            self._send(400, {"message": "Invalid request data"})
+        else:
+            return False
+        return True
+
+    def _upsert_dataset(self, body: dict[str, Any]) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        with self.state.lock:
+            self.state.dataset_posts.append(body)
+            old = self.state.datasets.get(body["name"])
+            dataset = {
+                "id": old["id"] if old else f"ds-{len(self.state.datasets) + 1}",
+                "name": body["name"],
+                "description": body.get("description"),
+                "metadata": body.get("metadata"),
+                "projectId": "p1",
+                "createdAt": old["createdAt"] if old else now,
+                "updatedAt": now,
+            }
+            self.state.datasets[body["name"]] = dataset
+        self._send(200, dataset)
+
+    def _upsert_dataset_item(self, body: dict[str, Any]) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        with self.state.lock:
+            self.state.dataset_item_posts.append(body)
+            dataset = self.state.datasets.get(body.get("datasetName", ""))
+            if dataset is None:
+                self._send(404, {"message": f"Dataset {body.get('datasetName')} not found"})
+                return
+            item_id = body.get("id") or f"item-{len(self.state.dataset_item_posts)}"
+            old = self.state.dataset_items.get(item_id)
+            if old is not None and old["datasetId"] != dataset["id"]:
+                self._send(409, {"message": f"Dataset item {item_id} belongs to another dataset"})
+                return
+            if old is None and any(
+                other["datasetId"] == dataset["id"] and other["input"] == body.get("input")
+                for other in self.state.dataset_items.values()
+            ):
+                self.state.dataset_item_duplicates.append(body)
+            item = {
+                "id": item_id,
+                "status": body.get("status") or "ACTIVE",
+                "input": body.get("input"),
+                "expectedOutput": body.get("expectedOutput"),
+                "metadata": body.get("metadata"),
+                "sourceTraceId": body.get("sourceTraceId"),
+                "sourceObservationId": body.get("sourceObservationId"),
+                "datasetId": dataset["id"],
+                "datasetName": dataset["name"],
+                "createdAt": old["createdAt"] if old else now,
+                "updatedAt": now,
+                "mediaReferences": [],
+            }
+            self.state.dataset_items[item_id] = item
+        self._send(200, item)
+
+    def _record_experiment_item(self, span: RecordedSpan) -> None:
+        experiment = span.attributes.get("langfuse.experiment.id")
+        item = span.attributes.get("langfuse.experiment.item.id")
+        if (
+            not experiment
+            or not item
+            or span.attributes.get("langfuse.experiment.item.root_observation_id") != span.span_id
+        ):
+            return
+        key = (span.trace_id, span.span_id, span.start_time_unix_nano)
+        for other_key, other in self.state.experiment_items.items():
+            if other_key != key and (
+                other.attributes.get("langfuse.experiment.id"),
+                other.attributes.get("langfuse.experiment.item.id"),
+            ) == (experiment, item):
+                self.state.experiment_item_duplicates.append(span)
+                return
+        self.state.experiment_items[key] = span
 
     def do_DELETE(self) -> None:
         match = re.fullmatch(r"/api/public/scores/([^/?]+)", self.path)

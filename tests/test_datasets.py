@@ -6,6 +6,8 @@ import csv
 import io
 import json
 
+import pytest
+
 from evals.cli import main as evals_cli
 from evals.dataset_run import SCORE_NAME, DatasetRun, score_id
 from evals.datasets import load_dataset
@@ -153,3 +155,76 @@ def test_compare_two_runs_gives_the_flips_and_an_exact_mcnemar(
     assert evals_cli(["compare", "A", "B"], out) == 0
     assert "4 improved, 2 regressed" in out.getvalue() and "not distinguishable from chance" in out.getvalue()
     assert evals_cli(["compare", "A", "nope"], io.StringIO()) == 1
+    chart = tmp_path / "compare.png"
+    assert evals_cli(["compare", "A", "B", "--plot", str(chart)], io.StringIO()) == 0
+    png = chart.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(png[16:20], "big") == 1200  # 10 in at 120 dpi
+    assert evals_cli(["compare", "A", "B", "--plot", str(tmp_path / "no-dir" / "x.png")], io.StringIO()) == 1
+
+
+def test_named_evaluators_score_every_item_once_even_across_a_resume(make_settings, make_runtime):
+    from evals.config import load_evaluators
+    from evals.jobs import JobQueue
+    from evals.judge import Judge
+    from evals.worker import Evaluation
+    from tests.fakes import JudgeModel
+
+    def verdict(prompt: str) -> dict | BaseException:
+        if GSM8K_ITEMS[3].input[:40] in prompt:
+            return RuntimeError("the judge is down for this one")
+        if "disliked" in prompt:
+            return {"reasoning": "checked", "score": "wrong-answer"}
+        # The judge sees the item: full marks when the answer is right, none otherwise.
+        right = any(str(n) in prompt for n in (ANSWERS[GSM8K_ITEMS[i].input] for i in (0, 2, 4)))
+        return {"reasoning": "checked", "score": 1.0 if right else 0.0}
+
+    judge = JudgeModel(verdict)
+    # "dislike-reason" has a feedback filter that no dataset item meets: naming it still runs it.
+    evaluators = [
+        e
+        for e in load_evaluators("evaluators.toml")
+        if e.name in ("helpfulness", "answer-not-empty", "dislike-reason")
+    ]
+    assert len(evaluators) == 3
+    runtime = make_runtime(make_settings(), model=ScriptedModel(right_on_even_items))
+    store = runtime.feedback.store
+
+    def evaluation() -> Evaluation:
+        return Evaluation(
+            JobQueue(store), evaluators, runtime.feedback.telemetry, judge=Judge(judge, structured=False)
+        )
+
+    first = DatasetRun(runtime, "judged", "gsm8k", evaluation=evaluation())
+    first.run(GSM8K_ITEMS[:2])
+    judged_before = len(judge.prompts)
+    assert judged_before == 4  # two LLM evaluators on two items
+    again = DatasetRun(runtime, "judged", "gsm8k", evaluation=evaluation())
+    again.run(GSM8K_ITEMS)
+    # Only the three new items were judged; the done ones were not asked again.
+    assert len(judge.prompts) == judged_before + 6
+    summary = again.summary()
+    # Items 0, 2, 4 right (1.0); item 1 wrong (0.0); item 3's judge failed: no score, kept as an error.
+    assert summary["scores"]["helpfulness"] == pytest.approx(3 / 4)
+    assert summary["scored_items"]["helpfulness"] == 4
+    assert summary["scores"]["answer-not-empty"] == 1.0 and summary["scored_items"]["answer-not-empty"] == 5
+    assert summary["accuracy"] == 0.6  # the judges do not change the grading
+    errors = store.rows("SELECT target_id, error FROM eval_jobs WHERE status = 'error'")
+    trace_3 = store.row(
+        "SELECT trace_id FROM dataset_results WHERE run = 'judged' AND item_id = :i", {"i": GSM8K_ITEMS[3].id}
+    )["trace_id"]
+    assert {e["target_id"] for e in errors} == {trace_3} and all(
+        "judge is down" in e["error"] for e in errors
+    )
+
+
+def test_dataset_traces_are_not_judged_by_the_online_evaluators(make_settings, make_runtime, tmp_path):
+    from evals.config import load_evaluators
+    from evals.jobs import JobQueue
+    from evals.scheduler import Scheduler
+
+    runtime = make_runtime(make_settings(), model=ScriptedModel(right_on_even_items))
+    DatasetRun(runtime, "quiet", "gsm8k").run(GSM8K_ITEMS[:2])
+    runtime.feedback.telemetry.flush()
+    queue = JobQueue(runtime.feedback.store)
+    assert Scheduler(queue, load_evaluators("evaluators.toml")).run_once() == 0
+    assert runtime.feedback.store.rows("SELECT id FROM eval_jobs") == []

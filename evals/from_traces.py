@@ -1,0 +1,156 @@
+"""Datasets grown from real conversations: the turns users disliked, or that a judge scored low.
+
+`python -m evals dataset from-traces --name NAME --feedback 0` keeps those turns' questions as
+dataset items in the store, so a regression set grows from the ratings the app collects; the
+next model or prompt is run over them (`dataset run NAME --evaluator ...`). Real turns have no
+known right answer: their items are run and judged but not graded, unless an expected output is
+filled in (`--output FILE.jsonl` writes them out for that; run the file afterwards).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, text
+
+from evals.datasets import GSM8K, Item
+from evals.scheduler import is_dataset_trace, is_evaluation_trace
+from feedback.store import Store
+from feedback.votes import SCORE_NAME
+
+# Questions and answers kept per item (a pasted document must not become a 1 MB dataset item).
+MAX_CHARS = 20_000
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which turns become items; every condition given must hold."""
+
+    feedback: int | None = None  # 0: disliked, 1: liked
+    evaluator: str | None = None
+    below: float | None = None  # with evaluator: its score below this
+    since: float | None = None  # epoch seconds
+    limit: int = 1000
+
+
+def item_id(trace_id: str) -> str:
+    """Stable per source turn: selecting it again updates the same item."""
+    return f"trace-{trace_id}"
+
+
+def select_turns(store: Store, selection: Selection) -> list[dict[str, Any]]:
+    """The chat turns that match, oldest first, with their rating and the evaluator's score."""
+    where = ["t.input IS NOT NULL", "t.start_time >= :since"]
+    params: dict[str, Any] = {"since": selection.since or 0.0, "fb_name": SCORE_NAME, "n": selection.limit}
+    if selection.feedback is not None:
+        where.append(
+            """EXISTS (SELECT 1 FROM scores f WHERE f.trace_id = t.id AND f.name = :fb_name
+                       AND f.deleted = 0 AND f.value = :fb)"""
+        )
+        params["fb"] = float(selection.feedback)
+    if selection.evaluator is not None:
+        where.append(
+            """EXISTS (SELECT 1 FROM scores e WHERE e.trace_id = t.id AND e.name = :ev AND e.deleted = 0
+                       AND e.source = 'EVAL' AND e.value IS NOT NULL AND e.value < :below)"""
+        )
+        params["ev"] = selection.evaluator
+        params["below"] = 0.5 if selection.below is None else selection.below
+    rows = store.rows(
+        f"""SELECT t.id, t.input, t.output, t.model, t.tags, t.start_time, t.session_id,
+                  (SELECT f.value FROM scores f WHERE f.trace_id = t.id AND f.name = :fb_name
+                   AND f.deleted = 0) AS feedback,
+                  (SELECT f.reason FROM scores f WHERE f.trace_id = t.id AND f.name = :fb_name
+                   AND f.deleted = 0) AS reason,
+                  (SELECT f.comment FROM scores f WHERE f.trace_id = t.id AND f.name = :fb_name
+                   AND f.deleted = 0) AS comment
+           FROM traces t WHERE {" AND ".join(where)} ORDER BY t.start_time LIMIT :n""",
+        params,
+    )
+    return [r for r in rows if not is_evaluation_trace(r["tags"]) and not is_dataset_trace(r["tags"])]
+
+
+def _judged(store: Store, trace_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The judges' current scores on these traces, by trace and score name."""
+    query = text(
+        "SELECT trace_id, name, value, string_value FROM scores"
+        " WHERE source = 'EVAL' AND deleted = 0 AND trace_id IN :ids ORDER BY updated"
+    ).bindparams(bindparam("ids", expanding=True))
+    scores: dict[str, dict[str, Any]] = {}
+    ids = list(trace_ids)
+    with store.read() as db:
+        for start in range(0, len(ids), 500):
+            for r in db.execute(query, {"ids": ids[start : start + 500]}).mappings():
+                value = r["string_value"] if r["string_value"] is not None else r["value"]
+                scores.setdefault(r["trace_id"], {})[r["name"]] = value
+    return scores
+
+
+def items_from(store: Store, turns: Sequence[dict[str, Any]]) -> list[Item]:
+    """Each turn as an item: its question; what happened to it in the metadata."""
+    wanted = {t["id"] for t in turns}
+    judged = _judged(store, list(wanted))
+    items = []
+    for t in turns:
+        metadata = {
+            "source_trace": t["id"],
+            "answer": (t["output"] or "")[:MAX_CHARS],
+            "feedback": t["feedback"],
+            "reason": t["reason"],
+            "comment": t["comment"],
+            "model": t["model"],
+            "scores": judged.get(t["id"], {}),
+        }
+        items.append(Item(item_id(t["id"]), str(t["input"])[:MAX_CHARS], "", metadata))
+    return items
+
+
+def save_items(store: Store, dataset: str, items: Sequence[Item]) -> int:
+    """Add the items to the stored dataset (an item already there is updated); return how many were new."""
+    if dataset == GSM8K:
+        raise ValueError("gsm8k is the shipped GSM8K dataset: choose another --name.")
+    with store.transaction() as db:
+        before = db.execute(
+            text("SELECT COUNT(*) FROM dataset_items WHERE dataset = :d"), {"d": dataset}
+        ).scalar_one()
+        for item in items:
+            db.execute(
+                text(
+                    """INSERT INTO dataset_items (dataset, item_id, input, expected, metadata, source_trace, created)
+                       VALUES (:d, :id, :input, :expected, :metadata, :source, :now)
+                       ON CONFLICT (dataset, item_id) DO UPDATE SET metadata = excluded.metadata"""
+                ),
+                {
+                    "d": dataset,
+                    "id": item.id,
+                    "input": item.input,
+                    "expected": item.expected or None,
+                    "metadata": json.dumps(item.metadata, default=str),
+                    "source": item.metadata.get("source_trace"),
+                    "now": time.time(),
+                },
+            )
+        after = db.execute(
+            text("SELECT COUNT(*) FROM dataset_items WHERE dataset = :d"), {"d": dataset}
+        ).scalar_one()
+    return int(after) - int(before)
+
+
+def stored_items(store: Store, dataset: str) -> list[Item]:
+    """A dataset kept in the store, oldest item first (empty when there is none of that name)."""
+    rows = store.rows(
+        "SELECT * FROM dataset_items WHERE dataset = :d ORDER BY created, item_id", {"d": dataset}
+    )
+    return [
+        Item(r["item_id"], r["input"], r["expected"] or "", json.loads(r["metadata"] or "{}")) for r in rows
+    ]
+
+
+def stored_datasets(store: Store) -> list[dict[str, Any]]:
+    return store.rows(
+        "SELECT dataset, COUNT(*) AS items, MAX(created) AS updated FROM dataset_items GROUP BY dataset"
+        " ORDER BY MAX(created) DESC"
+    )
