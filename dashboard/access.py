@@ -216,7 +216,8 @@ class PasswordGate:
             given = hashlib.sha256(candidate.encode("utf-8", "surrogatepass")).digest()
             assert self._digest is not None
             if candidate and hmac.compare_digest(given, self._digest):
-                self._failures.pop(client, None)
+                # Failures are not forgiven on success: visitors may share one address (a
+                # Space's proxy), and an owner's sign-in must not give a guesser fresh tries.
                 log.info("Dashboard: password sign-in from %s", client)
                 return Grant(self, now + self.grant_ttl_s, client), ""
             if mine is None:

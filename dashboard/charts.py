@@ -17,7 +17,6 @@ from dashboard.queries import wilson
 
 __all__ = [
     "WORST_COLUMNS",
-    "compare_frames",
     "cost_per_day",
     "dislike_reasons",
     "error_rate_per_day",
@@ -263,19 +262,3 @@ def runs_frame(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             }
         )
     return _frame(rows, RUN_COLUMNS)
-
-
-def compare_frames(result: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """evals.compare.compare() as two charts: accuracy with its interval, latency p50/p95."""
-    accuracy, latency = [], []
-    for key in ("a", "b"):
-        run = str(result[f"run_{key}"])
-        figures = result[key]
-        low, high = figures["accuracy_95ci"]
-        for series, value in (("accuracy", figures["accuracy"]), ("95% low", low), ("95% high", high)):
-            accuracy.append({"run": run, "series": series, "percent": round(100 * float(value), 2)})
-        for label in ("p50", "p95"):
-            value = figures.get(f"latency_ms_{label}")
-            if value is not None:
-                latency.append({"run": f"{run} {label}", "ms": float(value)})
-    return _frame(accuracy, ["run", "series", "percent"]), _frame(latency, ["run", "ms"])

@@ -23,6 +23,7 @@ from dashboard import charts, queries
 from dashboard.access import Access, Front, Viewer, client_key
 from dashboard.trace_view import message_html, trace_html
 from evals.compare import compare, describe
+from evals.compare_plot import comparison_figure
 from feedback.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -304,22 +305,22 @@ class DashboardHandlers:
         grant: Any,
         request: gr.Request = None,  # type: ignore[assignment]  # injected by Gradio
         profile: gr.OAuthProfile | None = None,
-    ) -> tuple[str, Any, Any]:
+    ) -> tuple[str, Any]:
+        """The CLI's comparison of two runs (python -m evals compare): its text and its chart."""
         if self._viewer(request, profile, grant, "run comparison") is None:
-            return self.access.refusal(), None, None
+            return self.access.refusal(), None
         if not isinstance(run_a, str) or not isinstance(run_b, str) or not run_a or not run_b:
-            return "Pick two runs to compare.", None, None
+            return "Pick two runs to compare.", None
         try:
             known = {r["name"] for r in queries.dataset_runs(self.store)}
             missing = [name for name in (run_a, run_b) if name not in known]
             if missing:
-                return f"No dataset run is named {missing[0]!r}.", None, None
+                return f"No dataset run is named {missing[0][:200]!r}.", None
             result = compare(self.store, run_a, run_b)
         except StoreError as exc:
             log.exception("Dashboard: the store could not be read")
-            return f"The store could not be read ({exc.reason}). Try again in a moment.", None, None
-        accuracy, latency = charts.compare_frames(result)
-        return describe(result), accuracy, latency
+            return f"The store could not be read ({exc.reason}). Try again in a moment.", None
+        return describe(result), comparison_figure(result)
 
 
 def dashboard_link(demo: gr.Blocks, handlers: DashboardHandlers) -> None:
@@ -460,24 +461,18 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
                         datatype="str",
                     )
                     with gr.Row():
-                        run_a = gr.Dropdown([], label="Run A (before)", elem_id="dash-run-a")
-                        run_b = gr.Dropdown([], label="Run B (after)", elem_id="dash-run-b")
+                        run_a = gr.Dropdown(
+                            [], label="Run A (before)", elem_id="dash-run-a", allow_custom_value=True
+                        )
+                        run_b = gr.Dropdown(
+                            [], label="Run B (after)", elem_id="dash-run-b", allow_custom_value=True
+                        )
                         compare_btn = gr.Button("Compare", elem_id="dash-compare")
                     comparison = gr.Textbox(
                         label="Comparison", lines=6, interactive=False, elem_id="dash-comparison"
                     )
-                    with gr.Row():
-                        accuracy_plot = gr.ScatterPlot(
-                            x="run",
-                            y="percent",
-                            color="series",
-                            title="Accuracy (%) with its 95% interval",
-                            y_lim=[0, 100],
-                            elem_id="plot-run-accuracy",
-                        )
-                        run_latency_plot = gr.BarPlot(
-                            x="run", y="ms", title="Latency per item (ms)", elem_id="plot-run-latency"
-                        )
+                    # The same figure as `python -m evals compare --plot` (evals/compare_plot.py).
+                    comparison_plot = gr.Plot(label="Comparison chart", elem_id="plot-run-compare")
 
         outputs = Outputs(
             gate=gate,
@@ -529,7 +524,7 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
         compare_btn.click(
             handlers.compare_runs,
             [run_a, run_b, grant],
-            [comparison, accuracy_plot, run_latency_plot],
+            [comparison, comparison_plot],
             **private,
         )
     return handlers
