@@ -35,7 +35,18 @@ UNKNOWN_MODEL = "unknown model"
 # Characters of a question, answer or reasoning shown in a table cell (the trace shows all).
 CELL_CHARS = 300
 WORST_COLUMNS = ["When", "Question", "Answer", "Rating", "Reason", "Comment", "Judges", "Judge reasoning"]
-RUN_COLUMNS = ["Run", "Dataset", "Model", "Items", "Correct", "Accuracy", "95% interval", "Errors", "Updated"]
+RUN_COLUMNS = [
+    "Run",
+    "Dataset",
+    "Model",
+    "Items",
+    "Graded",
+    "Correct",
+    "Accuracy",
+    "95% interval",
+    "Errors",
+    "Updated",
+]
 
 
 def _model(value: Any) -> str:
@@ -254,6 +265,7 @@ def runs_frame(runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                 "Dataset": _cell(r.get("dataset")),
                 "Model": _cell(r.get("model")),
                 "Items": int(r["items"]),
+                "Graded": int(r.get("graded", r["items"]) or 0),
                 "Correct": int(r["correct"]),
                 "Accuracy": _percent(r.get("accuracy")),
                 "95% interval": f"{_percent(low)} to {_percent(high)}" if low is not None else "–",

@@ -201,6 +201,24 @@ def _tree(spans: Sequence[Mapping[str, Any]]) -> tuple[list[SpanRow], list[str]]
     return ordered, problems
 
 
+def _without_cycles(spans: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The spans with any parent link that leads back to itself cut (a corrupt store); walking
+    the tree (evals.context.steps_from_spans) must end."""
+    rows = [dict(s) for s in spans]
+    parent = {r.get("span_id"): r.get("parent_id") for r in rows}
+    for row in rows:
+        seen = {row.get("span_id")}
+        current = row.get("parent_id")
+        while current is not None and current in parent:
+            if current in seen:
+                row["parent_id"] = None
+                parent[row.get("span_id")] = None
+                break
+            seen.add(current)
+            current = parent[current]
+    return rows
+
+
 def _scores(store: Store, trace: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every live score on the trace, and the conversation scores of its session."""
     trace_id = trace["id"]
@@ -241,7 +259,7 @@ def load_trace(store: Store, trace_id: str) -> TraceData | None:
     spans = store.spans_of(trace_id)
     ordered, problems = _tree(spans)
     try:
-        steps, _tools = steps_from_spans(spans)
+        steps, _tools = steps_from_spans(_without_cycles(spans))
     except Exception:  # noqa: BLE001 - a broken span must not take the page down
         log.exception("Could not read the steps of trace %s", trace_id)
         steps = []
