@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
 import tempfile
 import uuid
@@ -603,26 +604,46 @@ def screenshots(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"]
-            )
+            chromium = shutil.which("chromium") or "/usr/bin/chromium"
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
             page.goto(url)
             page.locator("#plot-turns canvas, #plot-turns svg").first.wait_for(timeout=30_000)
-            page.wait_for_timeout(2500)
+            page.locator("#dash-range input").click()
+            page.get_by_role("option", name="Last 30 days").click()
+            page.wait_for_timeout(3000)
             page.screenshot(path=str(folder / "dashboard.png"), full_page=True)
             page.get_by_role("tab", name="Worst answers").click()
-            page.locator("#dash-worst .virtual-row").first.wait_for(timeout=15_000)
-            page.locator("#dash-worst .virtual-row").first.locator(".body-cell").nth(1).click()
+            # A disliked answer that a judge scored too and that took two steps.
+            row = (
+                page.locator("#dash-worst .virtual-row", has_text="Incorrect")
+                .filter(has_text="helpfulness")
+                .first
+            )
+            row.wait_for(timeout=15_000)
+            row.locator(".body-cell").nth(1).click()
             page.locator("#tv-waterfall").wait_for(timeout=15_000)
-            page.locator("#tv-trace details").nth(0).evaluate("d => d.open = true")
+            page.locator("#dash-trace details").nth(-1).evaluate("d => d.open = true")
             page.wait_for_timeout(800)
-            page.screenshot(path=str(folder / "trace.png"), full_page=True)
+            page.locator("#dash-tabs").screenshot(path=str(folder / "trace.png"))
             browser.close()
     finally:
         app.close()
         runtime.feedback.close()
+    for name in ("dashboard.png", "trace.png"):
+        _shrink(folder / name)
     print(f"wrote {folder / 'dashboard.png'} and {folder / 'trace.png'} ({len(demo.traces)} demo turns)")
+
+
+def _shrink(path: Path) -> None:
+    """A 256-colour PNG: a third of the size, the same picture for a page of flat colours."""
+    try:
+        from PIL import Image
+    except ImportError:
+        return
+    with Image.open(path) as image:
+        small = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,7 +54,11 @@ def _model(value: Any) -> str:
 
 
 def _frame(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=list(columns))
+    frame = pd.DataFrame(rows, columns=list(columns))
+    if "day" in frame.columns:
+        # A time axis: Gradio's plots label it by week or month instead of one label per day.
+        frame["day"] = pd.to_datetime(frame["day"], format="%Y-%m-%d")
+    return frame
 
 
 def _by_day(per_day: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:

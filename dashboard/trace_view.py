@@ -38,7 +38,7 @@ TRACE_CSS = """
 <style>
 .tv { font-size: 14px; line-height: 1.45; }
 .tv h3 { margin: 18px 0 6px; font-size: 16px; }
-.tv table.tv-head, .tv table.tv-head td { border: none; }
+.tv table.tv-head, .tv table.tv-head tr, .tv table.tv-head td { border: none !important; }
 .tv .tv-head td { padding: 2px 10px 2px 0; vertical-align: top; }
 .tv .tv-head td:first-child { color: #6b7280; white-space: nowrap; }
 .tv pre { white-space: pre-wrap; word-break: break-word; background: rgba(127,127,127,.09);

@@ -377,7 +377,11 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
                 with gr.Tab("Overview", id="overview"):
                     with gr.Row():
                         turns_plot = gr.BarPlot(
-                            x="day", y="turns", color="model", title="Turns per day", elem_id="plot-turns"
+                            x="day",
+                            y="turns",
+                            color="model",
+                            title="Turns per day",
+                            elem_id="plot-turns",
                         )
                         like_plot = gr.LinePlot(
                             x="day",
@@ -390,7 +394,12 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
                         )
                     with gr.Row():
                         reasons_plot = gr.BarPlot(
-                            x="reason", y="dislikes", title="Dislike reasons", elem_id="plot-reasons"
+                            # Bars side by side start from the smallest otherwise (stacked ones from 0).
+                            y_lim=[0, None],
+                            x="reason",
+                            y="dislikes",
+                            title="Dislike reasons",
+                            elem_id="plot-reasons",
                         )
                         eval_plot = gr.LinePlot(
                             x="day",

@@ -290,9 +290,18 @@ PER_DAY = [
 ]  # fmt: skip
 
 
+def rows(frame: pd.DataFrame, columns: list[str] | None = None) -> list[list[Any]]:
+    """A chart's table as plain rows, its day axis (dates) written as text."""
+    frame = frame[columns] if columns else frame.copy()
+    if "day" in frame.columns:
+        assert pd.api.types.is_datetime64_any_dtype(frame["day"])  # a time axis in the plot
+        frame = frame.assign(day=frame["day"].dt.strftime("%Y-%m-%d"))
+    return frame.values.tolist()
+
+
 def test_chart_frames_from_known_figures():
     turns = charts.turns_per_day(PER_DAY)
-    assert turns.values.tolist() == [
+    assert rows(turns) == [
         ["2024-06-01", "m-a", 4],
         ["2024-06-01", "unknown model", 1],
         ["2024-06-02", "m-a", 2],
@@ -304,9 +313,9 @@ def test_chart_frames_from_known_figures():
     assert (day1.loc["95% low", "percent"], day1.loc["95% high", "percent"]) == (30.06, 95.44)
     assert likes[likes.day == "2024-06-02"].set_index("series").loc["like rate", "percent"] == 0.0
     errors = charts.error_rate_per_day(PER_DAY)
-    assert errors.values.tolist() == [["2024-06-01", 20.0, 5], ["2024-06-02", 0.0, 2]]
+    assert rows(errors) == [["2024-06-01", 20.0, 5], ["2024-06-02", 0.0, 2]]
     latency = charts.latency_per_day(PER_DAY)
-    assert latency.values.tolist() == [
+    assert rows(latency) == [
         ["2024-06-01", "m-a p50", 900.0], ["2024-06-01", "m-a p95", 2000.0],
         ["2024-06-02", "m-a p50", 1000.0], ["2024-06-02", "m-a p95", 1500.0],
     ]  # fmt: skip
@@ -314,7 +323,7 @@ def test_chart_frames_from_known_figures():
     assert tokens["tokens"].tolist() == [400, 50, 300] and tokens["per turn"].tolist() == [100.0, 50.0, 150.0]
     # Unknown cost: no bar at all (a zero bar would say "free"); a known $0 is a bar.
     cost = charts.cost_per_day(PER_DAY)
-    assert cost[["day", "model", "usd"]].values.tolist() == [
+    assert rows(cost, ["day", "model", "usd"]) == [
         ["2024-06-01", "m-a", 0.004],
         ["2024-06-02", "m-a", 0.0],
     ]
@@ -323,7 +332,7 @@ def test_chart_frames_from_known_figures():
     means = charts.evaluator_means(
         [{"day": "2024-06-01", "evaluator": "helpfulness", "mean": 0.123456, "n": 3}]
     )
-    assert means.values.tolist() == [["2024-06-01", "helpfulness", 0.1235, 3]]
+    assert rows(means) == [["2024-06-01", "helpfulness", 0.1235, 3]]
 
 
 def test_headline_says_unknown_never_zero():
@@ -370,17 +379,17 @@ def test_chart_numbers_through_the_queries(store):
             data_type="BOOLEAN", source="user", reason="Incorrect" if n == 1 else None,
         )  # fmt: skip
     figures = overview(store, Filters(since=T0, until=T0 + 2 * day))
-    assert charts.turns_per_day(figures["per_day"]).values.tolist() == [
+    assert rows(charts.turns_per_day(figures["per_day"])) == [
         ["2024-06-01", "m-a", 2],
         ["2024-06-02", "m-a", 1],
     ]
-    assert charts.error_rate_per_day(figures["per_day"]).values.tolist() == [
+    assert rows(charts.error_rate_per_day(figures["per_day"])) == [
         ["2024-06-01", 50.0, 2],
         ["2024-06-02", 0.0, 1],
     ]
-    likes = charts.like_rate_per_day(figures["per_day"]).set_index(["day", "series"])["percent"]
+    likes = {(d, series): p for d, series, p, _n in rows(charts.like_rate_per_day(figures["per_day"]))}
     assert likes[("2024-06-01", "like rate")] == 50.0 and likes[("2024-06-02", "like rate")] == 100.0
-    assert charts.cost_per_day(figures["per_day"])[["day", "usd"]].values.tolist() == [["2024-06-01", 1.0]]
+    assert rows(charts.cost_per_day(figures["per_day"]), ["day", "usd"]) == [["2024-06-01", 1.0]]
     assert charts.dislike_reasons(figures["dislike_reasons"]).values.tolist() == [["Incorrect", 1]]
     latency = charts.latency_per_day(figures["per_day"]).set_index("series")["ms"]
     assert latency["m-a p95"].tolist() == [2000.0, 3000.0]
