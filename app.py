@@ -32,6 +32,8 @@ from agent.session import AgentFactory, ChatSession, close_session, new_session
 from agent.settings import Settings, SettingsError, load_settings
 from agent.tools import build_tools
 from agent.turn import stream_turn
+from dashboard.access import Access
+from dashboard.ui import DashboardHandlers, build_dashboard, dashboard_link
 from evals.judge import Judge
 from evals.online import TurnCounter, build_evaluation, describe
 from feedback.backends import FeedbackBackends
@@ -334,6 +336,7 @@ def build_app(
     # After every queued event Gradio rebuilds a pandas summary of up to 10,000 past events for
     # its /monitoring page, which this app does not enable: 2 to 9 ms per event under the GIL.
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", str(10**9))
+    dashboard = DashboardHandlers(runtime.feedback.store, settings, Access(settings))
     with gr.Blocks(title="Smolagent chat") as demo:
         demo.runtime = runtime  # type: ignore[attr-defined]
 
@@ -413,6 +416,10 @@ def build_app(
             )
         if runtime.feedback.outbox is not None:
             gr.Timer(5.0).tick(handlers.status, None, status, concurrency_limit=None, show_progress="hidden")
+        # Shown only to whoever may open the dashboard (the owner on this machine, an admin).
+        dashboard_link(demo, dashboard)
+    # The owner's dashboard: a page of its own (/dashboard); every handler checks the caller.
+    build_dashboard(demo, dashboard)
     return demo
 
 

@@ -100,6 +100,10 @@ class Settings:
     eval_max_calls_per_hour: int = 600
     # Days to keep span details; trace summaries and scores stay forever. None keeps everything.
     store_retention_days: float | None = None
+    # Who may open the dashboard besides the owner on 127.0.0.1: Hugging Face users (by name,
+    # through the Space's OAuth) and whoever knows the password (empty: no password sign-in).
+    admin_users: tuple[str, ...] = ()
+    admin_password: str = field(default="", repr=False)
     # MODEL_PRICES: (model id, dollars per million input tokens, per million output tokens).
     model_prices: tuple[tuple[str, float, float], ...] = ()
     server_name: str = "127.0.0.1"
@@ -128,12 +132,20 @@ class Settings:
             self.database_url,
             password_of(self.database_url),
             self.judge_api_key,
+            self.admin_password,
         )
         return [v for v in values if v]
 
     def describe(self) -> dict[str, object]:
         """The settings without secrets, for the start banner and `python -m feedback`."""
-        hidden = {"hf_token", "openai_api_key", "langfuse_secret_key", "database_url", "judge_api_key"}
+        hidden = {
+            "hf_token",
+            "openai_api_key",
+            "langfuse_secret_key",
+            "database_url",
+            "judge_api_key",
+            "admin_password",
+        }
         return {
             f.name: ("***" if getattr(self, f.name) else "") if f.name in hidden else getattr(self, f.name)
             for f in fields(self)
@@ -194,6 +206,23 @@ def _database_url(env: Mapping[str, str]) -> str:
         return normalize_url(raw)
     except ValueError as exc:
         raise SettingsError(f"{exc}.") from None
+
+
+# A password anyone on the internet may try (a few times per quarter hour, see dashboard/access.py).
+MIN_ADMIN_PASSWORD_CHARS = 12
+
+
+def _admin_password(env: Mapping[str, str]) -> str:
+    # Stripped like every other value: a secret pasted with a trailing newline still matches.
+    raw = env.get("ADMIN_PASSWORD", "").strip()
+    if not raw:
+        return ""
+    if len(raw) < MIN_ADMIN_PASSWORD_CHARS:
+        raise SettingsError(
+            f"ADMIN_PASSWORD must have at least {MIN_ADMIN_PASSWORD_CHARS} characters (it guards every "
+            f"user's conversations in the dashboard); the one set has {len(raw)}."
+        )
+    return raw
 
 
 def _model_prices(env: Mapping[str, str]) -> tuple[tuple[str, float, float], ...]:
@@ -331,6 +360,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         eval_concurrency=_int(env, "EVAL_CONCURRENCY", 2),
         eval_max_calls_per_hour=_int(env, "EVAL_MAX_CALLS_PER_HOUR", 600),
         store_retention_days=_optional_days(env, "STORE_RETENTION_DAYS"),
+        admin_users=_split(env.get("ADMIN_USERS", "")),
+        admin_password=_admin_password(env),
         model_prices=_model_prices(env),
         server_name=env.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1",
         server_port=_int(env, "GRADIO_SERVER_PORT", 7860),

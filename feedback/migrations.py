@@ -258,6 +258,105 @@ def m009_dataset_items(db: Connection) -> None:
     )
 
 
+# The dashboard's per-day figures are cached (dashboard_days) and kept right by a change counter
+# per UTC day (dashboard_changes) that the database bumps itself, in the writer's transaction,
+# whenever a trace or a score of that day changes: every writer (the app, the CLI, a copy,
+# another process) is covered without any of them knowing. Triggers are the one thing written
+# per database (SQLite's trigger bodies, Postgres' plpgsql). A day is the start time's UTC day,
+# as dashboard.queries computes it; the scheduler's eval_seen marks and the outbox's delivery
+# bookkeeping do not count as changes.
+_DASHBOARD_TABLES = """
+    CREATE TABLE dashboard_changes (day INTEGER PRIMARY KEY, version INTEGER NOT NULL);
+    CREATE TABLE dashboard_days (
+        day INTEGER PRIMARY KEY,
+        version INTEGER NOT NULL,
+        format TEXT NOT NULL,
+        facts TEXT NOT NULL,
+        computed REAL NOT NULL
+    );
+    CREATE INDEX traces_dashboard_time ON traces (start_time, model, tags, status, latency_ms,
+        prompt_tokens, completion_tokens, cost, user_id, id);
+    CREATE INDEX traces_dashboard_user ON traces (user_id, start_time, model, tags, status, latency_ms,
+        prompt_tokens, completion_tokens, cost, id);
+    CREATE INDEX scores_undelivered ON scores (id) WHERE delivered_version < version AND rejected_version < version
+"""
+_SCORE_COLUMNS_SHOWN = "value, deleted, name, reason, source, data_type, trace_id"
+
+_SQLITE_TOUCH = """INSERT INTO dashboard_changes (day, version)
+        SELECT CAST({time} / 86400 AS INTEGER), 1 {source} WHERE {time} IS NOT NULL {extra}
+        ON CONFLICT (day) DO UPDATE SET version = dashboard_changes.version + 1;"""
+
+
+def _sqlite_touch(time: str, source: str = "", extra: str = "") -> str:
+    return _SQLITE_TOUCH.format(time=time, source=source, extra=extra)
+
+
+_SQLITE_TRIGGERS = [
+    f"""CREATE TRIGGER dashboard_trace_insert AFTER INSERT ON traces BEGIN
+        {_sqlite_touch("NEW.start_time")}
+    END""",
+    f"""CREATE TRIGGER dashboard_trace_update AFTER UPDATE ON traces WHEN OLD.eval_seen = NEW.eval_seen BEGIN
+        {_sqlite_touch("OLD.start_time")}
+        {_sqlite_touch("NEW.start_time", extra="AND CAST(NEW.start_time / 86400 AS INTEGER) IS NOT CAST(OLD.start_time / 86400 AS INTEGER)")}
+    END""",
+    f"""CREATE TRIGGER dashboard_trace_delete AFTER DELETE ON traces BEGIN
+        {_sqlite_touch("OLD.start_time")}
+    END""",
+    f"""CREATE TRIGGER dashboard_score_insert AFTER INSERT ON scores BEGIN
+        {_sqlite_touch("t.start_time", "FROM traces t", "AND t.id = NEW.trace_id")}
+    END""",
+    f"""CREATE TRIGGER dashboard_score_update AFTER UPDATE OF {_SCORE_COLUMNS_SHOWN} ON scores BEGIN
+        {_sqlite_touch("t.start_time", "FROM traces t", "AND t.id = OLD.trace_id")}
+        {_sqlite_touch("t.start_time", "FROM traces t", "AND t.id = NEW.trace_id AND NEW.trace_id IS NOT OLD.trace_id")}
+    END""",
+    f"""CREATE TRIGGER dashboard_score_delete AFTER DELETE ON scores BEGIN
+        {_sqlite_touch("t.start_time", "FROM traces t", "AND t.id = OLD.trace_id")}
+    END""",
+]
+
+_POSTGRES_TRIGGERS = [
+    """CREATE FUNCTION dashboard_touch(t DOUBLE PRECISION) RETURNS void LANGUAGE sql AS $$
+        INSERT INTO dashboard_changes (day, version)
+        SELECT CAST(FLOOR(t / 86400) AS INTEGER), 1 WHERE t IS NOT NULL
+        ON CONFLICT (day) DO UPDATE SET version = dashboard_changes.version + 1
+    $$""",
+    """CREATE FUNCTION dashboard_trace_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP IN ('UPDATE', 'DELETE') THEN
+            PERFORM dashboard_touch(OLD.start_time);
+        END IF;
+        IF TG_OP = 'INSERT'
+           OR (TG_OP = 'UPDATE' AND FLOOR(NEW.start_time / 86400) IS DISTINCT FROM FLOOR(OLD.start_time / 86400)) THEN
+            PERFORM dashboard_touch(NEW.start_time);
+        END IF;
+        RETURN NULL;
+    END $$""",
+    """CREATE FUNCTION dashboard_score_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP IN ('UPDATE', 'DELETE') THEN
+            PERFORM dashboard_touch(start_time) FROM traces WHERE id = OLD.trace_id;
+        END IF;
+        IF TG_OP = 'INSERT' OR (TG_OP = 'UPDATE' AND NEW.trace_id IS DISTINCT FROM OLD.trace_id) THEN
+            PERFORM dashboard_touch(start_time) FROM traces WHERE id = NEW.trace_id;
+        END IF;
+        RETURN NULL;
+    END $$""",
+    """CREATE TRIGGER dashboard_trace_insert_delete AFTER INSERT OR DELETE ON traces
+        FOR EACH ROW EXECUTE PROCEDURE dashboard_trace_changed()""",
+    """CREATE TRIGGER dashboard_trace_update AFTER UPDATE ON traces
+        FOR EACH ROW WHEN (OLD.eval_seen = NEW.eval_seen) EXECUTE PROCEDURE dashboard_trace_changed()""",
+    f"""CREATE TRIGGER dashboard_score AFTER INSERT OR DELETE OR UPDATE OF {_SCORE_COLUMNS_SHOWN} ON scores
+        FOR EACH ROW EXECUTE PROCEDURE dashboard_score_changed()""",
+]
+
+
+def m010_dashboard(db: Connection) -> None:
+    _run(db, _DASHBOARD_TABLES)
+    triggers = _POSTGRES_TRIGGERS if db.dialect.name == "postgresql" else _SQLITE_TRIGGERS
+    for statement in triggers:
+        db.exec_driver_sql(statement)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_traces_and_spans", m001_traces_and_spans),
     ("002_scores", m002_scores),
@@ -268,6 +367,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("007_datasets", m007_datasets),
     ("008_costs", m008_costs),
     ("009_dataset_items", m009_dataset_items),
+    ("010_dashboard", m010_dashboard),
 ]
 
 

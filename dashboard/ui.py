@@ -1,0 +1,539 @@
+"""The dashboard page (/dashboard): thin Gradio handlers over dashboard.queries, each guarded.
+
+Every handler starts by asking `Access` who is calling (from gr.Request, gr.OAuthProfile and
+the password grant this session holds) and, when the answer is nobody, returns the refusal
+sentence and empty outputs: no number, no row, no trace. The handlers are also hidden from the
+API page (api_visibility="private"), which only keeps them out of sight: the checks are the
+defence. Initial values of every component are empty, so the page config holds no data either.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from agent.settings import Settings
+from dashboard import charts, queries
+from dashboard.access import Access, Front, Viewer, client_key
+from dashboard.trace_view import message_html, trace_html
+from evals.compare import compare, describe
+from evals.compare_plot import comparison_figure
+from feedback.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RANGES", "DashboardHandlers", "build_dashboard"]
+
+DAY_S = 86400.0
+RANGES = {"Last 24 hours": 1, "Last 7 days": 7, "Last 30 days": 30, "Last 90 days": 90}
+DEFAULT_RANGE = "Last 7 days"
+ALL = "(all)"
+WORST_ROWS = 50
+MAX_TRACE_ID_CHARS = 200
+PAGE_PATH = "dashboard"
+# Dashboard work never takes more than this many of the server's worker threads at once.
+CONCURRENCY = 2
+
+_EMPTY_NOTE = "Nothing to show for this range and these filters."
+
+
+@dataclass
+class Outputs:
+    """The components a refresh fills, in the order the handler returns them."""
+
+    gate: Any
+    content: Any
+    signout: Any
+    headline: Any
+    plots: list[Any]
+    worst: Any
+    worst_ids: Any
+    model: Any
+    user: Any
+    tag: Any
+    runs: Any
+    run_a: Any
+    run_b: Any
+
+    def all(self) -> list[Any]:
+        return [
+            self.gate,
+            self.content,
+            self.signout,
+            self.headline,
+            *self.plots,
+            self.worst,
+            self.worst_ids,
+            self.model,
+            self.user,
+            self.tag,
+            self.runs,
+            self.run_a,
+            self.run_b,
+        ]
+
+
+PLOT_COUNT = 8
+
+
+def _choice(value: Any) -> str | None:
+    """A filter dropdown's value as a filter (None: no filter); anything but text is ignored."""
+    if not isinstance(value, str) or not value or value == ALL:
+        return None
+    return value
+
+
+class DashboardHandlers:
+    """The dashboard's event handlers; each checks the caller before it reads the store."""
+
+    def __init__(
+        self, store: Store, settings: Settings, access: Access, clock: Callable[[], float] = time.time
+    ):
+        self.store = store
+        self.settings = settings
+        self.access = access
+        self.clock = clock
+
+    # ----- access ------------------------------------------------------------------------
+
+    def _viewer(self, request: Any, profile: Any, grant: Any, what: str) -> Viewer | None:
+        viewer = self.access.viewer(request, profile, grant)
+        if viewer is None:
+            log.info("Dashboard: %s refused to %s", what, client_key(request))
+        return viewer
+
+    def _gate_text(self, viewer: Viewer | None) -> str:
+        if viewer is None:
+            return self.access.refusal()
+        return f"Dashboard · {viewer.describe()}"
+
+    def _login_visible(self, viewer: Viewer | None) -> bool:
+        return viewer is None and self.access.gate.enabled
+
+    # ----- page --------------------------------------------------------------------------
+
+    def link(
+        self,
+        request: gr.Request = None,  # type: ignore[assignment]  # injected by Gradio
+        profile: gr.OAuthProfile | None = None,
+    ) -> str:
+        """The chat page's link to the dashboard, shown only to whoever may open it."""
+        if self.access.viewer(request, profile, None) is None:
+            return ""
+        return f'<a href="{PAGE_PATH}" id="dash-link-a">Dashboard</a>'
+
+    def refused(self, viewer: Viewer | None) -> list[Any]:
+        """What every output of a refresh gets for a caller who may not look: nothing."""
+        return [
+            self._gate_text(viewer),
+            gr.update(visible=False),
+            gr.update(visible=False),
+            "",
+            *[None] * PLOT_COUNT,
+            pd.DataFrame(columns=charts.WORST_COLUMNS),
+            [],
+            gr.update(choices=[ALL], value=ALL),
+            gr.update(choices=[ALL], value=ALL),
+            gr.update(choices=[ALL], value=ALL),
+            pd.DataFrame(columns=charts.RUN_COLUMNS),
+            gr.update(choices=[], value=None),
+            gr.update(choices=[], value=None),
+        ]
+
+    def _filters(self, range_name: Any, model: Any, user: Any, tag: Any, session: Any) -> queries.Filters:
+        days = RANGES.get(range_name if isinstance(range_name, str) else "", RANGES[DEFAULT_RANGE])
+        now = self.clock()
+        session_id = session.strip()[:200] if isinstance(session, str) and session.strip() else None
+        return queries.Filters(
+            since=now - days * DAY_S,
+            until=now + 60.0,
+            model=_choice(model),
+            user_id=_choice(user),
+            tag=_choice(tag),
+            session_id=session_id,
+        )
+
+    def refresh(
+        self,
+        range_name: Any,
+        model: Any,
+        user: Any,
+        tag: Any,
+        session: Any,
+        grant: Any,
+        request: gr.Request = None,  # type: ignore[assignment]  # injected by Gradio
+        profile: gr.OAuthProfile | None = None,
+    ) -> list[Any]:
+        """Every figure of the page for the chosen range and filters (one check, one round trip)."""
+        viewer = self._viewer(request, profile, grant, "overview")
+        if viewer is None:
+            return self.refused(None)
+        try:
+            filters = self._filters(range_name, model, user, tag, session)
+            data = queries.overview(self.store, filters)
+            worst = queries.worst_answers(self.store, filters, WORST_ROWS)
+            choices = queries.filter_choices(self.store)
+            runs = queries.dataset_runs(self.store)
+        except StoreError as exc:
+            log.exception("Dashboard: the store could not be read")
+            out = self.refused(viewer)
+            out[0] = f"⚠️ The store could not be read ({exc.reason}). Try again in a moment."
+            out[1] = gr.update(visible=True)
+            return out
+        except ValueError as exc:
+            out = self.refused(viewer)
+            out[0] = f"⚠️ {exc}"
+            out[1] = gr.update(visible=True)
+            return out
+        per_day = data["per_day"]
+        plots = [
+            charts.turns_per_day(per_day),
+            charts.like_rate_per_day(per_day),
+            charts.dislike_reasons(data["dislike_reasons"]),
+            charts.evaluator_means(data["evaluators"]),
+            charts.latency_per_day(per_day),
+            charts.tokens_per_day(per_day),
+            charts.cost_per_day(per_day),
+            charts.error_rate_per_day(per_day),
+        ]
+        table, ids = charts.worst_frame(worst)
+        headline = charts.headline(data["totals"], langfuse=self.settings.langfuse_enabled)
+        if not per_day:
+            headline = f"{_EMPTY_NOTE}\n\n{headline}"
+        run_names = [r["name"] for r in runs]
+
+        def dropdown(values: list[str], current: Any) -> Any:
+            options = [ALL, *values]
+            return gr.update(choices=options, value=current if current in options else ALL)
+
+        return [
+            self._gate_text(viewer),
+            gr.update(visible=True),
+            gr.update(visible=viewer.how == "password"),
+            headline,
+            *plots,
+            table,
+            ids,
+            dropdown(choices.get("model", []), model),
+            dropdown(choices.get("user_id", []), user),
+            dropdown(choices.get("tag", []), tag),
+            charts.runs_frame(runs),
+            gr.update(choices=run_names, value=run_names[1] if len(run_names) > 1 else None),
+            gr.update(choices=run_names, value=run_names[0] if run_names else None),
+        ]
+
+    def sign_in(
+        self,
+        password: Any,
+        grant: Any,
+        request: gr.Request = None,  # type: ignore[assignment]  # injected by Gradio
+    ) -> tuple[str, Any, str, Any]:
+        """Check the password (limited tries); the box is always emptied, the text never echoed."""
+        new_grant, message = self.access.sign_in(password, request)
+        if new_grant is None:
+            return "", grant, message, gr.update(visible=self.access.gate.enabled)
+        return "", new_grant, "Signed in.", gr.update(visible=False)
+
+    def sign_out(self, grant: Any) -> tuple[None, str, Any]:
+        return None, "Signed out.", gr.update(visible=self.access.gate.enabled)
+
+    def show_login(
+        self,
+        grant: Any,
+        request: gr.Request = None,  # type: ignore[assignment]  # injected by Gradio
+        profile: gr.OAuthProfile | None = None,
+    ) -> Any:
+        viewer = self.access.viewer(request, profile, grant)
+        return gr.update(visible=self._login_visible(viewer))
+
+    # ----- trace viewer ------------------------------------------------------------------
+
+    def _trace(self, trace_id: Any) -> str:
+        base = self.settings.langfuse_base_url if self.settings.langfuse_enabled else None
+        return trace_html(self.store, trace_id, langfuse_base_url=base)
+
+    def open_trace(
+        self,
+        trace_id: Any,
+        grant: Any,
+        request: gr.Request = None,  # type: ignore[assignment]  # injected by Gradio
+        profile: gr.OAuthProfile | None = None,
+    ) -> str:
+        if self._viewer(request, profile, grant, "trace") is None:
+            return message_html(self.access.refusal())
+        return self._trace(trace_id)
+
+    def pick_worst(
+        self,
+        ids: Any,
+        grant: Any,
+        evt: gr.SelectData,
+        request: gr.Request = None,  # type: ignore[assignment]  # injected by Gradio
+        profile: gr.OAuthProfile | None = None,
+    ) -> tuple[str, str, Any]:
+        """A row of the worst answers opens its trace (the row's id is the server's, not the browser's)."""
+        if self._viewer(request, profile, grant, "trace") is None:
+            return message_html(self.access.refusal()), "", gr.update()
+        index = getattr(evt, "index", None)
+        row = index[0] if isinstance(index, list | tuple) and index else index
+        if (
+            not isinstance(row, int)
+            or isinstance(row, bool)
+            or not isinstance(ids, list)
+            or not 0 <= row < len(ids)
+        ):
+            return (
+                message_html("That row is not in the table any more; refresh and pick again."),
+                "",
+                gr.update(),
+            )
+        trace_id = str(ids[row])
+        return self._trace(trace_id), trace_id, gr.Tabs(selected="trace")
+
+    # ----- dataset runs ------------------------------------------------------------------
+
+    def compare_runs(
+        self,
+        run_a: Any,
+        run_b: Any,
+        grant: Any,
+        request: gr.Request = None,  # type: ignore[assignment]  # injected by Gradio
+        profile: gr.OAuthProfile | None = None,
+    ) -> tuple[str, Any]:
+        """The CLI's comparison of two runs (python -m evals compare): its text and its chart."""
+        if self._viewer(request, profile, grant, "run comparison") is None:
+            return self.access.refusal(), None
+        if not isinstance(run_a, str) or not isinstance(run_b, str) or not run_a or not run_b:
+            return "Pick two runs to compare.", None
+        try:
+            known = {r["name"] for r in queries.dataset_runs(self.store)}
+            missing = [name for name in (run_a, run_b) if name not in known]
+            if missing:
+                return f"No dataset run is named {missing[0][:200]!r}.", None
+            result = compare(self.store, run_a, run_b)
+        except StoreError as exc:
+            log.exception("Dashboard: the store could not be read")
+            return f"The store could not be read ({exc.reason}). Try again in a moment.", None
+        return describe(result), comparison_figure(result)
+
+
+def dashboard_link(demo: gr.Blocks, handlers: DashboardHandlers) -> None:
+    """On the chat page (inside its Blocks): a link to the dashboard, for those who may open it."""
+    # A second page makes Gradio show a navigation bar; the chat keeps its look without it.
+    gr.Navbar(visible="hidden")  # type: ignore[arg-type]  # False would not hide it (gradio 6.31)
+    link = gr.HTML("", elem_id="dash-link", padding=False)
+    demo.load(handlers.link, None, [link], api_visibility="private", queue=False, show_progress="hidden")
+
+
+def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHandlers:
+    """Add the dashboard page (/dashboard) to the app; call outside the Blocks' `with`."""
+    access = handlers.access
+    access.attach(
+        lambda: Front(
+            server_name=getattr(demo, "server_name", None),
+            share=bool(getattr(demo, "share", False)),
+            ssr=bool(getattr(demo, "ssr_mode", False)),
+        )
+    )
+    private: dict[str, Any] = {
+        "api_visibility": "private",
+        "concurrency_limit": CONCURRENCY,
+        "concurrency_id": "dashboard",
+    }
+    with demo.route("Dashboard", PAGE_PATH, show_in_navbar=False):
+        gr.Navbar(visible="hidden")  # type: ignore[arg-type]  # False would not hide it (gradio 6.31)
+        grant = gr.State(None)
+        worst_ids = gr.State([])
+        gr.Markdown("## Dashboard\n[← back to the chat](./)")
+        gate = gr.Markdown("Checking who you are…", elem_id="dash-gate")
+        if access.hf_sign_in:
+            gr.LoginButton()
+        with gr.Row(visible=False, elem_id="dash-login") as login_row:
+            password = gr.Textbox(
+                label="Admin password", type="password", elem_id="dash-password", scale=3, max_lines=1
+            )
+            sign_in_btn = gr.Button("Sign in", elem_id="dash-sign-in", scale=1)
+        login_note = gr.Markdown("", elem_id="dash-login-note")
+        with gr.Column(visible=False, elem_id="dash-content") as content:
+            with gr.Row():
+                range_box = gr.Dropdown(
+                    list(RANGES), value=DEFAULT_RANGE, label="Time range", elem_id="dash-range"
+                )
+                model = gr.Dropdown([ALL], value=ALL, label="Model", allow_custom_value=True)
+                user = gr.Dropdown([ALL], value=ALL, label="User", allow_custom_value=True)
+                tag = gr.Dropdown([ALL], value=ALL, label="Tag", allow_custom_value=True)
+                session = gr.Textbox(label="Session id", placeholder="any", max_lines=1)
+            with gr.Row():
+                refresh_btn = gr.Button("Refresh", elem_id="dash-refresh", variant="primary")
+                signout_btn = gr.Button("Sign out", visible=False, elem_id="dash-sign-out")
+            headline = gr.Markdown("", elem_id="dash-headline")
+            with gr.Tabs(elem_id="dash-tabs") as tabs:
+                with gr.Tab("Overview", id="overview"):
+                    with gr.Row():
+                        turns_plot = gr.BarPlot(
+                            x="day",
+                            y="turns",
+                            color="model",
+                            title="Turns per day",
+                            elem_id="plot-turns",
+                        )
+                        like_plot = gr.LinePlot(
+                            x="day",
+                            y="percent",
+                            color="series",
+                            title="Like rate per day (%), 95% interval",
+                            tooltip=["day", "series", "percent", "ratings"],
+                            y_lim=[0, 100],
+                            elem_id="plot-likes",
+                        )
+                    with gr.Row():
+                        reasons_plot = gr.BarPlot(
+                            # Bars side by side start from the smallest otherwise (stacked ones from 0).
+                            y_lim=[0, None],
+                            x="reason",
+                            y="dislikes",
+                            title="Dislike reasons",
+                            elem_id="plot-reasons",
+                        )
+                        eval_plot = gr.LinePlot(
+                            x="day",
+                            y="mean",
+                            color="evaluator",
+                            title="Evaluators' mean score per day",
+                            tooltip=["day", "evaluator", "mean", "scores"],
+                            elem_id="plot-evaluators",
+                        )
+                    with gr.Row():
+                        latency_plot = gr.LinePlot(
+                            x="day",
+                            y="ms",
+                            color="series",
+                            title="Latency p50 / p95 (ms)",
+                            elem_id="plot-latency",
+                        )
+                        errors_plot = gr.LinePlot(
+                            x="day",
+                            y="percent",
+                            title="Error rate per day (%)",
+                            tooltip=["day", "percent", "turns"],
+                            elem_id="plot-errors",
+                        )
+                    with gr.Row():
+                        tokens_plot = gr.BarPlot(
+                            x="day",
+                            y="tokens",
+                            color="model",
+                            title="Tokens per day by model",
+                            tooltip=["day", "model", "tokens", "per turn"],
+                            elem_id="plot-tokens",
+                        )
+                        cost_plot = gr.BarPlot(
+                            x="day",
+                            y="usd",
+                            color="model",
+                            title="Cost per day by model (USD, known prices only)",
+                            tooltip=["day", "model", "usd", "per turn", "turns of unknown cost"],
+                            elem_id="plot-cost",
+                        )
+                with gr.Tab("Worst answers", id="worst"):
+                    gr.Markdown(
+                        "Recent answers a user disliked or a judge scored low. Click a row to open its trace."
+                    )
+                    worst = gr.Dataframe(
+                        pd.DataFrame(columns=charts.WORST_COLUMNS),
+                        interactive=False,
+                        wrap=True,
+                        elem_id="dash-worst",
+                        datatype="str",
+                        column_widths=["9%", "20%", "20%", "5%", "9%", "12%", "10%", "15%"],
+                        max_height=700,
+                    )
+                with gr.Tab("Trace", id="trace"):
+                    with gr.Row():
+                        trace_id = gr.Textbox(label="Trace id", max_lines=1, elem_id="dash-trace-id", scale=4)
+                        open_btn = gr.Button("Open", elem_id="dash-open-trace", scale=1)
+                    trace_view = gr.HTML(
+                        message_html("Pick an answer in Worst answers, or paste a trace id."),
+                        elem_id="dash-trace",
+                    )
+                with gr.Tab("Dataset runs", id="runs"):
+                    runs = gr.Dataframe(
+                        pd.DataFrame(columns=charts.RUN_COLUMNS),
+                        interactive=False,
+                        elem_id="dash-runs",
+                        datatype="str",
+                    )
+                    with gr.Row():
+                        run_a = gr.Dropdown(
+                            [], label="Run A (before)", elem_id="dash-run-a", allow_custom_value=True
+                        )
+                        run_b = gr.Dropdown(
+                            [], label="Run B (after)", elem_id="dash-run-b", allow_custom_value=True
+                        )
+                        compare_btn = gr.Button("Compare", elem_id="dash-compare")
+                    comparison = gr.Textbox(
+                        label="Comparison", lines=6, interactive=False, elem_id="dash-comparison"
+                    )
+                    # The same figure as `python -m evals compare --plot` (evals/compare_plot.py).
+                    comparison_plot = gr.Plot(label="Comparison chart", elem_id="plot-run-compare")
+
+        outputs = Outputs(
+            gate=gate,
+            content=content,
+            signout=signout_btn,
+            headline=headline,
+            plots=[
+                turns_plot,
+                like_plot,
+                reasons_plot,
+                eval_plot,
+                latency_plot,
+                tokens_plot,
+                cost_plot,
+                errors_plot,
+            ],
+            worst=worst,
+            worst_ids=worst_ids,
+            model=model,
+            user=user,
+            tag=tag,
+            runs=runs,
+            run_a=run_a,
+            run_b=run_b,
+        ).all()
+        filters = [range_box, model, user, tag, session]
+        show_login = {"fn": handlers.show_login, "inputs": [grant], "outputs": [login_row], **private}
+
+        demo.load(handlers.refresh, [*filters, grant], outputs, **private).then(**show_login)
+        for trigger in (
+            refresh_btn.click,
+            range_box.input,
+            model.input,
+            user.input,
+            tag.input,
+            session.submit,
+        ):
+            trigger(handlers.refresh, [*filters, grant], outputs, **private)
+        for trigger in (sign_in_btn.click, password.submit):
+            trigger(
+                handlers.sign_in, [password, grant], [password, grant, login_note, login_row], **private
+            ).then(handlers.refresh, [*filters, grant], outputs, **private)
+        signout_btn.click(handlers.sign_out, [grant], [grant, login_note, login_row], **private).then(
+            handlers.refresh, [*filters, grant], outputs, **private
+        )
+        for trigger in (open_btn.click, trace_id.submit):
+            trigger(handlers.open_trace, [trace_id, grant], [trace_view], **private)
+        worst.select(handlers.pick_worst, [worst_ids, grant], [trace_view, trace_id, tabs], **private)
+        compare_btn.click(
+            handlers.compare_runs,
+            [run_a, run_b, grant],
+            [comparison, comparison_plot],
+            **private,
+        )
+    return handlers
