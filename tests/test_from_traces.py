@@ -72,7 +72,12 @@ def test_from_traces_by_an_evaluator_score_below_a_threshold(
     make_settings, make_runtime, monkeypatch, tmp_path
 ):
     _, store, ids = _chat(make_settings, make_runtime, monkeypatch, tmp_path)
-    for question, value in ((QUESTIONS[1], 0.2), (QUESTIONS[2], 0.9), (QUESTIONS[3], 0.1), (QUESTIONS[4], 0.49)):
+    for question, value in (
+        (QUESTIONS[1], 0.2),
+        (QUESTIONS[2], 0.9),
+        (QUESTIONS[3], 0.1),
+        (QUESTIONS[4], 0.49),
+    ):
         store.upsert_score(
             score_id=f"h-{question}", trace_id=ids[question], name="helpfulness", value=value,
             data_type="NUMERIC", source="EVAL",
