@@ -245,9 +245,13 @@ def steps_from_spans(spans: Sequence[Mapping[str, Any]]) -> tuple[list[Step], li
     by_id = {row[0]["span_id"]: row for row in rows}
 
     def descendants(span_id: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        found, todo = [], [span_id]
+        # Each span once: span rows are data from outside, and a parent cycle must not loop.
+        found, todo, seen = [], [span_id], {span_id}
         while todo:
             for child in children.get(todo.pop(), []):
+                if child[0]["span_id"] in seen:
+                    continue
+                seen.add(child[0]["span_id"])
                 found.append(child)
                 todo.append(child[0]["span_id"])
         return sorted(found, key=lambda r: r[0].get("start_time") or 0)

@@ -338,3 +338,27 @@ def test_render_prompt_refuses_what_validation_refuses():
         render_prompt("{question}", prompt_variables(_turn()))
     with pytest.raises(KeyError, match=r"uses \{input!r\}"):
         render_prompt("{input!r}", prompt_variables(_turn()))
+
+
+def test_parent_cycles_in_span_rows_end_instead_of_looping():
+    import threading
+
+    from evals.context import steps_from_spans
+
+    rows = [
+        {"span_id": "a", "parent_id": None, "kind": "AGENT", "name": "CodeAgent.run", "start_time": 1.0},
+        {"span_id": "s", "parent_id": "a", "kind": "CHAIN", "name": "Step 1", "start_time": 2.0},
+        {"span_id": "x", "parent_id": "y", "kind": "TOOL", "name": "t", "start_time": 3.0},
+        {"span_id": "y", "parent_id": "x", "kind": "TOOL", "name": "t", "start_time": 3.0},
+        {"span_id": "s2", "parent_id": "s2", "kind": "CHAIN", "name": "Step 2", "start_time": 4.0},
+        {"span_id": "c", "parent_id": "s", "kind": "CHAIN", "name": "inner", "start_time": 5.0},
+        {"span_id": "d", "parent_id": "c", "kind": "CHAIN", "name": "inner", "start_time": 6.0},
+    ]
+    rows.append({"span_id": "s", "parent_id": "d", "kind": "CHAIN", "name": "Step 1", "start_time": 2.0})
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(steps_from_spans(rows)), daemon=True)
+    worker.start()
+    worker.join(5)
+    assert not worker.is_alive(), "steps_from_spans loops on a parent cycle"
+    steps, _ = result[0]
+    assert [s.number for s in steps] == [1]
