@@ -670,7 +670,9 @@ def filter_choices(store: Store) -> dict[str, list[str]]:
 
 def worst_answers(store: Store, f: Filters, limit: int = 50) -> list[dict[str, Any]]:
     """Recent answers a user disliked or a judge scored low, newest first, with every score."""
-    limit = max(1, min(int(limit), WORST_LIMIT))
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise ValueError("The number of answers to show must be a whole number.")
+    limit = max(1, min(limit, WORST_LIMIT))
     checked = _check(f)
     where, params = _where(checked, checked.since, checked.until, all_filters=True)
     with store.read() as db:
