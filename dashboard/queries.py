@@ -21,6 +21,7 @@ import base64
 import functools
 import json
 import math
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -348,13 +349,21 @@ def _live_facts(db: Connection, f: _Checked, since: float, until: float) -> dict
 # Days decoded from the cache, per store: (store url, day) -> (version, facts). A refresh reads
 # only the days' versions and decodes a day again only when its version moved.
 _DECODED: dict[tuple[str, int], tuple[int, dict[Key, Fact]]] = {}
-_DECODED_DAYS = 2000
+_DECODED_DAYS = 800  # about 10 KB each on a busy day
+_DECODED_LOCK = threading.Lock()  # Gradio runs handlers in several threads
 
 
 def _remember(url: str, day: int, version: int, facts: dict[Key, Fact]) -> None:
-    while len(_DECODED) >= _DECODED_DAYS:
-        _DECODED.pop(next(iter(_DECODED)), None)
-    _DECODED[(url, day)] = (version, facts)
+    with _DECODED_LOCK:
+        while len(_DECODED) >= _DECODED_DAYS:
+            _DECODED.pop(next(iter(_DECODED)))
+        _DECODED[(url, day)] = (version, facts)
+
+
+def _recall(url: str, day: int, version: int) -> dict[Key, Fact] | None:
+    with _DECODED_LOCK:
+        known = _DECODED.get((url, day))
+    return known[1] if known is not None and known[0] == version else None
 
 
 def _cached_facts(store: Store, first: int, end: int) -> dict[Key, Fact]:
@@ -377,9 +386,9 @@ def _cached_facts(store: Store, first: int, end: int) -> dict[Key, Fact]:
             if r["format"] != FORMAT or version != changes.get(day, 0):
                 continue
             fresh.add(day)
-            known = _DECODED.get((store.url, day))
-            if known is not None and known[0] == version:
-                facts.update(known[1])
+            known = _recall(store.url, day, version)
+            if known is not None:
+                facts.update(known)
             else:
                 load.append(day)
         for lo, hi in _runs(sorted(load)):
@@ -661,7 +670,9 @@ def filter_choices(store: Store) -> dict[str, list[str]]:
 
 def worst_answers(store: Store, f: Filters, limit: int = 50) -> list[dict[str, Any]]:
     """Recent answers a user disliked or a judge scored low, newest first, with every score."""
-    limit = max(1, min(int(limit), WORST_LIMIT))
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise ValueError("The number of answers to show must be a whole number.")
+    limit = max(1, min(limit, WORST_LIMIT))
     checked = _check(f)
     where, params = _where(checked, checked.since, checked.until, all_filters=True)
     with store.read() as db:

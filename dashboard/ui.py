@@ -28,14 +28,13 @@ from feedback.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RANGES", "DashboardHandlers", "build_dashboard"]
+__all__ = ["RANGES", "DashboardHandlers", "build_dashboard", "dashboard_link"]
 
 DAY_S = 86400.0
 RANGES = {"Last 24 hours": 1, "Last 7 days": 7, "Last 30 days": 30, "Last 90 days": 90}
 DEFAULT_RANGE = "Last 7 days"
 ALL = "(all)"
 WORST_ROWS = 50
-MAX_TRACE_ID_CHARS = 200
 PAGE_PATH = "dashboard"
 # Dashboard work never takes more than this many of the server's worker threads at once.
 CONCURRENCY = 2

@@ -354,6 +354,9 @@ def test_bad_filters_are_refused_with_a_sentence(store):
         overview(store, Filters(float("nan"), 1e9))
     with pytest.raises(ValueError, match="model filter must be text"):
         worst_answers(store, Filters(0, 1e9, model=["m-a"]))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="whole number"):
+        worst_answers(store, ALL, limit="50; DROP TABLE traces")  # type: ignore[arg-type]
+    assert len(worst_answers(store, ALL, limit=10**9)) == 3  # bounded (WORST_LIMIT), never an error
     empty = overview(store, Filters(ALL.until, ALL.since))  # end before start: nothing
     assert empty["totals"]["turns"] == 0 and empty["per_day"] == []
     assert empty["totals"]["like_rate"] is None and empty["totals"]["latency_p50_ms"] is None
