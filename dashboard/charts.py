@@ -182,7 +182,7 @@ def _ms(value: Any) -> str:
     return f"{value / 1000:.1f} s" if value >= 10_000 else f"{value:,.0f} ms"
 
 
-def headline(totals: Mapping[str, Any], *, langfuse: bool) -> str:
+def headline(totals: Mapping[str, Any], *, langfuse: bool, evaluation: bool = True) -> str:
     """The numbers above the charts, as Markdown (numbers only: nothing a user wrote)."""
     turns = int(totals.get("turns") or 0)
     ratings = int(totals.get("ratings") or 0)
@@ -204,13 +204,14 @@ def headline(totals: Mapping[str, Any], *, langfuse: bool) -> str:
     waiting = int(totals.get("outbox_waiting") or 0)
     delivery = f"{waiting:,} waiting for Langfuse" if langfuse else f"Langfuse off ({waiting:,} not sent)"
     backlog = int(totals.get("eval_backlog") or 0)
+    # With evaluation off nothing ever takes the traces in: a count would only grow.
+    evaluation_text = f"evaluation backlog **{backlog:,}**" if evaluation else "evaluation **off**"
     lines = [
         f"**{turns:,}** turns · like rate **{like}** · errors **{_percent(totals.get('error_rate'))}**",
         f"latency p50 **{_ms(totals.get('latency_p50_ms'))}**, p95 **{_ms(totals.get('latency_p95_ms'))}** · "
         f"tokens **{int(totals.get('tokens') or 0):,}**"
         + (f" ({float(tokens_per_turn):,.0f} per turn)" if tokens_per_turn is not None else ""),
-        f"cost **{cost}** · per turn **{per_turn}** · ratings **{delivery}** · "
-        f"evaluation backlog **{backlog:,}**",
+        f"cost **{cost}** · per turn **{per_turn}** · ratings **{delivery}** · {evaluation_text}",
     ]
     return "\n\n".join(lines)
 

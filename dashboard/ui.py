@@ -202,7 +202,11 @@ class DashboardHandlers:
             charts.error_rate_per_day(per_day),
         ]
         table, ids = charts.worst_frame(worst)
-        headline = charts.headline(data["totals"], langfuse=self.settings.langfuse_enabled)
+        headline = charts.headline(
+            data["totals"],
+            langfuse=self.settings.langfuse_enabled,
+            evaluation=self.settings.evaluators_file is not None,
+        )
         if not per_day:
             headline = f"{_EMPTY_NOTE}\n\n{headline}"
         run_names = [r["name"] for r in runs]

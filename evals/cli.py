@@ -452,13 +452,16 @@ def cmd_dataset_from_traces(ctx: Context, args: argparse.Namespace, out: TextIO)
 def cmd_dataset_list(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     runs = ctx.store.rows(
         """SELECT r.name, r.dataset, r.model, r.updated, COUNT(x.item_id) AS items,
-                  COALESCE(SUM(x.strict), 0) AS correct, SUM(CASE WHEN x.error IS NULL THEN 0 ELSE 1 END) AS errors
+                  COALESCE(SUM(x.graded), 0) AS graded, COALESCE(SUM(x.strict), 0) AS correct,
+                  SUM(CASE WHEN x.error IS NULL THEN 0 ELSE 1 END) AS errors
            FROM dataset_runs r LEFT JOIN dataset_results x ON x.run = r.name
            GROUP BY r.name, r.dataset, r.model, r.updated ORDER BY r.updated DESC"""
     )
     for r in runs:
         n = int(r["items"])
-        accuracy = f"{int(r['correct']) / n:.1%}" if n else "-"
+        graded = int(r["graded"])
+        # Over the graded items, as compare and the dashboard count it.
+        accuracy = f"{int(r['correct']) / graded:.1%}" if graded else "-"
         out.write(
             f"{r['name']:<24} {r['dataset']:<12} {r['model'] or '-':<36} items {n:>5} "
             f"accuracy {accuracy:>6} errors {int(r['errors'] or 0)}  {_when(r['updated'])}\n"

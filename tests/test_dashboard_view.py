@@ -474,3 +474,11 @@ def test_compare_runs_gives_the_clis_text_and_figure(handlers):
         None,
     )
     assert handlers.compare_runs(None, b, None, owner_request(), None) == ("Pick two runs to compare.", None)
+
+
+def test_headline_says_evaluation_is_off_instead_of_a_growing_backlog():
+    from dashboard import charts
+
+    totals = {"turns": 3, "ratings": 0, "eval_backlog": 3, "outbox_waiting": 0}
+    assert "evaluation **off**" in charts.headline(totals, langfuse=False, evaluation=False)
+    assert "evaluation backlog **3**" in charts.headline(totals, langfuse=False, evaluation=True)
