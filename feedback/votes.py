@@ -68,34 +68,45 @@ class VoteRecorder:
     def record(
         self, *, trace_id: str, vote: Vote, session_id: str | None, user_id: str | None
     ) -> ScoreRow | None:
+        with self._store.urgent():  # a person waits for this write: before background writers
+            row = self._record(trace_id=trace_id, vote=vote, session_id=session_id, user_id=user_id)
+        self._notify()
+        return row
+
+    def _record(
+        self, *, trace_id: str, vote: Vote, session_id: str | None, user_id: str | None
+    ) -> ScoreRow | None:
         score_id = score_id_for(trace_id)
         if not self._store.has_trace(trace_id):
             # A vote right after its answer can beat the span exporter's batch: write the
             # trace first, so even a crash right after this vote keeps the rated trace.
             self._flush_spans()
         if vote.value is None:
-            row = self._store.delete_score(score_id)
-        else:
-            row = self._store.upsert_score(
-                score_id=score_id,
-                trace_id=trace_id,
-                name=SCORE_NAME,
-                value=vote.value,
-                data_type=DATA_TYPE,
-                source="user",
-                session_id=session_id,
-                user_id=user_id,
-                reason=vote.reason,
-            )
-        self._notify()
-        return row
+            return self._store.delete_score(score_id)
+        return self._store.upsert_score(
+            score_id=score_id,
+            trace_id=trace_id,
+            name=SCORE_NAME,
+            value=vote.value,
+            data_type=DATA_TYPE,
+            source="user",
+            session_id=session_id,
+            user_id=user_id,
+            reason=vote.reason,
+        )
 
     def comment(self, *, trace_id: str, text: str) -> ScoreRow | None:
         """Add free text to the rated answer's score; None if that answer has no live score."""
         current = self._store.get_score(score_id_for(trace_id))
         if current is None or current.deleted or current.value is None:
             return None
-        row = self._store.upsert_score(
+        with self._store.urgent():
+            row = self._upsert_comment(current, text)
+        self._notify()
+        return row
+
+    def _upsert_comment(self, current: ScoreRow, text: str) -> ScoreRow | None:
+        return self._store.upsert_score(
             score_id=current.id,
             trace_id=current.trace_id,
             name=current.name,
@@ -108,5 +119,3 @@ class VoteRecorder:
             note=text.strip()[:2000] or None,
             keep_note=False,
         )
-        self._notify()
-        return row
