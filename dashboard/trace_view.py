@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from evals.context import Step, steps_from_spans
+from evals.context import Step, json_or, steps_from_spans
 from feedback.store import Store, StoreError
 from feedback.votes import SCORE_NAME
 
@@ -79,17 +79,6 @@ def _cut(value: str, limit: int = MAX_TEXT_CHARS) -> str:
 def _pre(value: Any, css: str = "") -> str:
     klass = f' class="{css}"' if css else ""
     return f"<pre{klass}>{_text(_cut(str(value)))}</pre>"
-
-
-def _json_or(value: Any, default: Any) -> Any:
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        return value
-    try:
-        return json.loads(value)
-    except ValueError:
-        return default
 
 
 def _float(value: Any) -> float | None:
@@ -162,7 +151,7 @@ def _tree(spans: Sequence[Mapping[str, Any]]) -> tuple[list[SpanRow], list[str]]
     problems: list[str] = []
     rows: list[SpanRow] = []
     for span in spans:
-        attrs = _json_or(span.get("attributes"), None)
+        attrs = json_or(span.get("attributes"), None)
         readable = isinstance(attrs, dict) or span.get("attributes") in (None, "")
         rows.append(SpanRow(dict(span), attrs if isinstance(attrs, dict) else {}, readable=readable))
     unreadable = sum(1 for r in rows if not r.readable)
@@ -274,7 +263,7 @@ def load_trace(store: Store, trace_id: str) -> TraceData | None:
 
 def _header(data: TraceData, langfuse_url: str | None) -> str:
     t = data.trace
-    tags = _json_or(t.get("tags"), [])
+    tags = json_or(t.get("tags"), [])
     tags_text = ", ".join(str(x) for x in tags) if isinstance(tags, list) else str(t.get("tags") or "")
     latency = _float(t.get("latency_ms"))
     status = str(t.get("status") or "OK")
@@ -382,7 +371,7 @@ def _steps(data: TraceData) -> str:
 
 def _messages(value: Any) -> list[tuple[str, str]]:
     """(role, text) of an LLM call's input or output value, as readable as the value allows."""
-    parsed = _json_or(value, value)
+    parsed = json_or(value, value)
     if isinstance(parsed, dict) and isinstance(parsed.get("messages"), list):
         parsed = parsed["messages"]
     if isinstance(parsed, dict) and ("content" in parsed or "role" in parsed):

@@ -162,7 +162,9 @@ def _jsonable(value: Any) -> Any:
 # ----- reading the store ------------------------------------------------------------------
 
 
-def _json(value: Any, default: Any) -> Any:
+def json_or(value: Any, default: Any) -> Any:
+    """A stored JSON text decoded, or `default` when it is missing or not JSON (stored data is
+    never trusted to be well formed)."""
     if value is None:
         return default
     if not isinstance(value, str):
@@ -187,7 +189,7 @@ def _message_text(attrs: Mapping[str, Any]) -> str | None:
     ):
         if isinstance(attrs.get(key), str):
             return attrs[key]
-    output = _json(attrs.get("output.value"), None)
+    output = json_or(attrs.get("output.value"), None)
     if isinstance(output, dict):
         content = output.get("content")
         if isinstance(content, str):
@@ -203,7 +205,7 @@ def parse_reply(reply: str | None) -> tuple[str | None, str | None]:
         return None, None
     stripped = reply.strip()
     if stripped.startswith("{"):
-        data = _json(stripped, None)
+        data = json_or(stripped, None)
         if isinstance(data, dict) and "code" in data:
             thought = data.get("thought")
             return (str(thought).strip() or None) if thought is not None else None, str(data["code"]).strip()
@@ -218,7 +220,7 @@ def parse_reply(reply: str | None) -> tuple[str | None, str | None]:
 
 
 def _tool_call(attrs: Mapping[str, Any], span: Mapping[str, Any]) -> ToolCall:
-    raw = _json(attrs.get("input.value"), None)
+    raw = json_or(attrs.get("input.value"), None)
     arguments: dict[str, Any] = {}
     if isinstance(raw, dict):
         arguments = {k: raw[k] for k in ("args", "kwargs") if raw.get(k)}
@@ -237,7 +239,7 @@ def steps_from_spans(spans: Sequence[Mapping[str, Any]]) -> tuple[list[Step], li
     """The steps of a turn and the tools it called (in order, each once), from its span rows."""
     rows = []
     for span in spans:
-        attrs = _json(span.get("attributes"), {})
+        attrs = json_or(span.get("attributes"), {})
         rows.append((dict(span), attrs if isinstance(attrs, dict) else {}))
     children: dict[str | None, list[tuple[dict[str, Any], dict[str, Any]]]] = {}
     for row in rows:
@@ -316,8 +318,8 @@ def _turn(
     trace: Mapping[str, Any], spans: Sequence[Mapping[str, Any]], score: Mapping[str, Any] | None
 ) -> TurnData:
     steps, tools = steps_from_spans(spans)
-    tags = _json(trace.get("tags"), [])
-    metadata = _json(trace.get("metadata"), {})
+    tags = json_or(trace.get("tags"), [])
+    metadata = json_or(trace.get("metadata"), {})
     value = score.get("value") if score else None
     return TurnData(
         trace_id=str(trace["id"]),
@@ -381,7 +383,7 @@ def conversation_data(store: Store, session_id: str) -> ConversationData | None:
                 text("SELECT * FROM traces WHERE session_id = :sid ORDER BY start_time, id"), params
             ).mappings()
         ]
-        traces = [t for t in traces if EVALUATION_TAG not in (_json(t.get("tags"), []) or [])]
+        traces = [t for t in traces if EVALUATION_TAG not in (json_or(t.get("tags"), []) or [])]
         if not traces:
             return None
         spans = db.execute(
