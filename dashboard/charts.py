@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from dashboard.queries import wilson
+from dashboard.bidi import visible_controls
+from dashboard.queries import NAME_LIMIT, wilson
 
 __all__ = [
     "WORST_COLUMNS",
@@ -49,8 +50,13 @@ RUN_COLUMNS = [
 ]
 
 
+def _label(value: Any) -> str:
+    """A name drawn on a chart (a model, reason or evaluator): bidirectional controls visible."""
+    return _cell(value, NAME_LIMIT)
+
+
 def _model(value: Any) -> str:
-    return str(value) if value else UNKNOWN_MODEL
+    return _label(value) if value else UNKNOWN_MODEL
 
 
 def _frame(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
@@ -92,7 +98,7 @@ def like_rate_per_day(per_day: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def dislike_reasons(reasons: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    rows = [{"reason": str(r["reason"]), "dislikes": int(r["count"])} for r in reasons]
+    rows = [{"reason": _label(r["reason"]), "dislikes": int(r["count"])} for r in reasons]
     return _frame(rows, ["reason", "dislikes"])
 
 
@@ -100,7 +106,7 @@ def evaluator_means(evaluators: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     rows = [
         {
             "day": r["day"],
-            "evaluator": str(r["evaluator"]),
+            "evaluator": _label(r["evaluator"]),
             "mean": round(float(r["mean"]), 4),
             "scores": int(r["n"]),
         }
@@ -219,7 +225,7 @@ def headline(totals: Mapping[str, Any], *, langfuse: bool, evaluation: bool = Tr
 def _cell(value: Any, limit: int = CELL_CHARS) -> str:
     if value is None:
         return ""
-    text = " ".join(str(value).split())
+    text = visible_controls(" ".join(str(value).split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -1,10 +1,11 @@
 """One trace as a page: its span tree as a waterfall, its steps, its LLM calls, its scores.
 
 Everything shown here was written by a user, a model or the model's code: hostile text. It is
-put in the page only through `_text` (html.escape, quotes included) and only inside elements,
-never in a tag, an attribute name, a URL or a style; style values are numbers this module
-formats itself. A store with broken rows (unreadable attributes, missing times) still gives a
-page that says what it could not read, never a traceback.
+put in the page only through `_text` (cut to a length, bidirectional controls made visible,
+html.escape with quotes) and only inside elements, never in a tag, an attribute name, a URL or
+a style; style values are numbers this module formats itself. A store with broken rows
+(unreadable attributes, missing times) still gives a page that says what it could not read,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from dashboard.bidi import visible_controls
 from evals.context import Step, json_or, steps_from_spans
 from feedback.store import Store, StoreError
 from feedback.votes import SCORE_NAME
@@ -29,6 +31,8 @@ __all__ = ["TRACE_CSS", "langfuse_trace_url", "render_trace", "trace_html", "loa
 
 # Longest text shown for one message, observation or code block; the rest is cut with a note.
 MAX_TEXT_CHARS = 20_000
+# Longest name or label shown (a span, model, user, session, tag or score name; a value).
+LABEL_CHARS = 500
 # Longest trace id looked up (ids are 32 hex characters; anything else is refused politely).
 MAX_ID_CHARS = 200
 _TRACE_ID = re.compile(r"^[0-9a-fA-F]{32}$")
@@ -65,9 +69,10 @@ TRACE_CSS = """
 """
 
 
-def _text(value: Any) -> str:
-    """Any value as inert HTML text."""
-    return html.escape("" if value is None else str(value), quote=True)
+def _text(value: Any, limit: int = LABEL_CHARS) -> str:
+    """Any value as inert HTML text, at most `limit` characters of it (then a note)."""
+    shown = _cut("" if value is None else str(value), limit)
+    return html.escape(visible_controls(shown), quote=True)
 
 
 def _cut(value: str, limit: int = MAX_TEXT_CHARS) -> str:
@@ -78,7 +83,7 @@ def _cut(value: str, limit: int = MAX_TEXT_CHARS) -> str:
 
 def _pre(value: Any, css: str = "") -> str:
     klass = f' class="{css}"' if css else ""
-    return f"<pre{klass}>{_text(_cut(str(value)))}</pre>"
+    return f"<pre{klass}>{_text(value, MAX_TEXT_CHARS)}</pre>"
 
 
 def _float(value: Any) -> float | None:
@@ -269,7 +274,9 @@ def _header(data: TraceData, langfuse_url: str | None) -> str:
     status = str(t.get("status") or "OK")
     status_html = _text(status)
     if status == "ERROR":
-        status_html = f'<span class="tv-err">{_text(status)}: {_text(t.get("status_message") or "")}</span>'
+        status_html = (
+            f'<span class="tv-err">{_text(status)}: {_text(t.get("status_message") or "", 2000)}</span>'
+        )
     rows = [
         ("Trace", f"<code>{_text(t.get('id'))}</code>"),
         ("Started", _text(_when(t.get("start_time")))),
@@ -289,7 +296,7 @@ def _header(data: TraceData, langfuse_url: str | None) -> str:
         rows.append(
             (
                 "Langfuse",
-                f'<a href="{_text(langfuse_url)}" target="_blank" rel="noopener noreferrer">'
+                f'<a href="{_text(langfuse_url, MAX_TEXT_CHARS)}" target="_blank" rel="noopener noreferrer">'
                 "open this trace in Langfuse</a>",
             )
         )
@@ -333,7 +340,7 @@ def _waterfall(data: TraceData) -> str:
         kind = f'<span class="tv-kind">{_text(span.get("kind") or "")}</span>'
         error = ""
         if status == "error":
-            error = f'<div class="tv-err" style="padding-left:{row.depth * 14}px">{_text(_cut(str(span.get("status_message") or "error"), 500))}</div>'
+            error = f'<div class="tv-err" style="padding-left:{row.depth * 14}px">{_text(span.get("status_message") or "error")}</div>'
         out.append(
             f'<div class="tv-row" data-status="{status}">'
             f'<div class="tv-name" style="padding-left:{row.depth * 14}px" title="{_text(span.get("name"))}">'
@@ -407,11 +414,11 @@ def _llm_calls(data: TraceData) -> str:
         duration = (end - start) * 1000 if start is not None and end is not None else None
         model = attrs.get("llm.model_name") or ""
         summary = (
-            f"Call {n}: {span.get('name') or ''} · {model} · {_ms(duration)} · "
+            f"Call {n}: {_cut(str(span.get('name') or ''), LABEL_CHARS)} · {_cut(str(model), LABEL_CHARS)} · {_ms(duration)} · "
             f"{int(span.get('prompt_tokens') or 0):,} in + {int(span.get('completion_tokens') or 0):,} out"
             f" tokens · {format_cost(span.get('cost'))}"
         )
-        out.append(f"<details><summary>{_text(summary)}</summary>")
+        out.append(f"<details><summary>{_text(summary, MAX_TEXT_CHARS)}</summary>")
         for label, key in (("Input", "input.value"), ("Output", "output.value")):
             messages = _messages(attrs.get(key))
             if not messages:
@@ -454,8 +461,8 @@ def _scores_html(data: TraceData) -> str:
             reasoning = row.get("reasoning") or row.get("note") or ""
         body.append(
             f"<tr><td>{_text(name)}</td><td>{_text(_score_value(row))}</td><td>{_text(by)}</td>"
-            f"<td>{_text(_cut(str(comment or ''), 2000))}</td>"
-            f"<td>{_text(_cut(str(reasoning or ''), 4000))}</td></tr>"
+            f"<td>{_text(comment or '', 2000)}</td>"
+            f"<td>{_text(reasoning or '', 4000)}</td></tr>"
         )
     return f'<h3>Scores</h3><table class="tv-scores">{head}{"".join(body)}</table>'
 
@@ -471,7 +478,7 @@ def render_trace(data: TraceData, langfuse_url: str | None = None) -> str:
 
 def message_html(text: str) -> str:
     """A plain sentence in the viewer's place (no trace chosen, unknown id, store down)."""
-    return f'{TRACE_CSS}<div class="tv" id="tv-trace"><p>{_text(text)}</p></div>'
+    return f'{TRACE_CSS}<div class="tv" id="tv-trace"><p>{_text(text, MAX_TEXT_CHARS)}</p></div>'
 
 
 def trace_html(store: Store, trace_id: Any, *, langfuse_base_url: str | None = None) -> str:

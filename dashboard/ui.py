@@ -21,6 +21,7 @@ import pandas as pd
 from agent.settings import Settings
 from dashboard import charts, queries
 from dashboard.access import Access, Front, Viewer, client_key
+from dashboard.bidi import visible_controls
 from dashboard.trace_view import message_html, trace_html
 from evals.compare import compare, describe
 from evals.compare_plot import comparison_figure
@@ -79,6 +80,12 @@ class Outputs:
 
 
 PLOT_COUNT = 8
+
+
+def _shown(values: list[str]) -> list[tuple[str, str]]:
+    """Dropdown choices as (what is shown, the value): names from the store are shown with their
+    bidirectional controls visible, and still filter by the name itself."""
+    return [(visible_controls(v), v) for v in values]
 
 
 def _choice(value: Any) -> str | None:
@@ -213,7 +220,7 @@ class DashboardHandlers:
 
         def dropdown(values: list[str], current: Any) -> Any:
             options = [ALL, *values]
-            return gr.update(choices=options, value=current if current in options else ALL)
+            return gr.update(choices=_shown(options), value=current if current in options else ALL)
 
         return [
             self._gate_text(viewer),
@@ -227,8 +234,8 @@ class DashboardHandlers:
             dropdown(choices.get("user_id", []), user),
             dropdown(choices.get("tag", []), tag),
             charts.runs_frame(runs),
-            gr.update(choices=run_names, value=run_names[1] if len(run_names) > 1 else None),
-            gr.update(choices=run_names, value=run_names[0] if run_names else None),
+            gr.update(choices=_shown(run_names), value=run_names[1] if len(run_names) > 1 else None),
+            gr.update(choices=_shown(run_names), value=run_names[0] if run_names else None),
         ]
 
     def sign_in(
