@@ -48,7 +48,7 @@ PER_DAY_LIMIT = 5000  # rows of (day, model) or (day, evaluator)
 REASONS_LIMIT = 30
 WORST_LIMIT = 200
 RUNS_LIMIT = 200
-FILTER_TEXT_LIMIT = 500  # a filter value longer than this cannot match anything the app stores
+FILTER_TEXT_LIMIT = 500  # a longer filter value matches nothing (the choices offered are shorter)
 # The cached facts' layout: a change to what a fact holds or how turns are selected bumps it,
 # so facts cached by an older version are recomputed, never misread.
 FORMAT = "1"
@@ -127,7 +127,22 @@ def _text_filter(value: Any, name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"The {name} filter must be text.")
-    return value[:FILTER_TEXT_LIMIT]
+    return value
+
+
+def _matchable(value: str | None) -> bool:
+    """Whether a stored name could equal this filter value. A longer one is not sent to the
+    database (nor cut: its first 500 characters would match a name it is not), and NUL or a
+    lone surrogate cannot be in a stored name (Postgres and UTF-8 refuse them)."""
+    if value is None:
+        return True
+    if len(value) > FILTER_TEXT_LIMIT or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -142,7 +157,7 @@ class _Checked:
 
 def _check(f: Filters) -> _Checked:
     """The filters as the queries use them; a clear ValueError for anything malformed."""
-    return _Checked(
+    checked = _Checked(
         since=_epoch(f.since, "start"),
         until=_epoch(f.until, "end"),
         model=_text_filter(f.model, "model"),
@@ -150,6 +165,11 @@ def _check(f: Filters) -> _Checked:
         tag=_text_filter(f.tag, "tag"),
         session_id=_text_filter(f.session_id, "session"),
     )
+    texts = (checked.model, checked.user_id, checked.tag, checked.session_id)
+    if not all(_matchable(v) for v in texts):
+        # Nothing can match: an empty range, and no filter text goes to the database.
+        return _Checked(checked.since, checked.since, None, None, None, None)
+    return checked
 
 
 def _where(f: _Checked, since: float, until: float, *, all_filters: bool) -> tuple[str, dict[str, Any]]:

@@ -486,7 +486,8 @@ def trace_html(store: Store, trace_id: Any, *, langfuse_base_url: str | None = N
     if not isinstance(trace_id, str) or not trace_id.strip():
         return message_html("Pick an answer in Worst answers, or paste a trace id, to see its trace.")
     trace_id = trace_id.strip()
-    if len(trace_id) > MAX_ID_CHARS:
+    # Not printable: NUL or a lone surrogate (the database refuses them), a bidi control.
+    if len(trace_id) > MAX_ID_CHARS or not trace_id.isprintable():
         return message_html("That is not a trace id (trace ids have 32 hexadecimal characters).")
     try:
         data = load_trace(store, trace_id)

@@ -88,6 +88,11 @@ def _shown(values: list[str]) -> list[tuple[str, str]]:
     return [(visible_controls(v), v) for v in values]
 
 
+def _literal(name: str) -> str:
+    """A name as matplotlib text: every $ escaped, so nothing in it is read as math."""
+    return name.replace("$", r"\$")
+
+
 def _choice(value: Any) -> str | None:
     """A filter dropdown's value as a filter (None: no filter); anything but text is ignored."""
     if not isinstance(value, str) or not value or value == ALL:
@@ -155,7 +160,7 @@ class DashboardHandlers:
     def _filters(self, range_name: Any, model: Any, user: Any, tag: Any, session: Any) -> queries.Filters:
         days = RANGES.get(range_name if isinstance(range_name, str) else "", RANGES[DEFAULT_RANGE])
         now = self.clock()
-        session_id = session.strip()[:200] if isinstance(session, str) and session.strip() else None
+        session_id = session.strip() if isinstance(session, str) and session.strip() else None
         return queries.Filters(
             since=now - days * DAY_S,
             until=now + 60.0,
@@ -330,7 +335,10 @@ class DashboardHandlers:
         except StoreError as exc:
             log.exception("Dashboard: the store could not be read")
             return f"The store could not be read ({exc.reason}). Try again in a moment.", None
-        return describe(result), comparison_figure(result)
+        # The chart draws the names with matplotlib, which reads $...$ in a label as math: a name
+        # such as "$$" failed to draw and "${{{...$" recursed without end.
+        drawn = {**result, "run_a": _literal(run_a), "run_b": _literal(run_b)}
+        return visible_controls(describe(result)), comparison_figure(drawn)
 
 
 def dashboard_link(demo: gr.Blocks, handlers: DashboardHandlers) -> None:

@@ -14,6 +14,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from types import SimpleNamespace
@@ -421,3 +422,149 @@ def test_the_trace_page_is_inert_and_bounded(owner_handlers, trace_id):
     if trace_id == HOSTILE_TRACE:
         for label in ("question", "answer", "attribute", "span", "status", "comment", "reasoning", "model"):
             assert f"HOSTILE-{label} <script>window.__pwned=1</script>" in shown, label
+
+
+# ----- the trace viewer, the filters and the run comparison with hostile input -----------------
+
+HOSTILE_IDS = [
+    "../../../../etc/passwd",
+    "..%2f..%2fetc%2fpasswd",
+    "' OR '1'='1",
+    "5e5e5e5e' OR 1=1 --",
+    "%",
+    "_" * 32,
+    "5e" * 15 + "%",
+    ("5e" * 16).upper(),
+    "5e" * 16 + "\x00",
+    "\x00",
+    "\u202e" + "5e" * 16,
+    "<script>alert(1)</script>",
+    "a" * 10_000_000,
+    "🙂" * 100,
+    "\ud800",
+]
+
+
+def test_hostile_trace_ids_get_a_sentence_and_no_other_trace(owner_handlers):
+    for trace_id in HOSTILE_IDS:
+        started = time.perf_counter()
+        page = owner_handlers.open_trace(trace_id, None, owner_request(), None)
+        assert time.perf_counter() - started < 1.0, trace_id[:40]
+        parsed = assert_inert_html(page, f"the page for {trace_id[:40]!r}")
+        shown = "".join(parsed.text)
+        assert "tv-waterfall" not in page and SECRET not in shown, trace_id[:40]
+        assert "No trace with the id" in shown or "That is not a trace id" in shown, shown[-300:]
+        assert len(page) < 10_000, len(page)
+    for odd in (None, 42, ["5e" * 16], {"id": "5e" * 16}, b"5e", 1e308):
+        page = owner_handlers.open_trace(odd, None, owner_request(), None)
+        assert "Pick an answer" in page and SECRET not in page
+
+
+def _ids(out: list[Any]) -> list[str]:
+    return list(out[13])
+
+
+@pytest.mark.parametrize(
+    "model, user, tag, session",
+    [
+        ("%", "(all)", "(all)", ""),
+        ("_%", "(all)", "(all)", ""),
+        ("(all)", "%", "(all)", ""),
+        ("(all)", "victim-user-%", "(all)", ""),
+        ("(all)", "victim_user_victim_8c1f0e", "(all)", ""),
+        ("(all)", "(all)", "%", ""),
+        ("(all)", "(all)", "smolagents%", ""),
+        ("(all)", "(all)", 'smolagents-chat", "', ""),
+        ("(all)", "(all)", "t_", ""),
+        ("(all)", "(all)", "(all)", "%"),
+        ("(all)", "(all)", "(all)", "victim-session-%"),
+        ("(all)", "(all)", "(all)", "' OR '1'='1"),
+        ("(all)", "(all)", "(all)", VICTIM_SESSION + "x" * 1000),
+        ("(all)", VICTIM_USER + "x" * 10_000_000, "(all)", ""),
+        ("m1" + "\x00", "(all)", "(all)", ""),
+    ],
+)
+def test_filters_with_wildcards_or_huge_values_match_nothing(owner_handlers, model, user, tag, session):
+    """A filter is a value, never a pattern: %, _, quotes, a prefix or a longer value match nothing."""
+    started = time.perf_counter()
+    out = owner_handlers.refresh("Last 30 days", model, user, tag, session, None, owner_request(), None)
+    elapsed = time.perf_counter() - started
+    assert out[0].startswith("Dashboard · "), out[0]
+    assert _ids(out) == [], _ids(out)
+    assert out[3].startswith("Nothing to show"), out[3]
+    assert all(len(frame) == 0 for frame in out[4:12])
+    # 3,000 turns: a hostile filter costs no more than an ordinary refresh (about 0.1 s here).
+    assert elapsed < 2.0, elapsed
+
+
+def test_a_filter_longer_than_the_limit_does_not_match_a_value_it_starts_with(hostile_store):
+    """Cutting a long filter to FILTER_TEXT_LIMIT made it match another user whose id is that cut."""
+    store, _filled, _settings = hostile_store
+    long_user = "u" * queries.FILTER_TEXT_LIMIT
+    since, until = NOW - 40 * DAY, NOW + 60
+    exact = queries.Filters(since, until, user_id=long_user)
+    longer = queries.Filters(since, until, user_id=long_user + "-someone-else")
+    with _extra_turn(store, long_user):
+        assert queries.overview(store, exact)["totals"]["turns"] == 1
+        assert queries.overview(store, longer)["totals"]["turns"] == 0
+        assert queries.worst_answers(store, longer) == []
+
+
+@contextmanager
+def _extra_turn(store: Store, user: str) -> Iterator[str]:
+    trace_id = uuid.uuid4().hex
+    record = TraceRecord(
+        id=trace_id, name="Smolagent-Trace", input="q", output="a", user_id=user, session_id=user,
+        status="OK", status_message=None, start_time=NOW - 60, end_time=NOW - 59, model="m1",
+        tags=["smolagents-chat"], metadata={},
+    )  # fmt: skip
+    store.write_spans([], [record])
+    store.upsert_score(
+        score_id=score_id_for(trace_id), trace_id=trace_id, name=SCORE_NAME, value=0.0,
+        data_type="BOOLEAN", source="user", session_id=user, user_id=user,
+    )  # fmt: skip
+    try:
+        yield trace_id
+    finally:
+        with store.transaction() as db:
+            db.execute(text("DELETE FROM scores WHERE trace_id = :t"), {"t": trace_id})
+            db.execute(text("DELETE FROM traces WHERE id = :t"), {"t": trace_id})
+
+
+def test_worst_answers_limit_is_bounded(hostile_store):
+    store, _filled, _settings = hostile_store
+    every = queries.Filters(NOW - 40 * DAY, NOW + 60)
+    started = time.perf_counter()
+    assert len(queries.worst_answers(store, every, limit=10**12)) <= queries.WORST_LIMIT
+    assert time.perf_counter() - started < 2.0
+    assert len(queries.worst_answers(store, every, limit=10)) == 10
+    assert len(queries.worst_answers(store, every, limit=-(10**12))) == 1
+    for odd in (True, 1.5, "10", None, float("inf")):
+        with pytest.raises(ValueError, match="whole number"):
+            queries.worst_answers(store, every, limit=odd)  # type: ignore[arg-type]
+
+
+def test_run_comparison_with_hostile_run_names(owner_handlers):
+    """Names with HTML, $...$ (matplotlib reads them as math: "$$" fails to draw and "${{{...$"
+    recursed without end), quotes, wildcards and bidi controls; the chart is drawn as Gradio does."""
+    import gradio as gr
+
+    hostile_names = [*HOSTILE_RUNS, "$$", "$\\sqrt{x$", "$" + "{" * 150 + "$"]
+    for name in hostile_names[len(HOSTILE_RUNS) :]:
+        _run(owner_handlers.store, name, NOW - 3 * DAY, ["42"])
+    try:
+        for name in hostile_names:
+            comparison, figure = owner_handlers.compare_runs(VICTIM_RUN, name, None, owner_request(), None)
+            assert comparison.startswith(f"{VICTIM_RUN}: "), comparison[:200]
+            assert_no_bidi(comparison, "the comparison text")
+            gr.Plot().postprocess(figure)  # the PNG Gradio sends: must not raise
+        for name in ("%", "_" * 10, "victim-run-%", VICTIM_RUN + "x" * 10_000_000):
+            assert owner_handlers.compare_runs(name, VICTIM_RUN, None, owner_request(), None) == (
+                f"No dataset run is named {name[:200]!r}.",
+                None,
+            )
+    finally:
+        with owner_handlers.store.transaction() as db:
+            for name in hostile_names[len(HOSTILE_RUNS) :]:
+                db.execute(text("DELETE FROM dataset_results WHERE run = :n"), {"n": name})
+                db.execute(text("DELETE FROM dataset_runs WHERE name = :n"), {"n": name})
