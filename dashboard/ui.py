@@ -10,6 +10,7 @@ defence. Initial values of every component are empty, so the page config holds n
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ WORST_ROWS = 50
 PAGE_PATH = "dashboard"
 # Dashboard work never takes more than this many of the server's worker threads at once.
 CONCURRENCY = 2
+BUSY = "The dashboard is busy with other requests; try again in a moment."
 
 _EMPTY_NOTE = "Nothing to show for this range and these filters."
 
@@ -110,6 +112,10 @@ class DashboardHandlers:
         self.settings = settings
         self.access = access
         self.clock = clock
+        # The queue runs at most CONCURRENCY handlers, but /gradio_api/run/ calls a handler at
+        # once, outside it: the handlers hold a slot of their own while they read the store, and
+        # answer BUSY rather than wait (a waiting thread is one the chat cannot have).
+        self._slots = threading.BoundedSemaphore(CONCURRENCY)
 
     # ----- access ------------------------------------------------------------------------
 
@@ -185,6 +191,16 @@ class DashboardHandlers:
         viewer = self._viewer(request, profile, grant, "overview")
         if viewer is None:
             return self.refused(None)
+        if not self._slots.acquire(blocking=False):
+            return [BUSY, *[gr.update()] * (len(self.refused(None)) - 1)]
+        try:
+            return self._figures(viewer, range_name, model, user, tag, session)
+        finally:
+            self._slots.release()
+
+    def _figures(
+        self, viewer: Viewer, range_name: Any, model: Any, user: Any, tag: Any, session: Any
+    ) -> list[Any]:
         try:
             filters = self._filters(range_name, model, user, tag, session)
             data = queries.overview(self.store, filters)
@@ -270,8 +286,13 @@ class DashboardHandlers:
     # ----- trace viewer ------------------------------------------------------------------
 
     def _trace(self, trace_id: Any) -> str:
-        base = self.settings.langfuse_base_url if self.settings.langfuse_enabled else None
-        return trace_html(self.store, trace_id, langfuse_base_url=base)
+        if not self._slots.acquire(blocking=False):
+            return message_html(BUSY)
+        try:
+            base = self.settings.langfuse_base_url if self.settings.langfuse_enabled else None
+            return trace_html(self.store, trace_id, langfuse_base_url=base)
+        finally:
+            self._slots.release()
 
     def open_trace(
         self,
@@ -326,6 +347,14 @@ class DashboardHandlers:
             return self.access.refusal(), None
         if not isinstance(run_a, str) or not isinstance(run_b, str) or not run_a or not run_b:
             return "Pick two runs to compare.", None
+        if not self._slots.acquire(blocking=False):
+            return BUSY, None
+        try:
+            return self._comparison(run_a, run_b)
+        finally:
+            self._slots.release()
+
+    def _comparison(self, run_a: str, run_b: str) -> tuple[str, Any]:
         try:
             known = {r["name"] for r in queries.dataset_runs(self.store)}
             missing = [name for name in (run_a, run_b) if name not in known]
