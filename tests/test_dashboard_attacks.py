@@ -31,6 +31,7 @@ from starlette.datastructures import Headers
 from agent.settings import settings_from_env
 from dashboard import charts, queries, ui
 from dashboard.access import MAX_PASSWORD_CHARS, Access, PasswordGate
+from dashboard.trace_view import trace_html
 from dashboard.ui import DashboardHandlers
 from evals.jobs import eval_score_id
 from feedback.store import SpanRecord, Store, TraceRecord
@@ -641,6 +642,10 @@ class Raw:
             return posted.text
         return self.http.get(f"{self.url}/gradio_api/call/{api_name}/{event_id}").text
 
+    def via_call_v2(self, api_name: str, data: list[Any]) -> Any:
+        """The named-parameter route: it finds an endpoint in /gradio_api/info (never a hidden one)."""
+        return self.http.post(f"{self.url}/gradio_api/call/v2/{api_name}", json={"data": data}).text
+
     def every_way(self, fn: int, data: list[Any], event_data: Any = None) -> list[tuple[str, Any]]:
         name = self.deps[fn].get("api_name") or ""
         return [
@@ -648,6 +653,7 @@ class Raw:
             ("run/predict", self.via_predict(fn, data, event_data)),
             ("run/", self.via_run(name, data)),
             ("call/", self.via_call(name, data)),
+            ("call/v2/", self.via_call_v2(name, data)),
         ]
 
 
@@ -723,6 +729,14 @@ def test_every_endpoint_by_every_route_gives_a_stranger_nothing(make_settings, m
             else:
                 continue  # the vote needs event data (gradio_client cannot send it): sent above
             assert_nothing_leaks(output, f"{name} via gradio_client")
+        # Where stored text is shown, it is shown as text: tables of "str" cells (not "markdown" or
+        # "html"), sanitized Markdown for the sentences, a plain Textbox for the comparison.
+        kinds = {c["props"].get("elem_id"): c for c in raw.components.values() if "props" in c}
+        for table in ("dash-worst", "dash-runs"):
+            assert kinds[table]["type"] == "dataframe" and kinds[table]["props"]["datatype"] == "str", table
+        for markdown in ("dash-gate", "dash-headline", "dash-login-note"):
+            assert kinds[markdown]["props"]["sanitize_html"] is True, markdown
+        assert kinds["dash-comparison"]["type"] == "textbox"
         # What a stranger can read without calling anything, and the session the probes used.
         for path in ("config", "config?deep_link=x", "gradio_api/info", "gradio_api/openapi.json",
                      "dashboard", "", "gradio_api/startup-events"):  # fmt: skip
@@ -1011,6 +1025,11 @@ def test_refreshes_that_bypass_the_queue_are_still_limited(make_settings, make_r
         results: list[str] = []
 
         def hit(n: int) -> None:
+            if n >= 8:  # through the queue, each from a session of its own
+                own = Raw(url)
+                results.append(json.dumps(own.via_queue(refresh, _refresh_data())))
+                own.close()
+                return
             body = (
                 raw.via_run("refresh", _refresh_data())
                 if n % 2
@@ -1018,7 +1037,7 @@ def test_refreshes_that_bypass_the_queue_are_still_limited(make_settings, make_r
             )
             results.append(body)
 
-        threads = [threading.Thread(target=hit, args=(n,)) for n in range(8)]
+        threads = [threading.Thread(target=hit, args=(n,)) for n in range(12)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -1029,4 +1048,25 @@ def test_refreshes_that_bypass_the_queue_are_still_limited(make_settings, make_r
     assert peak[0] <= ui.CONCURRENCY, f"{peak[0]} overview queries ran at once"
     served = [r for r in results if _shows_the_victim(r)]
     busy = [r for r in results if "busy" in r]
-    assert served and len(served) + len(busy) == 8, [r[:120] for r in results]
+    assert served and len(served) + len(busy) == 12, [r[:120] for r in results]
+
+
+def test_nul_and_lone_surrogates_never_reach_the_database(store_url):
+    """Postgres refuses NUL in text and UTF-8 cannot hold a lone surrogate: as a trace id or a
+    filter they get a sentence or match nothing, on both backends (never a driver error)."""
+    store = Store(store_url)
+    try:
+        fill(store, huge=False)
+        for trace_id in ("5e" * 16 + "\x00", "\x00", "\ud800" + "5e" * 15, "5e" * 16 + "\udfff"):
+            page = trace_html(store, trace_id)
+            assert "That is not a trace id" in page and SECRET not in page, page[-200:]
+        since, until = NOW - 40 * DAY, NOW + 60
+        for value in ("\x00", VICTIM_USER + "\x00", "\ud800", VICTIM_USER + "\udfff"):
+            for name in ("model", "user_id", "tag", "session_id"):
+                filters = queries.Filters(since, until, **{name: value})
+                assert queries.overview(store, filters)["totals"]["turns"] == 0, (name, value)
+                assert queries.worst_answers(store, filters) == [], (name, value)
+        victim = queries.Filters(since, until, user_id=VICTIM_USER)
+        assert queries.overview(store, victim)["totals"]["turns"] == 1
+    finally:
+        store.close()
