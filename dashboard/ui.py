@@ -271,8 +271,18 @@ class DashboardHandlers:
             return "", grant, message, gr.update(visible=self.access.gate.enabled)
         return "", new_grant, "Signed in.", gr.update(visible=False)
 
-    def sign_out(self, grant: Any) -> tuple[None, str, Any]:
-        return None, "Signed out.", gr.update(visible=self.access.gate.enabled)
+    def sign_out(self, grant: Any) -> tuple[Any, ...]:
+        """The grant ends, and the trace and comparison shown go too (the refresh that follows
+        empties the rest): nothing seen stays in the page or in what Gradio keeps for it."""
+        return (
+            None,
+            "Signed out.",
+            gr.update(visible=self.access.gate.enabled),
+            message_html("Pick an answer in Worst answers, or paste a trace id."),
+            "",
+            "",
+            None,
+        )
 
     def show_login(
         self,
@@ -571,7 +581,8 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
             trigger(
                 handlers.sign_in, [password, grant], [password, grant, login_note, login_row], **private
             ).then(handlers.refresh, [*filters, grant], outputs, **private)
-        signout_btn.click(handlers.sign_out, [grant], [grant, login_note, login_row], **private).then(
+        signed_out = [grant, login_note, login_row, trace_view, trace_id, comparison, comparison_plot]
+        signout_btn.click(handlers.sign_out, [grant], signed_out, **private).then(
             handlers.refresh, [*filters, grant], outputs, **private
         )
         for trigger in (open_btn.click, trace_id.submit):

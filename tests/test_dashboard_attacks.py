@@ -1070,3 +1070,29 @@ def test_nul_and_lone_surrogates_never_reach_the_database(store_url):
         assert queries.overview(store, victim)["totals"]["turns"] == 1
     finally:
         store.close()
+
+
+def test_signing_out_leaves_no_conversation_in_the_page(make_settings, make_runtime):
+    """After "Sign out" (a shared computer, a screen share), the page and what Gradio keeps for
+    the session (what a deep link of it would show) hold none of the conversations seen: the
+    overview is emptied by the refresh after it, and the trace and the comparison too."""
+    with live_app(make_settings, make_runtime, SPACE_ID="someone/space", ADMIN_PASSWORD=PASSWORD) as url:
+        admin = Raw(url)
+        assert "Signed in." in json.dumps(admin.via_queue(admin.fn("sign_in"), [PASSWORD, None]))
+        assert _shows_the_victim(admin.via_queue(admin.fn("refresh"), _refresh_data()))
+        assert "tv-waterfall" in json.dumps(admin.via_queue(admin.fn("open_trace"), [VICTIM_TRACE, None]))
+        compared = admin.via_queue(admin.fn("compare_runs"), [VICTIM_RUN, HOSTILE_RUNS[0], None])
+        assert VICTIM_RUN in json.dumps(compared)
+        sign_out = admin.fn("sign_out")
+        admin.via_queue(sign_out, [None])
+        then = next(d for d in admin.deps.values() if d["targets"] == [[None, "then"]] and d["id"] > sign_out)
+        admin.via_queue(then["id"], _refresh_data())
+        link = admin.http.get(
+            f"{url}gradio_api/deep_link", params={"session_hash": admin.session_hash}
+        ).json()
+        kept = admin.http.get(f"{url}config", params={"deep_link": link}).text
+        admin.close()
+    # Conversation text only: Gradio keeps a stale copy of a dropdown that was both updated and
+    # then used as an input under a new id, so earlier run and user names stay in the session's
+    # store (not in the page) after an update empties the dropdown.
+    assert_nothing_leaks(kept, "the session after signing out", STORED)
