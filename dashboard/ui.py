@@ -90,11 +90,6 @@ def _shown(values: list[str]) -> list[tuple[str, str]]:
     return [(visible_controls(v), v) for v in values]
 
 
-def _literal(name: str) -> str:
-    """A name as matplotlib text: every $ escaped, so nothing in it is read as math."""
-    return name.replace("$", r"\$")
-
-
 def _choice(value: Any) -> str | None:
     """A filter dropdown's value as a filter (None: no filter); anything but text is ignored."""
     if not isinstance(value, str) or not value or value == ALL:
@@ -376,8 +371,7 @@ class DashboardHandlers:
             return f"The store could not be read ({exc.reason}). Try again in a moment.", None
         # The chart draws the names with matplotlib, which reads $...$ in a label as math: a name
         # such as "$$" failed to draw and "${{{...$" recursed without end.
-        drawn = {**result, "run_a": _literal(run_a), "run_b": _literal(run_b)}
-        return visible_controls(describe(result)), comparison_figure(drawn)
+        return visible_controls(describe(result)), comparison_figure(result)
 
 
 def dashboard_link(demo: gr.Blocks, handlers: DashboardHandlers) -> None:

@@ -17,7 +17,7 @@ COLORS = ("#4c72b0", "#dd8452")
 
 def comparison_figure(result: dict[str, Any]) -> Figure:
     """The chart of evals.compare.compare(...)'s result."""
-    names = [result["run_a"], result["run_b"]]
+    names = [literal(result["run_a"]), literal(result["run_b"])]
     figures = [result["a"], result["b"]]
     fig = Figure(figsize=(10, 4.2), layout="constrained")
     accuracy, latency = fig.subplots(1, 2)
@@ -58,6 +58,12 @@ def comparison_figure(result: dict[str, Any]) -> Figure:
     latency.set_title("latency per item (p50, p95)", fontsize=10)
     latency.legend(loc="upper left", fontsize=8)
     return fig
+
+
+def literal(name: str) -> str:
+    """A run name as matplotlib text: every $ escaped, so nothing in it is read as math (a name
+    like "${{{x$" would otherwise fail to draw or recurse without end)."""
+    return str(name).replace("$", r"\$")
 
 
 def _lighter(color: str) -> str:

@@ -228,3 +228,21 @@ def test_dataset_traces_are_not_judged_by_the_online_evaluators(make_settings, m
     queue = JobQueue(runtime.feedback.store)
     assert Scheduler(queue, load_evaluators("evaluators.toml")).run_once() == 0
     assert runtime.feedback.store.rows("SELECT id FROM eval_jobs") == []
+
+
+def test_the_chart_draws_run_names_literally(tmp_path):
+    from evals.compare_plot import write_plot
+
+    figures = {
+        "items": 2, "graded": 2, "correct": 1, "accuracy": 0.5, "accuracy_95ci": [0.1, 0.9],
+        "latency_ms_p50": 10.0, "latency_ms_p95": 20.0,
+    }  # fmt: skip
+    result = {
+        "run_a": "${{{x$",
+        "run_b": "$$",
+        "a": figures,
+        "b": figures,
+        "paired": {"items": 2, "improved": [], "regressed": [], "mcnemar_p": 1.0},
+    }
+    chart = write_plot(result, tmp_path / "names.png")
+    assert chart.read_bytes()[:4] == b"\x89PNG"
