@@ -180,6 +180,10 @@ def _user_id(browser_id: str, profile: gr.OAuthProfile | None) -> str:
     return f"anon-{browser_id}"
 
 
+# Numbers the page's vote clicks in the order they are made (the session state stays server-side).
+VOTE_CLICK_JS = "(session, click) => [session, (window.__voteClicks = (window.__voteClicks || 0) + 1)]"
+
+
 class ChatHandlers:
     """Thin Gradio handlers over agent/ and feedback/; all per-user data is in gr.State."""
 
@@ -250,7 +254,9 @@ class ChatHandlers:
         if final is not None:
             yield gr.update(value="", interactive=True), final.history, session, status
 
-    def on_vote(self, session: ChatSession | None, data: gr.LikeData) -> tuple[ChatSession | None, str]:
+    def on_vote(
+        self, session: ChatSession | None, data: gr.LikeData, click: float | None = None
+    ) -> tuple[ChatSession | None, str]:
         if not isinstance(session, ChatSession):
             log.warning("Vote ignored: this browser session has no chat yet")
             return session, self.status()
@@ -270,6 +276,10 @@ class ChatHandlers:
             vote = vote_from_liked(data.liked)
         except ValueError:
             log.warning("Vote ignored: unknown value %r", data.liked)
+            return session, self.status()
+        if not session.newer_click(trace_id, click):
+            # Sent before the click already applied: the page shows the later one.
+            log.info("Vote ignored: click %r on trace %s arrived after a later click", click, trace_id)
             return session, self.status()
         try:
             self.rt.feedback.votes.record(
@@ -396,14 +406,24 @@ def build_app(
             concurrency_id="turns",
         )
         # Every click is sent ("multiple": the default "once" drops clicks made while one is
-        # pending) and votes and comments run one at a time in arrival order, so the stored
-        # state is always the last click. A vote takes well under a millisecond.
+        # pending) and votes and comments run one at a time in arrival order; a click that
+        # arrives after a later one is stale (numbered below), so the stored state is always
+        # the last click. A vote takes well under a millisecond.
         vote_queue: dict[str, Any] = {
             "concurrency_limit": 1,
             "concurrency_id": "votes",
             "trigger_mode": "multiple",
         }
-        chatbot.like(handlers.on_vote, [session], [session, status], **vote_queue)
+        # Each click is numbered in the page, so a click overtaken on the way by a later one is
+        # recognised as stale (two HTTP requests sent a millisecond apart can arrive either way).
+        vote_click = gr.Number(value=0, visible=False, elem_id="vote-click")
+        chatbot.like(
+            handlers.on_vote,
+            [session, vote_click],
+            [session, status],
+            js=VOTE_CLICK_JS,
+            **vote_queue,
+        )
         for trigger in (comment.submit, comment_btn.click):
             trigger(handlers.on_comment, [comment, session], [comment, session, status], **vote_queue)
         # The chatbot's own clear (trash) button starts a new chat too, so no stale map survives.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import threading
 import uuid
 from collections.abc import Callable
@@ -40,6 +41,10 @@ class ChatSession:
     # Chat index of every message of an answer -> the trace id of the turn that produced it.
     answer_traces: dict[int, str] = field(default_factory=dict)
     last_rated_trace: str | None = None
+    # The page numbers its vote clicks; the latest click applied to each trace. Two clicks made
+    # within a round trip can reach the server in either order: an older one arriving later is
+    # stale and ignored, so the stored vote is always the one the page shows.
+    vote_clicks: dict[str, float] = field(default_factory=dict)
     gradio_session: str | None = None  # the browser tab's Gradio session hash
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -55,6 +60,18 @@ class ChatSession:
     def unmap(self, indexes: range) -> None:
         for index in indexes:
             self.answer_traces.pop(index, None)
+
+    def newer_click(self, trace_id: str, click: object) -> bool:
+        """Record the click number of a vote on this trace; False when a later click was applied.
+
+        A vote without a number (an API caller) always applies and leaves the numbering alone.
+        """
+        if isinstance(click, bool) or not isinstance(click, (int, float)) or not math.isfinite(click):
+            return True
+        if click <= self.vote_clicks.get(trace_id, -math.inf):
+            return False
+        self.vote_clicks[trace_id] = float(click)
+        return True
 
     def trace_for(self, index: object) -> str | None:
         """The trace of the answer at this chat index; None for anything else."""

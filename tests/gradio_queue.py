@@ -28,6 +28,7 @@ class QueueClient:
     def __init__(self, url: str, session_hash: str | None = None, timeout: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self.session_hash = session_hash or uuid.uuid4().hex[:12]
+        self.clicks = 0
         self.http = httpx.Client(timeout=timeout)
         config = self.http.get(f"{self.url}/config").json()
         self.api_prefix = config.get("api_prefix", "/gradio_api")
@@ -86,10 +87,15 @@ class QueueClient:
             self.fn_by_name["respond"], [message, history or [], None, browser_id or self.session_hash]
         )
 
-    def vote(self, index: Any, liked: Any, value: Any = None) -> Result:
+    def vote(self, index: Any, liked: Any, value: Any = None, click: Any = "next") -> Result:
+        """Inputs: the session state (held by the server) and the click's number, which the page
+        counts up with each click ("next", as a browser does; None: an API caller's vote)."""
         fn = self.fn_by_target[(self.chat_id, "like")]
+        if click == "next":
+            self.clicks += 1
+            click = self.clicks
         return self.call(
-            fn, [None], {"index": index, "value": value, "liked": liked}, trigger_id=self.chat_id
+            fn, [None, click], {"index": index, "value": value, "liked": liked}, trigger_id=self.chat_id
         )
 
     def new_chat(self) -> Result:

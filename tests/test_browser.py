@@ -151,6 +151,9 @@ def test_rapid_clicks_end_in_the_state_of_the_last_click(browser, served):
     wait_for(lambda: stored() == shown(), timeout=15)
     page.wait_for_timeout(500)  # nothing still in flight changes it afterwards
     assert stored() == shown()
+    # The page numbered its clicks: the last one applied is the sixth (a late older one is stale).
+    (session,) = [s for s in runtime.sessions if trace["id"] in s.vote_clicks]
+    assert session.vote_clicks[trace["id"]] == 6
     wait_for(lambda: fake.state.scores.get(sid, {}).get("value") == shown(), timeout=15)
     # Clicking the chosen button again undoes the vote.
     chosen = like_btn if shown() == 1.0 else page.locator('#chat button[aria-label^="Dislike"]').first

@@ -75,6 +75,31 @@ def test_changed_vote_overwrites_and_undo_deletes(handlers):
     assert store.get_score(first.id).value == 1.0 and not store.get_score(first.id).deleted
 
 
+def test_a_click_overtaken_on_the_way_by_a_later_one_is_stale(handlers):
+    import gradio as gr
+
+    history, session, _ = turn(handlers, None, [], "rate me twice")
+    index = answer_index(history, 0)
+    trace = _trace_of(handlers, "rate me twice")
+    store = handlers.rt.feedback.store
+
+    def click(liked, number):
+        handlers.on_vote(session, gr.LikeData(None, {"index": index, "value": None, "liked": liked}), number)
+
+    click(True, 1)
+    click(False, 3)  # the page's third click arrives before its second
+    click(True, 2)
+    assert store.get_score(score_id_for(trace["id"])).value == 0.0
+    click("", 4)  # a later click still applies: undone
+    assert store.get_score(score_id_for(trace["id"])).deleted
+    # API callers send no number (or junk): their votes always apply.
+    for junk in (None, float("nan"), True, "7"):
+        click(True, junk)
+        assert store.get_score(score_id_for(trace["id"])).value == 1.0
+        click(False, junk)
+        assert store.get_score(score_id_for(trace["id"])).value == 0.0
+
+
 def test_comment_goes_to_the_last_rated_answer(handlers):
     history, session, _ = turn(handlers, None, [], "q1")
     history, session, _ = turn(handlers, session, history, "q2")
