@@ -30,6 +30,7 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.dashboard import _pick  # noqa: E402
 from evals.jobs import eval_score_id, job_id  # noqa: E402
 from feedback.store import SpanRecord, Store, TraceRecord  # noqa: E402
 from feedback.votes import SCORE_NAME, score_id_for  # noqa: E402
@@ -112,15 +113,6 @@ HOSTILE_SPAN = "<svg onload=\"window.__pwned='span'\"></svg>"
 HOSTILE_ATTRIBUTE = '"><img src=x onerror="window.__pwned=\'attribute\'">'
 HOSTILE_REASON = "<img src=x onerror=\"window.__pwned='reason'\">"
 HOSTILE_COMMENT = "<iframe src=\"javascript:window.__pwned='comment'\"></iframe>"
-
-
-def _pick(rng: random.Random, weighted: list[tuple[Any, float]]) -> Any:
-    x, acc = rng.random(), 0.0
-    for value, weight in weighted:
-        acc += weight
-        if x < acc:
-            return value
-    return weighted[-1][0]
 
 
 def _id(rng: random.Random, n: int = 32) -> str:
