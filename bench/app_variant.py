@@ -33,6 +33,10 @@ here is used by the app. Each variant is a stand-in for a change proposed in app
 - switch:    sys.setswitchinterval(0.001): threads waiting for the GIL get it sooner.
 - unsafe:    CODE_EXECUTOR=local-unsafe (code in the app process): only to see what the
              worker process costs in time; never a proposal.
+- noagent:   the turn keeps its root trace, its answer map and its chat updates (thinking, the
+             step, the answer: what the app streams for the scripted model) but runs no agent:
+             the floor of moving the agent out of the Gradio process into a worker of its own
+             (what such a worker would leave in this process); never a proposal by itself.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ KNOWN = {
     "notracing",
     "switch",
     "unsafe",
+    "noagent",
 }
 if VARIANTS - KNOWN:
     raise SystemExit(f"unknown variants {sorted(VARIANTS - KNOWN)}; known: {sorted(KNOWN)}")
@@ -251,6 +256,32 @@ if VARIANTS & {"skip", "nostatus", "history", "browserid", "rawinput", "async"}:
         return demo
 
     app.build_app = build_variant
+
+if "noagent" in VARIANTS:
+    import contextvars
+
+    from agent.steps import as_text
+    from agent.turn import THINKING, TurnUpdate, _Trace
+
+    def stream_without_agent(session, message, history, tracer, metadata):  # noqa: ANN001, ANN201
+        history = [*history, {"role": "user", "content": as_text(message)}]
+        first = len(history)
+        session.forget_from(first - 1)
+        trace = _Trace(contextvars.Context())
+        trace.open(tracer, session, message, metadata)
+        trace_id = trace.trace_id
+        yield TurnUpdate([*history, {"role": "assistant", "content": THINKING}], trace_id)
+        step = {"role": "assistant", "content": "Step 1", "metadata": {"title": "Step 1", "status": "done"}}
+        yield TurnUpdate([*history, step, {"role": "assistant", "content": THINKING}], trace_id)
+        answer = f"Answer to: {message}"
+        trace.call("set_output", answer)
+        history = [*history, step, {"role": "assistant", "content": answer}]
+        if trace_id:
+            session.map_answer(range(first, len(history)), trace_id)
+        trace.close()
+        yield TurnUpdate(history, trace_id, done=True)
+
+    app.stream_turn = stream_without_agent
 
 if __name__ == "__main__":
     print(f"bench variants: {', '.join(sorted(VARIANTS)) or 'none'}", flush=True)
