@@ -32,6 +32,7 @@ import numpy as np
 from sqlalchemy import Connection, TextClause, text
 from statsmodels.stats.proportion import proportion_confint
 
+from evals.dataset_run import list_runs
 from feedback.store import Store
 from feedback.votes import SCORE_NAME as RATING
 
@@ -767,17 +768,8 @@ def dataset_runs(store: Store) -> list[dict[str, Any]]:
     """The offline runs, newest first, as `python -m evals dataset list` lists them; accuracy is
     over the graded items (an item with no expected output is run but not graded), as
     `python -m evals compare` computes it."""
-    rows = store.rows(
-        f"""SELECT r.name, r.dataset, r.model, r.updated, COUNT(x.item_id) AS items,
-               COALESCE(SUM(x.graded), 0) AS graded,
-               COALESCE(SUM(CASE WHEN x.graded = 1 THEN x.strict ELSE 0 END), 0) AS correct,
-               SUM(CASE WHEN x.error IS NULL THEN 0 ELSE 1 END) AS errors
-            FROM dataset_runs r LEFT JOIN dataset_results x ON x.run = r.name
-            GROUP BY r.name, r.dataset, r.model, r.updated ORDER BY r.updated DESC, r.name
-            LIMIT {RUNS_LIMIT}"""
-    )
     out = []
-    for r in rows:
+    for r in list_runs(store, RUNS_LIMIT):
         items, graded, correct = _int(r["items"]), _int(r["graded"]), _int(r["correct"])
         low, high = wilson(correct, graded)
         out.append(

@@ -40,6 +40,7 @@ from evals.scheduler import (
     decide,
     is_dataset_trace,
     is_evaluation_trace,
+    job_on_trace,
     rating_version,
     turn_revision,
 )
@@ -128,19 +129,10 @@ def cmd_run(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     if trace is None:
         print(f"No trace {args.trace} in the store ({ctx.store.where}).", file=sys.stderr)
         return 1
-    if evaluator.target == CONVERSATION:
-        if not trace.get("session_id"):
-            print("That trace belongs to no conversation.", file=sys.stderr)
-            return 1
-        target_kind, target_id = CONVERSATION, trace["session_id"]
-        turns = conversation_data(ctx.store, target_id)
-        revision = conversation_revision(len(turns.turns) if turns else 0)
-    else:
-        target_kind, target_id = TURN, args.trace
-        revision = turn_revision(evaluator, rating_version(ctx.store, args.trace))
-    job = NewJob(
-        evaluator.name, evaluator.version, evaluator.kind, target_kind, target_id, revision, "manual"
-    )
+    job = job_on_trace(ctx.store, evaluator, trace, "manual")
+    if job is None:
+        print("That trace belongs to no conversation.", file=sys.stderr)
+        return 1
     evaluation = ctx.evaluation(telemetry=None if args.save else NoTelemetry())
     started = time.perf_counter()
     outcome = evaluation.evaluate(_as_job(job), save=args.save)
@@ -348,18 +340,7 @@ def cmd_dataset_run(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     # the ones named with --evaluator score every item.
     runtime = create_runtime(replace(ctx.settings, evaluators_file=None))
     try:
-        evaluation = None
-        if chosen:
-            feedback = runtime.feedback
-            evaluation = Evaluation(
-                JobQueue(feedback.store),
-                chosen,
-                feedback.telemetry,
-                judge=lambda: Judge(judge_model(ctx.settings)),
-                notify_scores=feedback.outbox.notify if feedback.outbox is not None else (lambda: None),
-                judge_provider=ctx.settings.judge_provider or ctx.settings.model_provider,
-                pricing=Pricing.from_settings(ctx.settings),
-            )
+        evaluation = ctx.evaluation(feedback=runtime.feedback, evaluators=chosen) if chosen else None
         try:
             run = DatasetRun(runtime, args.run_name, name, evaluation=evaluation)
         except ValueError as exc:
@@ -450,13 +431,9 @@ def cmd_dataset_from_traces(ctx: Context, args: argparse.Namespace, out: TextIO)
 
 
 def cmd_dataset_list(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
-    runs = ctx.store.rows(
-        """SELECT r.name, r.dataset, r.model, r.updated, COUNT(x.item_id) AS items,
-                  COALESCE(SUM(x.graded), 0) AS graded, COALESCE(SUM(x.strict), 0) AS correct,
-                  SUM(CASE WHEN x.error IS NULL THEN 0 ELSE 1 END) AS errors
-           FROM dataset_runs r LEFT JOIN dataset_results x ON x.run = r.name
-           GROUP BY r.name, r.dataset, r.model, r.updated ORDER BY r.updated DESC"""
-    )
+    from evals.dataset_run import list_runs
+
+    runs = list_runs(ctx.store)
     for r in runs:
         n = int(r["items"])
         graded = int(r["graded"])
@@ -535,17 +512,24 @@ class Context:
         self.queue = JobQueue(store)
         self._feedback: Any = None
 
-    def evaluation(self, telemetry: Any = None) -> Evaluation:
+    def evaluation(
+        self,
+        telemetry: Any = None,
+        *,
+        feedback: Any = None,
+        evaluators: Sequence[Evaluator] | None = None,
+    ) -> Evaluation:
+        """The evaluation of this command: its own backends, or `feedback` (a dataset run's
+        runtime), whose store, traces and outbox it then uses."""
+        if feedback is None:
+            feedback = self._backends() if telemetry is None else self._feedback
         if telemetry is None:
-            telemetry = self._backends().telemetry
-        notify = (
-            self._feedback.outbox.notify
-            if self._feedback is not None and self._feedback.outbox
-            else (lambda: None)
-        )
+            telemetry = feedback.telemetry
+        queue = self.queue if feedback is None or feedback.store is self.store else JobQueue(feedback.store)
+        notify = feedback.outbox.notify if feedback is not None and feedback.outbox else (lambda: None)
         return Evaluation(
-            self.queue,
-            self.evaluators,
+            queue,
+            self.evaluators if evaluators is None else evaluators,
             telemetry,
             judge=lambda: Judge(judge_model(self.settings)),
             notify_scores=notify,

@@ -25,15 +25,7 @@ from agent.session import close_session
 from agent.turn import stream_turn
 from evals.datasets import Item
 from evals.gsm8k import expected_number, grade
-from evals.jobs import NewJob
-from evals.scheduler import (
-    CONVERSATION,
-    DATASET_TAG,
-    TURN,
-    conversation_revision,
-    rating_version,
-    turn_revision,
-)
+from evals.scheduler import DATASET_TAG, job_on_trace
 
 if TYPE_CHECKING:
     from evals.worker import Evaluation
@@ -72,6 +64,21 @@ def grade_item(answer: str | None, expected: str) -> tuple[bool, bool, bool]:
         return g.strict, g.flexible, g.has_number
     said, wanted = _words(answer or ""), _words(expected)
     return said == wanted, bool(wanted) and wanted in said, bool(re.search(r"\d", answer or ""))
+
+
+def list_runs(store: Any, limit: int | None = None) -> list[dict[str, Any]]:
+    """Every run with its counts, newest first: items, graded items, right answers among them,
+    errors (what `dataset list` prints and the dashboard charts)."""
+    return store.rows(
+        """SELECT r.name, r.dataset, r.model, r.updated, COUNT(x.item_id) AS items,
+                  COALESCE(SUM(x.graded), 0) AS graded,
+                  COALESCE(SUM(CASE WHEN x.graded = 1 THEN x.strict ELSE 0 END), 0) AS correct,
+                  SUM(CASE WHEN x.error IS NULL THEN 0 ELSE 1 END) AS errors
+           FROM dataset_runs r LEFT JOIN dataset_results x ON x.run = r.name
+           GROUP BY r.name, r.dataset, r.model, r.updated ORDER BY r.updated DESC, r.name"""
+        + (" LIMIT :n" if limit is not None else ""),
+        {"n": limit},
+    )
 
 
 class _Tagged:
@@ -179,18 +186,13 @@ class DatasetRun:
             return []
         self.runtime.feedback.telemetry.flush_to_store()  # the judge reads the turn from the store
         errors = []
-        trace = self.store.get_trace(trace_id) or {}
+        trace = self.store.get_trace(trace_id)
+        if trace is None:
+            return []
         for evaluator in self.evaluation.evaluators:
-            if evaluator.target == CONVERSATION:
-                if not trace.get("session_id"):
-                    continue
-                target_kind, target_id, revision = CONVERSATION, trace["session_id"], conversation_revision(1)
-            else:
-                revision = turn_revision(evaluator, rating_version(self.store, trace_id))
-                target_kind, target_id = TURN, trace_id
-            job = NewJob(
-                evaluator.name, evaluator.version, evaluator.kind, target_kind, target_id, revision, "dataset"
-            )
+            job = job_on_trace(self.store, evaluator, trace, "dataset")
+            if job is None:
+                continue
             done = self.evaluation.queue.get(job.id)
             if done is not None and done.status == "completed":
                 continue

@@ -47,6 +47,23 @@ def conversation_revision(turns: int) -> str:
     return f"turns-{turns}"
 
 
+def job_on_trace(store: Store, evaluator: Evaluator, trace: dict[str, Any], trigger: str) -> NewJob | None:
+    """The job of `evaluator` on this trace at its current revision, asked for by hand (a CLI run,
+    a dataset run): on its conversation for a conversation evaluator (None: the trace has none)."""
+    if evaluator.target == CONVERSATION:
+        if not trace.get("session_id"):
+            return None
+        turns = conversation_data(store, trace["session_id"])
+        target_kind, target_id = CONVERSATION, trace["session_id"]
+        revision = conversation_revision(len(turns.turns) if turns else 0)
+    else:
+        target_kind, target_id = TURN, trace["id"]
+        revision = turn_revision(evaluator, rating_version(store, trace["id"]))
+    return NewJob(
+        evaluator.name, evaluator.version, evaluator.kind, target_kind, target_id, revision, trigger
+    )
+
+
 def decide(
     evaluator: Evaluator, data: Any, target_kind: str, target_id: str, revision: str, trigger: str
 ) -> NewJob:

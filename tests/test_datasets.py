@@ -109,6 +109,16 @@ def test_the_cli_runs_lists_shows_and_gates(tmp_path, monkeypatch):
         assert code == 0 and "gsm8k-0000" in text and "WRONG" in text and "expected '18'" in text
         code, text = cli("dataset", "run", "missing.jsonl", "--run-name", "x")
         assert code == 2
+        # A named evaluator (a code check: no judge model needed) scores each item's trace.
+        code, text = cli(
+            "dataset", "run", "gsm8k", "--run-name", "checked", "--limit", "2", "--json",
+            "--evaluator", "answer-not-empty",
+        )  # fmt: skip
+        assert code == 0
+        checked = json.loads(text)
+        assert (
+            checked["scores"]["answer-not-empty"] == 1.0 and checked["scored_items"]["answer-not-empty"] == 2
+        )
 
 
 def test_compare_two_runs_gives_the_flips_and_an_exact_mcnemar(
