@@ -47,10 +47,7 @@ def select_turns(store: Store, selection: Selection) -> list[dict[str, Any]]:
     where = ["t.input IS NOT NULL", "t.start_time >= :since"]
     params: dict[str, Any] = {"since": selection.since or 0.0, "fb_name": SCORE_NAME, "n": selection.limit}
     if selection.feedback is not None:
-        where.append(
-            """EXISTS (SELECT 1 FROM scores f WHERE f.trace_id = t.id AND f.name = :fb_name
-                       AND f.deleted = 0 AND f.value = :fb)"""
-        )
+        where.append("r.value = :fb")
         params["fb"] = float(selection.feedback)
     if selection.evaluator is not None:
         where.append(
@@ -60,14 +57,11 @@ def select_turns(store: Store, selection: Selection) -> list[dict[str, Any]]:
         params["ev"] = selection.evaluator
         params["below"] = 0.5 if selection.below is None else selection.below
     rows = store.rows(
+        # A turn has one rating at most (its score id is made from the trace id).
         f"""SELECT t.id, t.input, t.output, t.model, t.tags, t.start_time, t.session_id,
-                  (SELECT f.value FROM scores f WHERE f.trace_id = t.id AND f.name = :fb_name
-                   AND f.deleted = 0) AS feedback,
-                  (SELECT f.reason FROM scores f WHERE f.trace_id = t.id AND f.name = :fb_name
-                   AND f.deleted = 0) AS reason,
-                  (SELECT f.comment FROM scores f WHERE f.trace_id = t.id AND f.name = :fb_name
-                   AND f.deleted = 0) AS comment
-           FROM traces t WHERE {" AND ".join(where)} ORDER BY t.start_time LIMIT :n""",
+                  r.value AS feedback, r.reason, r.comment
+           FROM traces t LEFT JOIN scores r ON r.trace_id = t.id AND r.name = :fb_name AND r.deleted = 0
+           WHERE {" AND ".join(where)} ORDER BY t.start_time LIMIT :n""",
         params,
     )
     return [r for r in rows if not is_evaluation_trace(r["tags"]) and not is_dataset_trace(r["tags"])]
