@@ -61,17 +61,6 @@ class Pricing:
         return round((prompt_tokens or 0) * per_token[0] + (completion_tokens or 0) * per_token[1], 10)
 
 
-def call_cost(
-    provider: str,
-    model_id: str,
-    prompt_tokens: int | None,
-    completion_tokens: int | None,
-    overrides: Mapping[str, tuple[float, float]] | None = None,
-) -> float | None:
-    """The cost of one call to `model_id` served by `provider`, or None when it cannot be known."""
-    return Pricing(overrides or {}).cost(model_id, prompt_tokens, completion_tokens, provider=provider)
-
-
 @lru_cache(maxsize=256)
 def _prices(provider: str, model_id: str) -> tuple[float, float] | None:
     """(input, output) dollars per token, from a million-token probe of each."""

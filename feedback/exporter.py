@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
 
-from feedback.span_shaping import span_cost
+from feedback.span_shaping import int_or_none, span_cost
 from feedback.store import SpanRecord, Store, TraceRecord
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,6 @@ def _stored_attributes(attrs: dict[str, Any]) -> dict[str, Any]:
         for k, v in attrs.items()
         if not (duplicate and k.startswith("llm.input_messages."))
     }
-
-
-def _int_or_none(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) else None
 
 
 def _hex_trace(trace_id: int) -> str:
@@ -100,9 +96,9 @@ def span_record(span: ReadableSpan) -> SpanRecord:
         status=status_name,
         status_message=span.status.description or attrs.get(OBS_STATUS_MESSAGE),
         attributes=_stored_attributes(attrs),
-        prompt_tokens=_int_or_none(attrs.get("llm.token_count.prompt")),
-        completion_tokens=_int_or_none(attrs.get("llm.token_count.completion")),
-        total_tokens=_int_or_none(attrs.get("llm.token_count.total")),
+        prompt_tokens=int_or_none(attrs.get("llm.token_count.prompt")),
+        completion_tokens=int_or_none(attrs.get("llm.token_count.completion")),
+        total_tokens=int_or_none(attrs.get("llm.token_count.total")),
         cost=span_cost(attrs),
     )
 

@@ -51,7 +51,8 @@ def span_cost(attributes: dict[str, object]) -> float | None:
     return float(total) if isinstance(total, (int, float)) else None
 
 
-def _int(value: object) -> int | None:
+def int_or_none(value: object) -> int | None:
+    """A token count from span attributes: a number, or None for anything else."""
     return int(value) if isinstance(value, (int, float)) else None
 
 
@@ -100,8 +101,8 @@ class ShapingSpanProcessor(SynchronousMultiSpanProcessor):
         if attributes.get("openinference.span.kind") == "LLM":
             cost = self.pricing.cost(
                 str(attributes.get("llm.model_name") or ""),
-                _int(attributes.get("llm.token_count.prompt")),
-                _int(attributes.get("llm.token_count.completion")),
+                int_or_none(attributes.get("llm.token_count.prompt")),
+                int_or_none(attributes.get("llm.token_count.completion")),
             )
             if cost is not None:
                 extra[COST_DETAILS] = json.dumps({"total": cost})

@@ -10,7 +10,7 @@ import pytest
 from agent.settings import SettingsError
 from app import ChatHandlers
 from feedback import cli as feedback_cli
-from feedback.costs import Pricing, call_cost
+from feedback.costs import Pricing
 from feedback.store import SpanRecord, Store, TraceRecord
 from tests.fakes import ScriptedModel
 from tests.helpers import turn
@@ -120,9 +120,10 @@ def test_pricing_rules():
     assert pricing.cost("nobody-prices-this-model", 10, 10) is None
     assert pricing.cost("house-model", None, None) is None
     # A hosted model genai-prices knows: a positive price, not a hand-written table.
-    assert call_cost("openai", "gpt-4o-mini", 1000, 100) > 0
+    assert Pricing().cost("gpt-4o-mini", 1000, 100, provider="openai") > 0
     # MODEL_PRICES overrides what genai-prices says.
-    assert call_cost("openai", "gpt-4o-mini", 10**6, 0, {"gpt-4o-mini": (1.0, 1.0)}) == pytest.approx(1.0)
+    overridden = Pricing({"gpt-4o-mini": (1.0, 1.0)})
+    assert overridden.cost("gpt-4o-mini", 10**6, 0, provider="openai") == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(

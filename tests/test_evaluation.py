@@ -415,12 +415,12 @@ def test_judge_calls_are_priced_and_an_unknown_price_stays_unknown(tmp_path):
     from evals.config import load_evaluators
     from evals.scheduler import Scheduler
     from evals.worker import Evaluation
-    from feedback.costs import call_cost
+    from feedback.costs import Pricing
     from feedback.store import Store
     from tests.test_postgres import _trace
 
-    assert call_cost("local", "SmolLM2-135M-Instruct.Q4_1.gguf", 300, 40) == 0.0
-    assert call_cost("openai", "my-own-finetune", 300, 40) is None  # unknown, never zero
+    assert Pricing().cost("SmolLM2-135M-Instruct.Q4_1.gguf", 300, 40, provider="local") == 0.0
+    assert Pricing().cost("my-own-finetune", 300, 40, provider="openai") is None  # unknown, never zero
     store = Store(tmp_path / "store.sqlite3")
     try:
         queue = JobQueue(store)
