@@ -23,8 +23,9 @@ import gradio as gr
 from smolagents import Model, Tool
 
 from agent import __version__
+from agent.agent_process import AgentProcessError, AgentProcesses
 from agent.confine import set_dumpable
-from agent.executor import CodeSandbox, SandboxError
+from agent.executor import SandboxError, start_sandbox
 from agent.local_llm import LocalLlamaModel
 from agent.models import ModelChoice, build_model
 from agent.sanitize import clean_text
@@ -52,7 +53,8 @@ class Runtime:
 
     settings: Settings
     choice: ModelChoice
-    make_agent: AgentFactory
+    # Agents in this process, or in agent processes (hosted models; AGENT_PROCESSES).
+    make_agent: AgentFactory | AgentProcesses
     feedback: FeedbackBackends
     # Chat turns running now (online evaluation with the local model waits for them).
     turns: TurnCounter = field(default_factory=TurnCounter)
@@ -76,6 +78,14 @@ class Runtime:
             if session.gradio_session:
                 self.forget_gradio_session(session.gradio_session)
 
+    def close(self) -> None:
+        """Flush pending traces and ratings, and stop the agent processes."""
+        try:
+            self.feedback.close()
+        finally:
+            if isinstance(self.make_agent, AgentProcesses):
+                self.make_agent.close()
+
     def metadata(self) -> dict[str, str]:
         return {
             "provider": self.choice.provider,
@@ -93,56 +103,51 @@ def create_runtime(
 ) -> Runtime:
     """Wire the app together; `model`, `extra_tools` and `judge` let tests and embedders pass their own."""
     register_model_class(LocalLlamaModel)
-    if model is None:
+    # A hosted model's agents run in agent processes; a model or tools passed in as objects
+    # (tests, embedders) cannot cross over, so their agents run here.
+    remote = (
+        model is None
+        and not extra_tools
+        and settings.agent_processes > 0
+        and settings.model_provider != "local"
+    )
+    if remote:
+        choice = ModelChoice(settings.model_provider, settings.model_id, settings.provider_reason)
+    elif model is None:
         model, choice = build_model(settings)
     else:
         register_model_class(type(model))
         choice = ModelChoice("custom", str(model.model_id), "a model object was passed in")
-    sandbox = start_sandbox(settings)
     feedback = FeedbackBackends.from_settings(settings)
     feedback.start()
+    try:
+        if remote:
+            # After the store exists (its migrations ran): the processes open it too.
+            make_agent: AgentFactory | AgentProcesses = AgentProcesses(settings, settings.agent_processes)
+            make_agent.start()
+        else:
+            assert model is not None
+            tools = [*build_tools(settings.agent_tools), *(extra_tools or [])]
+            make_agent = AgentFactory(settings, model, tools, start_sandbox(settings))
+    except (SettingsError, AgentProcessError):
+        feedback.close()
+        raise
     turns = TurnCounter()
     try:
         feedback.evaluation = build_evaluation(settings, feedback, busy=turns.busy, judge=judge)
     except SettingsError:
         feedback.close()
+        if isinstance(make_agent, AgentProcesses):
+            make_agent.close()
         raise
     if feedback.evaluation is not None:
         feedback.evaluation.start()
-    return Runtime(
-        settings,
-        choice,
-        AgentFactory(settings, model, [*build_tools(settings.agent_tools), *(extra_tools or [])], sandbox),
-        feedback,
-        turns=turns,
-    )
-
-
-REMOTE_EXECUTOR_NEEDS = {
-    "e2b": ("e2b_code_interpreter", "pip install 'smolagents[e2b]' and set E2B_API_KEY"),
-    "docker": ("docker", "pip install 'smolagents[docker]' and a running Docker engine"),
-    "modal": ("modal", "pip install 'smolagents[modal]' and a Modal token (modal token new)"),
-}
-
-
-def start_sandbox(settings: Settings) -> CodeSandbox | None:
-    """The worker processes for CODE_EXECUTOR=local-process; remote executors are checked here."""
-    kind = settings.code_executor
-    if kind in REMOTE_EXECUTOR_NEEDS:
-        module, needs = REMOTE_EXECUTOR_NEEDS[kind]
-        try:
-            __import__(module)
-        except ImportError:
-            raise SettingsError(f"CODE_EXECUTOR={kind} needs {needs}.") from None
-        return None
-    if kind != "local-process":
-        return None
-    sandbox = CodeSandbox(settings)
-    sandbox.start()
-    return sandbox
+    return Runtime(settings, choice, make_agent, feedback, turns=turns)
 
 
 def isolation_line(runtime: Runtime) -> str:
+    if isinstance(runtime.make_agent, AgentProcesses):
+        return runtime.make_agent.isolation_line()
     sandbox = runtime.make_agent.sandbox
     kind = runtime.settings.code_executor
     if sandbox is not None:
@@ -462,7 +467,7 @@ def main() -> int:
     except SettingsError as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
-    except (StoreError, SandboxError) as exc:
+    except (StoreError, SandboxError, AgentProcessError) as exc:
         print(f"Cannot start: {exc}", file=sys.stderr)
         return 1
     # /proc/<this pid>/environ and memory are closed to other processes of the same user.
@@ -488,7 +493,7 @@ def main() -> int:
         pass
     finally:
         print("Flushing pending traces and ratings…", flush=True)
-        runtime.feedback.close()
+        runtime.close()
     return 0
 
 

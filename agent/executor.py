@@ -34,7 +34,7 @@ from smolagents.local_python_executor import (
 )
 
 from agent import code_worker, confine, protocol
-from agent.settings import Settings
+from agent.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -461,6 +461,30 @@ class IsolatedExecutor(PythonExecutor):
         message = self.limits.message(kind)
         log.warning("Code worker stopped (%s): %s", kind, message)
         raise InterpreterError(message)
+
+
+REMOTE_EXECUTOR_NEEDS = {
+    "e2b": ("e2b_code_interpreter", "pip install 'smolagents[e2b]' and set E2B_API_KEY"),
+    "docker": ("docker", "pip install 'smolagents[docker]' and a running Docker engine"),
+    "modal": ("modal", "pip install 'smolagents[modal]' and a Modal token (modal token new)"),
+}
+
+
+def start_sandbox(settings: Settings) -> CodeSandbox | None:
+    """The worker processes for CODE_EXECUTOR=local-process; remote executors are checked here."""
+    kind = settings.code_executor
+    if kind in REMOTE_EXECUTOR_NEEDS:
+        module, needs = REMOTE_EXECUTOR_NEEDS[kind]
+        try:
+            __import__(module)
+        except ImportError:
+            raise SettingsError(f"CODE_EXECUTOR={kind} needs {needs}.") from None
+        return None
+    if kind != "local-process":
+        return None
+    sandbox = CodeSandbox(settings)
+    sandbox.start()
+    return sandbox
 
 
 def remove_folder(path: Path) -> None:

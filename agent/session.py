@@ -18,6 +18,7 @@ from typing import Any
 
 from smolagents import CodeAgent, Model, Tool
 
+from agent.agent_process import RemoteAgent
 from agent.chat_agent import ChatAgent, prompt_templates
 from agent.executor import CodeSandbox, IsolatedExecutor, remove_folder
 from agent.local_llm import LocalLlamaModel
@@ -37,7 +38,8 @@ class ChatSession:
 
     session_id: str
     user_id: str
-    agent: CodeAgent
+    # In this process, or (hosted models, AGENT_PROCESSES > 0) in an agent process.
+    agent: CodeAgent | RemoteAgent
     # Chat index of every message of an answer -> the trace id of the turn that produced it.
     answer_traces: dict[int, str] = field(default_factory=dict)
     last_rated_trace: str | None = None
@@ -143,19 +145,27 @@ class AgentFactory:
         )
 
 
-def new_session(make_agent: Callable[[str], CodeAgent], user_id: str) -> ChatSession:
+def new_session(make_agent: Callable[[str], CodeAgent | RemoteAgent], user_id: str) -> ChatSession:
     session_id = new_session_id()
     return ChatSession(session_id=session_id, user_id=user_id, agent=make_agent(session_id))
 
 
-def close_session(session: ChatSession) -> None:
-    """Stop the session's code worker (or remote sandbox) and drop its memory and folder."""
-    session.agent.memory.reset()
-    session.answer_traces.clear()
-    executor = getattr(session.agent, "python_executor", None)
+def close_agent(agent: CodeAgent) -> None:
+    """Stop an agent's code worker (or remote sandbox) and drop its memory and folder."""
+    agent.memory.reset()
+    executor = getattr(agent, "python_executor", None)
     try:
-        session.agent.cleanup()
+        agent.cleanup()
     except Exception:  # noqa: BLE001 - a remote sandbox that is already gone
-        log.exception("Could not stop the code executor of session %s", session.session_id)
+        log.exception("Could not stop an agent's code executor")
     if isinstance(executor, IsolatedExecutor):
         remove_folder(executor.work_dir)
+
+
+def close_session(session: ChatSession) -> None:
+    """End the session's agent, here or in its agent process, and forget its answers."""
+    session.answer_traces.clear()
+    if isinstance(session.agent, RemoteAgent):
+        session.agent.close()
+    else:
+        close_agent(session.agent)

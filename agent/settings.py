@@ -75,6 +75,9 @@ class Settings:
     app_tags: tuple[str, ...] = ("smolagents-chat",)
     session_ttl_s: float = 3600.0
     max_concurrent_turns: int = 4
+    # Processes the agents of a hosted model run in (0: in the app's own process, as the
+    # offline model's always do); see agent/agent_process.py for why.
+    agent_processes: int = 0
     max_input_chars: int = 8000
     feedback_options: tuple[str, ...] = DEFAULT_FEEDBACK_OPTIONS
     langfuse_public_key: str = ""
@@ -337,6 +340,9 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         app_tags=_split(tags) if tags is not None else ("smolagents-chat",),
         session_ttl_s=_float(env, "SESSION_TTL_S", 3600.0),
         max_concurrent_turns=_int(env, "MAX_CONCURRENT_TURNS", 4),
+        agent_processes=_int(
+            env, "AGENT_PROCESSES", 0 if provider == "local" else min(2, os.cpu_count() or 1), minimum=0
+        ),
         max_input_chars=_int(env, "MAX_INPUT_CHARS", 8000),
         feedback_options=_split(options) if options is not None else DEFAULT_FEEDBACK_OPTIONS,
         langfuse_public_key=env.get("LANGFUSE_PUBLIC_KEY", "").strip(),

@@ -10,42 +10,20 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from opentelemetry import trace as otel_trace
-from smolagents.memory import ActionStep, FinalAnswerStep, PlanningStep
-from smolagents.models import ChatMessageStreamDelta
-from smolagents.utils import AgentMaxStepsError
-
+from agent.agent_process import AgentProcessError, RemoteAgent
 from agent.answer import GIVE_UP, is_usable
+from agent.events import Event, run_events
 from agent.session import ChatSession
-from agent.steps import Message, answer_text, as_text, live_message, messages_from_step
+from agent.steps import Message, as_text, live_message
 
 log = logging.getLogger(__name__)
 
 THINKING = "⏳ Working on it…"
 BUSY = "⏳ Your previous message is still being answered; send this one when it is done."
-# How often the growing text of a step is sent to the browser: often enough to look live,
-# rarely enough that a fast model does not cost the server one update per token (each update
-# is a few ms of CPU under the GIL, and under load every ms costs every user ~15 ms).
-LIVE_INTERVAL_S = 0.2
-FINAL_OUTPUT_ATTRIBUTE = "app.final_output"
-
-
-def mark_final_output(span: Any, answer: str) -> None:
-    """Tell the span shaper that this agent run span's output is the final answer.
-
-    OpenInference sets a streamed run's output to the repr of every step it yielded (tens of
-    KB, growing with the chat); the shaper swaps that for this value when the span ends.
-    """
-    try:
-        if span is not None and span.is_recording():
-            span.set_attribute(FINAL_OUTPUT_ATTRIBUTE, answer)
-    except Exception:  # noqa: BLE001 - telemetry must never break a chat turn
-        log.exception("Could not mark the agent span's output")
 
 
 class TurnTracer(Protocol):
@@ -84,6 +62,11 @@ class _Trace:
     def trace_id(self) -> str | None:
         return getattr(self.turn, "trace_id", None)
 
+    def parent(self) -> tuple[str, str] | None:
+        """(trace id, span id) of the root, for spans made in another process."""
+        span_id = getattr(self.turn, "span_id", None)
+        return (self.trace_id, span_id) if self.trace_id and span_id else None
+
     def call(self, method: str, *args: Any) -> None:
         if self.turn is None:
             return
@@ -102,10 +85,29 @@ class _Trace:
             log.exception("Could not close the trace of this turn")
 
 
-def _max_steps_reached(session: ChatSession) -> bool:
-    steps = session.agent.memory.steps
-    last = steps[-1] if steps else None
-    return isinstance(last, ActionStep) and isinstance(last.error, AgentMaxStepsError)
+def _events(session: ChatSession, message: str, trace: _Trace, metadata: dict[str, str]) -> Iterator[Event]:
+    """The agent's events: from its own process, or from this one (advanced in the turn's context)."""
+    if isinstance(session.agent, RemoteAgent):
+        yield from session.agent.events(
+            message,
+            parent=trace.parent(),
+            user_id=session.user_id,
+            session_id=session.session_id,
+            metadata=metadata,
+        )
+        return
+    ctx = trace.ctx
+    events = run_events(session.agent, message)
+    try:
+        while True:
+            try:
+                event = ctx.run(next, events)
+            except StopIteration:
+                return
+            yield event
+    finally:
+        # A turn left mid-way (the browser went away) stops the agent in the turn's context.
+        ctx.run(events.close)
 
 
 def stream_turn(
@@ -117,8 +119,8 @@ def stream_turn(
 ) -> Iterator[TurnUpdate]:
     """Run one turn; yield the growing chat. Every message of the answer maps to its trace.
 
-    The model's tokens are shown as they arrive (at most every LIVE_INTERVAL_S), in an open
-    message that collapses into the step's messages when the step ends.
+    The model's tokens are shown as they arrive (at most every events.LIVE_INTERVAL_S), in an
+    open message that collapses into the step's messages when the step ends.
     """
     history = [*history, {"role": "user", "content": as_text(message)}]
     if not session.lock.acquire(blocking=False):
@@ -126,7 +128,7 @@ def stream_turn(
         return
     ctx = contextvars.Context()  # empty: no request span can become this turn's parent
     trace = _Trace(ctx)
-    run: Any = None
+    events: Iterator[Event] | None = None
     finished = False
     try:
         first = len(history)
@@ -139,51 +141,37 @@ def stream_turn(
             session.map_answer(range(first, first + 1), trace_id)
         yield TurnUpdate([*history, pending], trace_id)
 
-        answer: str | None = None
+        end: Event = {}
         error: str | None = None
-        seen: set[int] = set()
-        written = ""  # the model's output in the current step, so far
-        shown_at = 0.0
         try:
-            run = ctx.run(session.agent.run, message, stream=True, reset=False)
-            agent_span = ctx.run(otel_trace.get_current_span)  # the agent's own run span
-            while True:
-                try:
-                    step = ctx.run(next, run)
-                except StopIteration:
-                    break
-                if isinstance(step, ChatMessageStreamDelta):
-                    written += step.content or ""
-                    now = time.monotonic()
-                    if written.strip() and now - shown_at >= LIVE_INTERVAL_S:
-                        shown_at = now
-                        live = live_message(written, getattr(session.agent, "step_number", 1))
-                        yield TurnUpdate([*history, *steps, live], trace_id)
-                    continue
-                if id(step) in seen:  # smolagents yields the last step twice at max_steps
-                    continue
-                seen.add(id(step))
-                if isinstance(step, FinalAnswerStep):
-                    answer = answer_text(step)
-                    # The run span's output is the answer, not a dump of every streamed step.
-                    mark_final_output(agent_span, answer)
-                elif isinstance(step, (ActionStep, PlanningStep)):
-                    written, shown_at = "", 0.0
-                    steps.extend(messages_from_step(step))
+            events = _events(session, message, trace, metadata)
+            for event in events:
+                kind = event.get("ev")
+                if kind == "live":
+                    live = live_message(str(event.get("text", "")), int(event.get("step") or 1))
+                    yield TurnUpdate([*history, *steps, live], trace_id)
+                elif kind == "step":
+                    steps.extend(event.get("messages") or [])
                     shown = [*history, *steps, pending]
                     if trace_id:
                         session.map_answer(range(first, len(shown)), trace_id)
                     yield TurnUpdate(shown, trace_id)
+                elif kind == "end":
+                    end = event
+        except AgentProcessError as exc:  # already a sentence
+            error = str(exc)
+            log.warning("Agent turn failed: %s", error)
         except Exception as exc:  # noqa: BLE001 - shown in the chat, recorded on the trace
             error = f"{type(exc).__name__}: {exc}"
             log.warning("Agent turn failed: %s", error)
 
         if error is None:
-            raw = answer or ""
+            if end.get("cost") is not None:  # the agent's LLM calls, priced in its own process
+                trace.call("add_cost", end["cost"])
+            raw = str(end.get("answer") or "")
             trace.call("set_output", raw)  # the trace keeps what the agent really ended with
-            max_steps = _max_steps_reached(session)
-            trust = getattr(session.agent, "trust_fallback", True)
-            if is_usable(raw, max_steps_reached=max_steps, trust_fallback=trust):
+            max_steps = bool(end.get("max_steps"))
+            if is_usable(raw, max_steps_reached=max_steps, trust_fallback=bool(end.get("trust", True))):
                 shown_answer = as_text(raw)
             else:
                 shown_answer = GIVE_UP
@@ -212,9 +200,9 @@ def stream_turn(
     finally:
         if not finished:
             # The browser went away mid-turn: stop the agent and close the trace in its context.
-            if run is not None:
+            if events is not None:
                 try:
-                    ctx.run(run.close)
+                    events.close()  # type: ignore[attr-defined]
                 except Exception:  # noqa: BLE001
                     log.exception("Could not stop the abandoned agent run")
             trace.call("set_error", "cancelled: the chat was closed before the answer")

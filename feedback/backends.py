@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.settings import Settings
-from feedback.costs import Pricing
 from feedback.langfuse_sink import LangfuseSink
 from feedback.outbox import Outbox
 from feedback.retention import DEFAULT_INTERVAL_S, RetentionLoop
@@ -49,18 +48,8 @@ class FeedbackBackends:
         retention = None
         if settings.store_retention_days is not None:
             retention = RetentionLoop(store, settings.store_retention_days, interval_s=retention_interval_s)
+        telemetry = Telemetry.from_settings(settings, store, export_delay_ms=export_delay_ms)
         if settings.langfuse_enabled:
-            telemetry = Telemetry.with_langfuse(
-                store,
-                public_key=settings.langfuse_public_key,
-                secret_key=settings.langfuse_secret_key,
-                base_url=settings.langfuse_base_url,
-                timeout_s=settings.langfuse_timeout_s,
-                trace_name=settings.trace_name,
-                tags=settings.app_tags,
-                export_delay_ms=export_delay_ms,
-                pricing=Pricing.from_settings(settings),
-            )
             assert telemetry.langfuse is not None
             sink = LangfuseSink(telemetry.langfuse, timeout_s=settings.langfuse_timeout_s)
             outbox = Outbox(
@@ -72,13 +61,6 @@ class FeedbackBackends:
             )
             votes = VoteRecorder(store, notify=outbox.notify, flush_spans=telemetry.flush_to_store)
             return cls(store, telemetry, votes, sink, outbox, retention)
-        telemetry = Telemetry(
-            store,
-            trace_name=settings.trace_name,
-            tags=settings.app_tags,
-            export_delay_ms=export_delay_ms,
-            pricing=Pricing.from_settings(settings),
-        )
         votes = VoteRecorder(store, flush_spans=telemetry.flush_to_store)
         return cls(store, telemetry, votes, retention=retention)
 

@@ -24,7 +24,7 @@ from collections import OrderedDict
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SynchronousMultiSpanProcessor
 
-from agent.turn import FINAL_OUTPUT_ATTRIBUTE
+from agent.events import FINAL_OUTPUT_ATTRIBUTE
 from feedback.costs import Pricing
 
 OUTPUT_VALUE = "output.value"
@@ -90,6 +90,22 @@ class ShapingSpanProcessor(SynchronousMultiSpanProcessor):
         self.pricing = pricing or Pricing()
         self._costs: OrderedDict[int, list[float | bool]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def add_cost(self, trace_id: int, cost: dict[str, object]) -> None:
+        """Count calls priced elsewhere (an agent process) in this trace's total."""
+        total = cost.get("total")
+        with self._lock:
+            running = self._costs.setdefault(trace_id, [0.0, False])
+            if cost.get("unknown") or not isinstance(total, (int, float)):
+                running[1] = True
+            if isinstance(total, (int, float)):
+                running[0] = float(running[0]) + float(total)
+
+    def pop_cost(self, trace_id: int) -> dict[str, object]:
+        """The running cost of a trace whose root lives in another process, and forget it."""
+        with self._lock:
+            cost_sum, unknown = self._costs.pop(trace_id, (0.0, False))
+        return {"total": round(float(cost_sum), 10), "unknown": bool(unknown)}
 
     def on_end(self, span: ReadableSpan) -> None:
         super().on_end(shape(span, self._cost_attributes(span)))

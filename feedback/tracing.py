@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +23,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
+from agent.settings import Settings
 from feedback.costs import Pricing
 from feedback.exporter import APP_TRACER_NAME, StoreSpanExporter
 from feedback.span_shaping import SPAN_LIMITS, ShapingSpanProcessor
@@ -71,6 +72,17 @@ class TurnTrace:
     _otel_span: Any
     _is_langfuse: bool
     output: str | None = field(default=None)
+    # Adds the cost of LLM calls made in another process (an agent process) to this trace's.
+    _add_cost: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
+
+    @property
+    def span_id(self) -> str:
+        return format(self._otel_span.get_span_context().span_id, "016x")
+
+    def add_cost(self, cost: dict[str, Any]) -> None:
+        """{"total": dollars, "unknown": bool} of calls whose spans this process never saw."""
+        if self._add_cost is not None:
+            self._add_cost(cost)
 
     def set_output(self, answer: str) -> None:
         self.output = answer
@@ -112,9 +124,8 @@ class Telemetry:
         self.trace_name = trace_name
         self.tags = list(tags)
         # Every exporter added to this provider (ours, Langfuse's) sees shaped spans, with costs.
-        self.provider = TracerProvider(
-            active_span_processor=ShapingSpanProcessor(pricing), span_limits=SPAN_LIMITS
-        )
+        self.shaper = ShapingSpanProcessor(pricing)
+        self.provider = TracerProvider(active_span_processor=self.shaper, span_limits=SPAN_LIMITS)
         self.store_processor = BatchSpanProcessor(
             StoreSpanExporter(store), schedule_delay_millis=export_delay_ms
         )
@@ -146,8 +157,67 @@ class Telemetry:
         )
         return telemetry
 
+    @classmethod
+    def from_settings(cls, settings: Settings, store: Store, *, export_delay_ms: int = 200) -> Telemetry:
+        """The app's telemetry, and each agent process's: the same names, tags, prices, Langfuse."""
+        common: dict[str, Any] = {
+            "trace_name": settings.trace_name,
+            "tags": settings.app_tags,
+            "export_delay_ms": export_delay_ms,
+            "pricing": Pricing.from_settings(settings),
+        }
+        if not settings.langfuse_enabled:
+            return cls(store, **common)
+        return cls.with_langfuse(
+            store,
+            public_key=settings.langfuse_public_key,
+            secret_key=settings.langfuse_secret_key,
+            base_url=settings.langfuse_base_url,
+            timeout_s=settings.langfuse_timeout_s,
+            **common,
+        )
+
     def instrument(self) -> None:
         instrument(self.provider)
+
+    @contextmanager
+    def continue_turn(
+        self,
+        *,
+        parent: tuple[str, str] | None,
+        user_id: str,
+        session_id: str,
+        metadata: dict[str, str],
+    ) -> Iterator[None]:
+        """In an agent process: spans made in this block are children of the app's root span
+        (trace id, span id), with the turn's user, session, tags and metadata for Langfuse."""
+        context = otel_context.Context()
+        if parent is not None:
+            try:
+                span_context = SpanContext(
+                    trace_id=int(parent[0], 16),
+                    span_id=int(parent[1], 16),
+                    is_remote=True,
+                    trace_flags=TraceFlags(TraceFlags.SAMPLED),
+                )
+                context = otel_trace.set_span_in_context(NonRecordingSpan(span_context), context)
+            except ValueError:
+                log.warning("A turn came with an unreadable trace context; its spans start a trace")
+        token = otel_context.attach(context)
+        try:
+            if self.langfuse is None:
+                yield
+                return
+            with propagate_attributes(
+                user_id=user_id,
+                session_id=session_id or None,
+                tags=self.tags or None,
+                metadata=metadata,
+                trace_name=self.trace_name,
+            ):
+                yield
+        finally:
+            otel_context.detach(token)
 
     @contextmanager
     def turn(
@@ -208,7 +278,12 @@ class Telemetry:
                 root_cm = self._tracer.start_as_current_span(name)
             with root_cm as root:
                 otel_span = otel_trace.get_current_span()
-                trace_id = format(otel_span.get_span_context().trace_id, "032x")
+                trace_int = otel_span.get_span_context().trace_id
+                trace_id = format(trace_int, "032x")
+
+                def add_cost(cost: dict[str, Any]) -> None:
+                    self.shaper.add_cost(trace_int, cost)
+
                 if self.langfuse is None:
                     # No Langfuse: nothing propagates attributes to child spans, so the trace
                     # attributes go on the root only, under the names Langfuse itself uses.
@@ -224,7 +299,7 @@ class Telemetry:
                             **{f"langfuse.trace.metadata.{k}": json.dumps(v) for k, v in metadata.items()},
                         }
                     )
-                    yield TurnTrace(trace_id, root, otel_span, False)
+                    yield TurnTrace(trace_id, root, otel_span, False, _add_cost=add_cost)
                     return
                 with propagate_attributes(
                     user_id=user_id,
@@ -233,7 +308,7 @@ class Telemetry:
                     metadata=metadata,
                     trace_name=name,
                 ):
-                    yield TurnTrace(trace_id, root, otel_span, True)
+                    yield TurnTrace(trace_id, root, otel_span, True, _add_cost=add_cost)
         finally:
             otel_context.detach(token)
 

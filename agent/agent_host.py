@@ -1,0 +1,181 @@
+"""`python -m agent.agent_host FD`: an agent process, started by the app (agent.agent_process).
+
+It builds what the app would have built for its agents (the model, the tools, the code
+sandbox, the tracing to the store and Langfuse) from the app's settings, then serves one
+thread per chat session on the socket the app hands over for it: turns in, chat events out.
+It ends when the app closes its control socket, or with the app (PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextvars
+import logging
+import pickle
+import socket
+import sys
+import threading
+from typing import Any
+
+from agent import code_worker, protocol
+from agent.agent_process import readable
+from agent.confine import die_with_parent, set_dumpable
+from agent.events import Event, run_events
+from agent.executor import start_sandbox
+from agent.local_llm import LocalLlamaModel
+from agent.models import build_model
+from agent.session import AgentFactory, close_agent
+from agent.settings import Settings
+from agent.tools import build_tools
+from feedback.store import Store
+from feedback.tracing import Telemetry, register_model_class
+
+log = logging.getLogger("agent_host")
+
+REQUEST_LIMIT = 4 * 1024 * 1024  # a turn request: the user's message (capped by the app) and ids
+
+
+class AgentHost:
+    """What one agent process owns: the agent factory and the telemetry its agents report to."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        register_model_class(LocalLlamaModel)
+        model, _choice = build_model(settings)
+        self.sandbox = start_sandbox(settings)
+        self.factory = AgentFactory(settings, model, build_tools(settings.agent_tools), self.sandbox)
+        self.store = Store(settings.store_url)
+        # The app's turns wait on nothing here: spans go to the store when each turn ends.
+        self.telemetry = Telemetry.from_settings(settings, self.store)
+        self.telemetry.instrument()
+
+    def isolation(self) -> str:
+        if self.sandbox is not None:
+            return self.sandbox.describe()
+        if self.settings.code_executor == "local-unsafe":
+            return (
+                "code isolation: NONE (CODE_EXECUTOR=local-unsafe runs the model's code in the agent process)"
+            )
+        return f"code isolation: remote sandbox ({self.settings.code_executor}, smolagents' executor)"
+
+    def serve_session(self, session_id: str, channel: socket.socket) -> None:
+        """One chat session: its agent answers its turns, one at a time, until the app closes it."""
+        agent = None
+        try:
+            agent = self.factory(session_id)
+            while True:
+                try:
+                    request = protocol.recv(channel, limit=REQUEST_LIMIT)
+                except (protocol.ChannelClosed, protocol.MessageTooLarge, OSError):
+                    return
+                op = request.get("op")
+                if op == "turn":
+                    contextvars.Context().run(self._turn, agent, request, channel)
+                elif op == "close":
+                    return
+        except OSError:
+            return  # the app closed the session's channel mid-turn
+        except Exception:  # noqa: BLE001 - one session's failure never ends the process
+            log.exception("Session %s failed in the agent process", session_id)
+        finally:
+            channel.close()
+            if agent is not None:
+                close_agent(agent)
+
+    def _turn(self, agent: Any, request: dict[str, Any], channel: socket.socket) -> None:
+        """Run in an empty context: the agent's spans are children of the app's root span only."""
+        parent = request.get("parent")
+        trace_id = str(parent[0]) if isinstance(parent, list) and len(parent) == 2 else None
+        message = str(request.get("message") or "")
+        metadata = request.get("metadata") if isinstance(request.get("metadata"), dict) else {}
+        with self.telemetry.continue_turn(
+            parent=(str(parent[0]), str(parent[1])) if trace_id else None,
+            user_id=str(request.get("user_id") or ""),
+            session_id=str(request.get("session_id") or ""),
+            metadata={str(k): str(v) for k, v in metadata.items()},
+        ):
+            events = run_events(agent, message)
+            try:
+                for event in events:
+                    if event.get("ev") == "end":
+                        event["cost"] = self._turn_done(trace_id)
+                    protocol.send(channel, event)
+                    if readable(channel) and self._cancelled(channel):
+                        events.close()
+                        self._turn_done(trace_id)
+                        protocol.send(channel, {"ev": "cancelled"})
+                        return
+            except OSError:
+                events.close()
+                raise
+            except Exception as exc:  # noqa: BLE001 - the chat shows it, the trace records it
+                error: Event = {"ev": "error", "error": f"{type(exc).__name__}: {exc}"}
+                error["cost"] = self._turn_done(trace_id)
+                protocol.send(channel, error)
+
+    def _cancelled(self, channel: socket.socket) -> bool:
+        try:
+            request = protocol.recv(channel, limit=REQUEST_LIMIT)
+        except (protocol.ChannelClosed, protocol.MessageTooLarge):
+            raise OSError("the app closed the session") from None
+        return request.get("op") in ("cancel", "close")
+
+    def _turn_done(self, trace_id: str | None) -> dict[str, Any] | None:
+        """The turn's spans are in the store before the app closes its root; its cost goes back."""
+        self.telemetry.flush_to_store()
+        if trace_id is None:
+            return None
+        try:
+            return self.telemetry.shaper.pop_cost(int(trace_id, 16))
+        except ValueError:
+            return None
+
+    def close(self) -> None:
+        self.telemetry.shutdown()
+        self.store.close()
+        if self.sandbox is not None:
+            self.sandbox.zygote.close()
+
+
+def main(fd: int) -> int:
+    control = socket.socket(fileno=fd)
+    die_with_parent()
+    set_dumpable(False)  # it holds the same keys as the app
+    init, _ = code_worker.control_recv(control)
+    if not init or init.get("op") != "init":
+        return 2
+    settings: Settings = pickle.loads(base64.b64decode(init["settings"]))
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s agent-process %(name)s: %(message)s"
+    )
+    try:
+        host = AgentHost(settings)
+        isolation = host.isolation()
+    except Exception as exc:  # noqa: BLE001 - the app shows why it cannot start
+        log.exception("The agent process could not start")
+        code_worker.control_send(control, {"ready": False, "error": f"{type(exc).__name__}: {exc}"})
+        return 1
+    code_worker.control_send(control, {"ready": True, "isolation": isolation})
+    threading.Thread(target=host.factory.warm_up, name="model-warm-up", daemon=True).start()
+    try:
+        while True:
+            try:
+                request, fds = code_worker.control_recv(control)
+            except OSError:
+                break
+            if request is None:
+                break  # the app closed the control socket: it is shutting down
+            if request.get("op") == "session" and fds:
+                threading.Thread(
+                    target=host.serve_session,
+                    args=(str(request.get("session_id")), socket.socket(fileno=fds[0])),
+                    name="agent-session",
+                    daemon=True,
+                ).start()
+    finally:
+        host.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1])))
