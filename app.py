@@ -247,12 +247,18 @@ class ChatHandlers:
         # Counted once per turn, not at every streamed step (it reads the whole scores table).
         working = self.status("Agent is working…")
         final = None
+        # After the first update only the chat changes: the box, the session and the status
+        # are skipped (each would be post-processed and diffed again, for every user, under load).
+        first = True
         with self.rt.turns:
             for update in stream_turn(session, text, history, self.rt.feedback.telemetry, self.rt.metadata()):
                 if update.done:
                     final = update
-                else:
+                elif first:
+                    first = False
                     yield locked, update.history, session, working
+                else:
+                    yield gr.skip(), update.history, gr.skip(), gr.skip()
         status = self.status()
         # After the status is read: the evaluators' scheduler wakes up and takes the CPU a while.
         self.rt.feedback.wake_evaluation()

@@ -98,11 +98,11 @@ class AgentHost:
             try:
                 for event in events:
                     if event.get("ev") == "end":
-                        event["cost"] = self._turn_done(trace_id)
+                        event["cost"] = self._cost(trace_id)
                     protocol.send(channel, event)
                     if readable(channel) and self._cancelled(channel):
                         events.close()
-                        self._turn_done(trace_id)
+                        self._cost(trace_id)
                         protocol.send(channel, {"ev": "cancelled"})
                         return
             except OSError:
@@ -110,8 +110,13 @@ class AgentHost:
                 raise
             except Exception as exc:  # noqa: BLE001 - the chat shows it, the trace records it
                 error: Event = {"ev": "error", "error": f"{type(exc).__name__}: {exc}"}
-                error["cost"] = self._turn_done(trace_id)
+                error["cost"] = self._cost(trace_id)
                 protocol.send(channel, error)
+            finally:
+                # The turn's spans reach the store about when the app's root does (exported
+                # 0.2 s after the turn), never after: the evaluators read them all together.
+                # The chat does not wait for this write.
+                self.telemetry.flush_to_store()
 
     def _cancelled(self, channel: socket.socket) -> bool:
         try:
@@ -120,9 +125,8 @@ class AgentHost:
             raise OSError("the app closed the session") from None
         return request.get("op") in ("cancel", "close")
 
-    def _turn_done(self, trace_id: str | None) -> dict[str, Any] | None:
-        """The turn's spans are in the store before the app closes its root; its cost goes back."""
-        self.telemetry.flush_to_store()
+    def _cost(self, trace_id: str | None) -> dict[str, Any] | None:
+        """The cost of the turn's LLM calls, for the app's root span (priced as they ended)."""
         if trace_id is None:
             return None
         try:

@@ -330,14 +330,21 @@ class IsolatedExecutor(PythonExecutor):
 
     # --- PythonExecutor
 
+    # Both are called at every run(): the worker is only woken (SIGCONT, send, SIGSTOP) when
+    # something changed.
+
     def send_tools(self, tools: dict[str, Any]) -> None:
+        changed = sorted(tools) != sorted(self.tools)
         self.tools = dict(tools)
-        if self.worker is not None:
+        if self.worker is not None and changed:
             self._send_between_steps({"op": "tools", "names": sorted(self.tools)})
 
     def send_variables(self, variables: dict[str, Any]) -> None:
-        self.variables = protocol.plain(dict(variables))
-        if self.worker is not None:
+        plain = protocol.plain(dict(variables))
+        # Sent again when not empty: the worker's code may have changed them since.
+        changed = plain != self.variables or bool(plain)
+        self.variables = plain
+        if self.worker is not None and changed:
             self._send_between_steps({"op": "variables", "variables": self.variables})
 
     def __call__(self, code_action: str) -> CodeOutput:

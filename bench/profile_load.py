@@ -318,7 +318,7 @@ def main() -> None:
                 time.sleep(1.0)  # py-spy attached
             pids = {
                 ("plain chat" if args.plain else "app (python app.py)"): [proc.pid],
-                "code workers (zygote + one per session)": descendants(proc.pid),
+                "agent processes and code workers": descendants(proc.pid),
                 "load client + scripted model (this process)": [os.getpid()],
                 "Langfuse stand-in": [fake_lf.pid],
             }
@@ -330,7 +330,7 @@ def main() -> None:
                 round_lat, round_s = chat_load(url, args.users, args.turns, plain=args.plain)
                 lat += round_lat
                 elapsed += round_s
-            pids["code workers (zygote + one per session)"] = descendants(proc.pid)
+            pids["agent processes and code workers"] = descendants(proc.pid)
             after = {name: sum(cpu_s(p) for p in ps) for name, ps in pids.items()}
             if spy is not None:
                 spy.send_signal(signal.SIGINT)

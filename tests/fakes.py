@@ -498,6 +498,10 @@ class _OpenAIHandler(_JSONHandler):
         if delay:  # a task can ask the scripted model to take its time
             time.sleep(float(delay.group(1)))
         text = echo_reply(messages)
+        steps = re.search(r"\[steps=([0-9]+)\]", last_task(messages))
+        if steps and _steps_in_task(messages) + 1 < int(steps.group(1)):
+            # A task can ask for several steps: code that does not answer yet.
+            text = code_reply("print('still working')")
         if body.get("stream"):
             self._stream(body, text)
             self.server.service_ms.append((time.perf_counter() - started) * 1000)  # type: ignore[attr-defined]
@@ -534,6 +538,17 @@ class _OpenAIHandler(_JSONHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+def _steps_in_task(messages: list[Any]) -> int:
+    """Replies the model already gave to the newest task (its earlier steps)."""
+    count = 0
+    for message in reversed(messages):
+        if message.get("role") == "assistant":
+            count += 1
+        elif message.get("role") == "user" and "New task:" in all_text([message]):
+            break
+    return count
 
 
 class FakeOpenAI:
