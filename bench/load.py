@@ -9,7 +9,8 @@ their event data. Prints, measured in this one run:
 - turn throughput and the p95 latency the app adds over the scripted model;
 - a concurrency figure: 8 users whose model takes 1 s finish 8 turns within 1.5 s, and a vote
   cast while those 8 turns run is recorded within 100 ms;
-- the app's memory while 500 sessions come and go with SESSION_TTL_S eviction;
+- the memory of the app and its agent processes while 500 sessions come and go with
+  SESSION_TTL_S eviction;
 - the app against plain Gradio: the same users and turns (no votes) through the same client,
   once against the app and once against a bare `gr.ChatInterface` (bench/plain_chat.py, its
   own process) that streams as many chatbot updates per turn as the app (counted in the run)
@@ -56,10 +57,36 @@ VALUES = {True: 1.0, False: 0.0, "Incorrect": 0.0, "Too slow": 0.0, "": None}
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # the process ended meanwhile
+        return 0.0
+    for line in status.splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def agent_processes(pid: int) -> list[int]:
+    """The app's agent processes (agent.agent_host), where a hosted model's agents live."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            try:
+                if b"agent.agent_host" in Path(f"/proc/{kid}/cmdline").read_bytes():
+                    out.append(kid)
+            except OSError:
+                continue
+    return out
+
+
+def family_rss_mb(pid: int) -> float:
+    """The app and its agent processes together: the memory the sessions cost."""
+    return rss_mb(pid) + sum(rss_mb(kid) for kid in agent_processes(pid))
 
 
 def answer_index(history: list[dict]) -> int:
@@ -322,6 +349,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--sessions", type=int, default=500)
+    parser.add_argument(
+        "--agent-processes", default="", help="AGENT_PROCESSES for the app (default: the app's own default)"
+    )
     args = parser.parse_args()
     rng = random.Random(42)
 
@@ -331,7 +361,10 @@ def main() -> None:
     langfuse_url = fake_lf.stdout.readline().strip()
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAI() as llm:
         data_dir = Path(tmp) / "data"
-        proc, url = start_app(data_dir, llm.url, langfuse_url, MAX_CONCURRENT_TURNS="20", SESSION_TTL_S="3")
+        extra = {"AGENT_PROCESSES": args.agent_processes} if args.agent_processes else {}
+        proc, url = start_app(
+            data_dir, llm.url, langfuse_url, MAX_CONCURRENT_TURNS="20", SESSION_TTL_S="3", **extra
+        )
         try:
             # 1. Load: users chatting and voting at once.
             out: dict = {"final": {}, "clicks": 0, "latencies": []}
@@ -388,7 +421,8 @@ def main() -> None:
             wall_8 = time.perf_counter() - t0
 
             # 3. Memory: sessions come and go; idle ones are evicted after SESSION_TTL_S.
-            rss = [(0, rss_mb(proc.pid))]
+            hosts = len(agent_processes(proc.pid))
+            rss = [(0, family_rss_mb(proc.pid))]
 
             def one_session(n: int) -> None:
                 q = QueueClient(url)
@@ -402,7 +436,7 @@ def main() -> None:
                     list(pool.map(one_session, range(done, done + 100)))
                 done += 100
                 time.sleep(4)  # longer than SESSION_TTL_S: the batch's sessions expire
-                rss.append((done, rss_mb(proc.pid)))
+                rss.append((done, family_rss_mb(proc.pid)))
         finally:
             stop_app(proc)
 
@@ -448,7 +482,10 @@ def main() -> None:
         f"throughput app / plain = {len(app_lat) / app_elapsed / (len(plain_lat) / plain_elapsed):.2f}; "
         f"with votes (above) app p95 / plain p95 = {p95 / plain_p95:.2f}"
     )
-    print("memory (sessions -> RSS MB): " + ", ".join(f"{n}: {m:.0f}" for n, m in rss))
+    print(
+        f"memory of the app and its {hosts} agent processes (sessions -> RSS MB): "
+        + ", ".join(f"{n}: {m:.0f}" for n, m in rss)
+    )
     steps = [b[1] - a[1] for a, b in zip(rss, rss[1:], strict=False)]
     half = len(steps) // 2
     first = sum(steps[:half]) / max(half, 1)
