@@ -531,13 +531,20 @@ class _OpenAIHandler(_JSONHandler):
         if (body.get("stream_options") or {}).get("include_usage"):
             usage = {"prompt_tokens": 21, "completion_tokens": 9, "total_tokens": 30}
             chunks.append({**base, "choices": [], "usage": usage})
-        payload = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
-        data = payload.encode()
+        events = [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
+        # A task can ask for a slow stream: "[chunk_delay=0.05]" between chunks.
+        delay = re.search(r"\[chunk_delay=([0-9.]+)\]", last_task(body.get("messages", [])))
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Length", str(sum(len(e) for e in events)))
         self.end_headers()
-        self.wfile.write(data)
+        if not delay:
+            self.wfile.write(b"".join(events))
+            return
+        for event in events:
+            self.wfile.write(event)
+            self.wfile.flush()
+            time.sleep(float(delay.group(1)))
 
 
 def _steps_in_task(messages: list[Any]) -> int:

@@ -87,6 +87,21 @@ def test_hosted_agents_run_in_agent_processes_and_answer(hosted):
     assert any("final_answer" in text_of(m) for m in final.history[1:-1])
 
 
+def test_tokens_stream_from_the_agent_process_while_the_model_writes(hosted):
+    runtime = hosted()
+    session = runtime.new_session("anon-1")
+    task = "[chunk_delay=0.06] Please count the words of this rather long question for me"
+    updates = list(stream_turn(session, task, [], runtime.feedback.telemetry, runtime.metadata()))
+    live = [
+        text_of(u.history[-1])
+        for u in updates
+        if "writing" in str((u.history[-1].get("metadata") or {}).get("title", ""))
+    ]
+    assert len(live) >= 3, live  # several updates while the reply was being written
+    assert all(len(a) < len(b) for a, b in zip(live, live[1:], strict=False)), live
+    assert text_of(updates[-1].history[-1]) == f"Answer to: {task}"
+
+
 def test_agent_spans_are_children_of_the_root_in_the_store_and_in_langfuse(hosted, fake_langfuse):
     runtime = hosted()
     session = runtime.new_session("anon-1")
