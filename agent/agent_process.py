@@ -257,6 +257,9 @@ class RemoteAgent:
             try:
                 while True:
                     event = self._next(channel)
+                    # A later event already waiting makes this one's chat update stale: the
+                    # turn may skip showing it (under load the page gets fewer, fresher updates).
+                    event["more"] = readable(channel)
                     kind = event.get("ev")
                     if kind == "error":
                         done = True

@@ -91,4 +91,9 @@ def run_events(agent: Any, message: str) -> Iterator[Event]:
             "trust": bool(getattr(agent, "trust_fallback", True)),
         }
     finally:
-        run.close()
+        try:
+            run.close()
+        except RuntimeError:
+            # smolagents' run yields the interrupted step from a `finally` (it is kept in
+            # memory first), so closing it mid-step says "generator ignored GeneratorExit".
+            pass

@@ -147,7 +147,9 @@ def stream_turn(
             events = _events(session, message, trace, metadata)
             for event in events:
                 kind = event.get("ev")
-                if kind == "live":
+                # "more": the next event is already here, so this update would be replaced at
+                # once; it is not sent (each costs the server a few ms for every user).
+                if kind == "live" and not event.get("more"):
                     live = live_message(str(event.get("text", "")), int(event.get("step") or 1))
                     yield TurnUpdate([*history, *steps, live], trace_id)
                 elif kind == "step":
@@ -155,7 +157,8 @@ def stream_turn(
                     shown = [*history, *steps, pending]
                     if trace_id:
                         session.map_answer(range(first, len(shown)), trace_id)
-                    yield TurnUpdate(shown, trace_id)
+                    if not event.get("more"):
+                        yield TurnUpdate(shown, trace_id)
                 elif kind == "end":
                     end = event
         except AgentProcessError as exc:  # already a sentence

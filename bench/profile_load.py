@@ -112,6 +112,26 @@ def cpu_s(pid: int) -> float:
     return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
+def own_cpu_s(pid: int) -> float:
+    """utime + stime of the process alone (none of its children)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:13]) / os.sysconf("SC_CLK_TCK")
+
+
+def agent_hosts(pid: int) -> list[int]:
+    out = []
+    for kid in descendants(pid):
+        try:
+            if b"agent.agent_host" in Path(f"/proc/{kid}/cmdline").read_bytes():
+                out.append(kid)
+        except OSError:
+            continue
+    return out
+
+
 def descendants(pid: int) -> list[int]:
     out: list[int] = []
     todo = [pid]
@@ -323,6 +343,8 @@ def main() -> None:
                 "Langfuse stand-in": [fake_lf.pid],
             }
             before = {name: sum(cpu_s(p) for p in ps) for name, ps in pids.items()}
+            hosts = agent_hosts(proc.pid)
+            hosts_before = sum(own_cpu_s(p) for p in hosts)
             started = time.time()
             lat: list[float] = []
             elapsed = 0.0
@@ -332,6 +354,7 @@ def main() -> None:
                 elapsed += round_s
             pids["agent processes and code workers"] = descendants(proc.pid)
             after = {name: sum(cpu_s(p) for p in ps) for name, ps in pids.items()}
+            hosts_used = sum(own_cpu_s(p) for p in hosts) - hosts_before
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 _, err = spy.communicate(timeout=60)
@@ -364,6 +387,9 @@ def main() -> None:
     for name in before:
         used = after[name] - before[name]
         print(f"  {name:<46} {used * 1000 / turns:6.1f} ms/turn  ({used:.2f} s)")
+    if hosts:
+        label = f"of which the {len(hosts)} agent processes themselves"
+        print(f"    {label:<44} {hosts_used * 1000 / turns:6.1f} ms/turn  ({hosts_used:.2f} s)")
 
     print(
         "\nGradio's own phases of the turn event (GRADIO_PROFILING=1), ms per turn, summed over its updates:"

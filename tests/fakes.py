@@ -30,7 +30,7 @@ def last_task(messages: list[Any]) -> str:
             else " ".join(part.get("text", "") for part in content or [] if isinstance(part, dict))
         )
         if "New task:" in text:
-            return text.split("New task:", 1)[1].strip()
+            return text.rsplit("New task:", 1)[1].strip()
     return ""
 
 
