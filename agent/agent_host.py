@@ -12,6 +12,7 @@ import base64
 import contextvars
 import logging
 import pickle
+import signal
 import socket
 import sys
 import threading
@@ -143,6 +144,9 @@ class AgentHost:
 
 def main(fd: int) -> int:
     control = socket.socket(fileno=fd)
+    # Ctrl-C in a terminal reaches the whole process group: the app decides when this process
+    # ends (it closes the control socket after its own flush), so the spans here get flushed too.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
     set_dumpable(False)  # it holds the same keys as the app
     init, _ = code_worker.control_recv(control)
