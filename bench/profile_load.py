@@ -43,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.load import chat_load, p95_of, start_app, start_plain, stop_app, updates_per_turn  # noqa: E402
+from bench.load import agent_processes, chat_load, p95_of, start_app, start_plain, stop_app, updates_per_turn  # noqa: E402
 from tests.fakes import FakeOpenAI  # noqa: E402
 
 SP = r"site-packages/"
@@ -103,33 +103,13 @@ GENERIC: list[tuple[str, str]] = [
 ]
 
 
-def cpu_s(pid: int) -> float:
+def cpu_s(pid: int, *, children: bool = True) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     # utime, stime, cutime, cstime: the children's share counts for reaped workers too.
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_s(pid: int) -> float:
-    """utime + stime of the process alone (none of its children)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(f) for f in fields[11:13]) / os.sysconf("SC_CLK_TCK")
-
-
-def agent_hosts(pid: int) -> list[int]:
-    out = []
-    for kid in descendants(pid):
-        try:
-            if b"agent.agent_host" in Path(f"/proc/{kid}/cmdline").read_bytes():
-                out.append(kid)
-        except OSError:
-            continue
-    return out
+    return sum(int(f) for f in fields[11 : 15 if children else 13]) / os.sysconf("SC_CLK_TCK")
 
 
 def descendants(pid: int) -> list[int]:
@@ -343,8 +323,8 @@ def main() -> None:
                 "Langfuse stand-in": [fake_lf.pid],
             }
             before = {name: sum(cpu_s(p) for p in ps) for name, ps in pids.items()}
-            hosts = agent_hosts(proc.pid)
-            hosts_before = sum(own_cpu_s(p) for p in hosts)
+            hosts = agent_processes(proc.pid)
+            hosts_before = sum(cpu_s(p, children=False) for p in hosts)
             started = time.time()
             lat: list[float] = []
             elapsed = 0.0
@@ -354,7 +334,7 @@ def main() -> None:
                 elapsed += round_s
             pids["agent processes and code workers"] = descendants(proc.pid)
             after = {name: sum(cpu_s(p) for p in ps) for name, ps in pids.items()}
-            hosts_used = sum(own_cpu_s(p) for p in hosts) - hosts_before
+            hosts_used = sum(cpu_s(p, children=False) for p in hosts) - hosts_before
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 _, err = spy.communicate(timeout=60)
