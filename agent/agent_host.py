@@ -49,6 +49,12 @@ class AgentHost:
         # The app's turns wait on nothing here: spans go to the store when each turn ends.
         self.telemetry = Telemetry.from_settings(settings, self.store)
         self.telemetry.instrument()
+        # A finished turn's spans are written now, by one thread for all sessions: they reach
+        # the store before the app's root span (exported 0.2 s after the turn), so evaluators
+        # read a turn whole; neither the answer nor the session's next turn waits on SQLite's
+        # lock (shared with the app and the other agent processes).
+        self._flush = threading.Event()
+        threading.Thread(target=self._flush_loop, name="span-flush", daemon=True).start()
 
     def isolation(self) -> str:
         if self.sandbox is not None:
@@ -100,31 +106,44 @@ class AgentHost:
                 for event in events:
                     if event.get("ev") == "end":
                         event["cost"] = self._cost(trace_id)
+                        # Nothing is read after the last event: what comes next is the next turn.
+                        protocol.send(channel, event)
+                        break
                     protocol.send(channel, event)
+                    # Mid-turn the app sends only a cancel (or a close) on this channel.
                     if readable(channel) and self._cancelled(channel):
                         events.close()
                         self._cost(trace_id)
                         protocol.send(channel, {"ev": "cancelled"})
                         return
             except OSError:
-                events.close()
                 raise
             except Exception as exc:  # noqa: BLE001 - the chat shows it, the trace records it
                 error: Event = {"ev": "error", "error": f"{type(exc).__name__}: {exc}"}
                 error["cost"] = self._cost(trace_id)
                 protocol.send(channel, error)
             finally:
-                # The turn's spans reach the store about when the app's root does (exported
-                # 0.2 s after the turn), never after: the evaluators read them all together.
-                # The chat does not wait for this write.
+                events.close()
+                self._flush.set()
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._flush.wait()
+            self._flush.clear()
+            try:
                 self.telemetry.flush_to_store()
+            except Exception:  # noqa: BLE001 - the batch exporter writes them later anyway
+                log.exception("Could not write the turn's spans to the store now")
 
     def _cancelled(self, channel: socket.socket) -> bool:
         try:
             request = protocol.recv(channel, limit=REQUEST_LIMIT)
         except (protocol.ChannelClosed, protocol.MessageTooLarge):
             raise OSError("the app closed the session") from None
-        return request.get("op") in ("cancel", "close")
+        if request.get("op") not in ("cancel", "close"):
+            log.warning("Ignored a %r request sent while a turn was running", request.get("op"))
+            return False
+        return True
 
     def _cost(self, trace_id: str | None) -> dict[str, Any] | None:
         """The cost of the turn's LLM calls, for the app's root span (priced as they ended)."""

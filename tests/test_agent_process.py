@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from agent import protocol
+from agent.agent_host import AgentHost
 from agent.agent_process import STOPPED, AgentProcesses, RemoteAgent
 from agent.session import close_session
 from agent.turn import stream_turn
@@ -147,6 +151,37 @@ def test_memory_stays_in_the_agent_process_across_turns(hosted):
     runtime.feedback.telemetry.flush()
     spans = wait_for(lambda: [s for s in _spans(runtime, second.trace_id) if s["kind"] == "LLM"])
     assert "My name is Ada." in json.loads(spans[0]["attributes"])["input.value"]
+
+
+def test_a_turn_sent_the_moment_the_last_one_ended_is_answered(make_settings, llm, monkeypatch):
+    """The next turn's request can reach the agent process while it is still finishing the
+    last turn; it must wait there, not be read as a possible cancel and dropped (the chat
+    then waited for an answer that never came). Here the app answers each "end" at once."""
+    host = AgentHost(make_settings(MODEL_PROVIDER="openai", OPENAI_BASE_URL=llm.url, MODEL_ID="gpt-4o-mini"))
+    app_end, host_end = socket.socketpair()
+    waiting = [{"op": "turn", "message": "second", "parent": None, "metadata": {}}]
+    real_send = protocol.send
+
+    def send(sock: socket.socket, message: dict[str, Any]) -> None:
+        real_send(sock, message)
+        if sock is host_end and message.get("ev") == "end" and waiting:
+            real_send(app_end, waiting.pop())  # before the process reads its channel again
+
+    monkeypatch.setattr(protocol, "send", send)
+    threading.Thread(target=host.serve_session, args=("s1", host_end), daemon=True).start()
+    try:
+        real_send(app_end, {"op": "turn", "message": "first", "parent": None, "metadata": {}})
+        answers = []
+        for _ in range(2):
+            while (event := protocol.recv(app_end, limit=1 << 24, deadline=time.monotonic() + 10))[
+                "ev"
+            ] != "end":
+                pass
+            answers.append(event["answer"])
+        assert answers == ["Answer to: first", "Answer to: second"]
+    finally:
+        app_end.close()
+        host.close()
 
 
 def test_votes_land_on_the_trace_of_the_rated_answer(hosted, fake_langfuse):
