@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import code_worker, protocol
+from agent.confine import start_child
 from agent.events import Event
 from agent.settings import Settings
 
@@ -90,7 +91,7 @@ class _Host:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         try:
-            self._process = subprocess.Popen(
+            self._process = start_child(
                 [sys.executable, "-m", "agent.agent_host", str(theirs.fileno())],
                 env=env,  # the working directory is the app's: relative paths in the settings agree
                 pass_fds=[theirs.fileno()],

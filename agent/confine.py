@@ -15,9 +15,12 @@ import os
 import platform
 import resource
 import struct
+import subprocess
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -73,7 +76,19 @@ def set_dumpable(flag: bool) -> None:
 
 
 def die_with_parent() -> None:
+    """SIGKILL when the parent goes. Linux counts the *thread* that started the child as its
+    parent, so such children are started with `start_child`."""
     prctl(PR_SET_PDEATHSIG, 9)
+
+
+# One thread that lives as long as this process: the parent of every child that dies with it.
+_KEEPER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="child-process-parent")
+
+
+def start_child(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """subprocess.Popen from a thread that never ends. A child started from a request's worker
+    thread (a restart after a crash) would otherwise be killed when that thread is retired."""
+    return _KEEPER.submit(subprocess.Popen, *args, **kwargs).result()
 
 
 @dataclass(frozen=True)

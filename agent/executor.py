@@ -173,7 +173,7 @@ class Zygote:
         self._stop_locked()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self._process = subprocess.Popen(
+            self._process = confine.start_child(
                 [sys.executable, "-E", "-m", "agent.code_worker", str(theirs.fileno())],
                 cwd=PROJECT_ROOT,
                 env=dict(WORKER_ENV),  # no inherited secrets: the settings never cross over

@@ -213,6 +213,25 @@ def test_a_killed_agent_process_fails_one_turn_with_a_sentence_then_starts_afres
     assert runtime.make_agent.pids()[0] != pid
 
 
+def test_a_process_restarted_by_a_request_thread_outlives_that_thread(hosted):
+    # Linux kills a PDEATHSIG child when the *thread* that started it ends; Gradio runs turns
+    # in worker threads it retires, so a restart must not be their child.
+    runtime = hosted()
+    session = runtime.new_session("anon-1")
+    os.kill(runtime.make_agent.pids()[0], signal.SIGKILL)
+    wait_for(lambda: not runtime.make_agent.hosts[0].alive())
+    results: list[Any] = []
+    worker = threading.Thread(
+        target=lambda: results.extend([_final(runtime, session, "x"), _final(runtime, session, "y")])
+    )
+    worker.start()
+    worker.join(60)
+    assert results[1].error is None  # the second turn ran in the restarted process
+    time.sleep(1.0)  # the thread that restarted it is gone
+    assert runtime.make_agent.hosts[0].alive()
+    assert _final(runtime, session, "z").error is None
+
+
 def test_a_turn_left_mid_way_is_stopped_in_the_agent_process(hosted, llm):
     runtime = hosted(MAX_STEPS="10")
     session = runtime.new_session("anon-1")
