@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import code_worker, protocol
-from agent.confine import start_child
+from agent.confine import start_child, stop_child
 from agent.events import Event
 from agent.settings import Settings
 
@@ -151,11 +151,7 @@ class _Host:
             self._control.close()  # the process ends when its control channel closes
             self._control = None
         if self._process is not None:
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout=5)
+            stop_child(self._process, grace_s=10)  # time to flush its spans
             self._process = None
 
     def close(self) -> None:

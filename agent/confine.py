@@ -91,6 +91,17 @@ def start_child(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
     return _KEEPER.submit(subprocess.Popen, *args, **kwargs).result()
 
 
+def stop_child(process: subprocess.Popen[bytes], grace_s: float = 0.0) -> None:
+    """Give a child `grace_s` to end by itself (its control socket was closed), then SIGKILL."""
+    try:
+        process.wait(timeout=grace_s)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    process.kill()
+    process.wait(timeout=5)
+
+
 @dataclass(frozen=True)
 class Walls:
     """What one worker may see and use; built by the app, applied in the worker."""

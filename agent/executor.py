@@ -234,8 +234,7 @@ class Zygote:
             self._control.close()
             self._control = None
         if self._process is not None:
-            self._process.kill()
-            self._process.wait(timeout=5)
+            confine.stop_child(self._process)
             self._process = None
 
     def close(self) -> None:
