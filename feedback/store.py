@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import sqlite3
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -707,9 +708,10 @@ def _greatest(column: str, bind: str) -> str:
 def _check_writable(path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.parent / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        # A probe of its own: processes opening the store at once (the app's agent processes)
+        # would otherwise delete each other's.
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".write-test-"):
+            pass
     except OSError as exc:
         raise StoreError(
             f"The data folder {path.parent.resolve()} is not writable ({exc.strerror or exc}). "

@@ -472,3 +472,29 @@ def test_sound_time_columns_keep_microseconds_on_postgres(pg_url):
         assert set(types.values()) == {"double precision"}, types
     finally:
         store.close()
+
+
+def test_processes_opening_the_store_at_once_all_find_it_writable(tmp_path):
+    # The app's agent processes open the store together at start; each checks that the data
+    # folder is writable with a probe file, and one probe name for all made the others fail.
+    from feedback.store import _check_writable
+
+    path = tmp_path / "data" / "feedback.sqlite3"
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(6)
+
+    def check() -> None:
+        barrier.wait()
+        for _ in range(200):
+            try:
+                _check_writable(path)
+            except StoreError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=check) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert list(path.parent.iterdir()) == []  # no probe left behind
