@@ -25,7 +25,7 @@ from smolagents import Model, Tool
 from agent import __version__
 from agent.agent_process import AgentProcessError, AgentProcesses
 from agent.confine import set_dumpable
-from agent.executor import SandboxError, start_sandbox
+from agent.executor import SandboxError, describe_isolation, start_sandbox
 from agent.local_llm import LocalLlamaModel
 from agent.models import ModelChoice, build_model
 from agent.sanitize import clean_text
@@ -148,13 +148,7 @@ def create_runtime(
 def isolation_line(runtime: Runtime) -> str:
     if isinstance(runtime.make_agent, AgentProcesses):
         return runtime.make_agent.isolation_line()
-    sandbox = runtime.make_agent.sandbox
-    kind = runtime.settings.code_executor
-    if sandbox is not None:
-        return sandbox.describe()
-    if kind == "local-unsafe":
-        return "code isolation: NONE (CODE_EXECUTOR=local-unsafe runs the model's code in the app; never expose it)"
-    return f"code isolation: remote sandbox ({kind}, smolagents' executor)"
+    return describe_isolation(runtime.settings, runtime.make_agent.sandbox)
 
 
 def _browser_secret(data_dir: Path) -> str:

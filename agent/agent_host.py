@@ -22,7 +22,7 @@ from agent import code_worker, protocol
 from agent.agent_process import readable
 from agent.confine import die_with_parent, set_dumpable
 from agent.events import Event, run_events
-from agent.executor import start_sandbox
+from agent.executor import describe_isolation, start_sandbox
 from agent.local_llm import LocalLlamaModel
 from agent.models import build_model
 from agent.session import AgentFactory, close_agent
@@ -57,13 +57,7 @@ class AgentHost:
         threading.Thread(target=self._flush_loop, name="span-flush", daemon=True).start()
 
     def isolation(self) -> str:
-        if self.sandbox is not None:
-            return self.sandbox.describe()
-        if self.settings.code_executor == "local-unsafe":
-            return (
-                "code isolation: NONE (CODE_EXECUTOR=local-unsafe runs the model's code in the agent process)"
-            )
-        return f"code isolation: remote sandbox ({self.settings.code_executor}, smolagents' executor)"
+        return describe_isolation(self.settings, self.sandbox, "the agent process")
 
     def serve_session(self, session_id: str, channel: socket.socket) -> None:
         """One chat session: its agent answers its turns, one at a time, until the app closes it."""
@@ -91,12 +85,13 @@ class AgentHost:
 
     def _turn(self, agent: Any, request: dict[str, Any], channel: socket.socket) -> None:
         """Run in an empty context: the agent's spans are children of the app's root span only."""
-        parent = request.get("parent")
-        trace_id = str(parent[0]) if isinstance(parent, list) and len(parent) == 2 else None
+        raw = request.get("parent")
+        parent = (str(raw[0]), str(raw[1])) if isinstance(raw, list) and len(raw) == 2 else None
+        trace_id = parent[0] if parent else None
         message = str(request.get("message") or "")
         metadata = request.get("metadata") if isinstance(request.get("metadata"), dict) else {}
         with self.telemetry.continue_turn(
-            parent=(str(parent[0]), str(parent[1])) if trace_id else None,
+            parent=parent,
             user_id=str(request.get("user_id") or ""),
             session_id=str(request.get("session_id") or ""),
             metadata={str(k): str(v) for k, v in metadata.items()},
@@ -117,7 +112,7 @@ class AgentHost:
                         protocol.send(channel, {"ev": "cancelled"})
                         return
             except OSError:
-                raise
+                raise  # the app closed the channel: nobody to tell (serve_session ends)
             except Exception as exc:  # noqa: BLE001 - the chat shows it, the trace records it
                 error: Event = {"ev": "error", "error": f"{type(exc).__name__}: {exc}"}
                 error["cost"] = self._cost(trace_id)

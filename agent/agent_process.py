@@ -163,7 +163,6 @@ class AgentProcesses:
     """The app's agent processes: the agent factory of sessions whose agent runs in one of them."""
 
     def __init__(self, settings: Settings, size: int) -> None:
-        self.settings = settings
         self.hosts = [_Host(settings, i) for i in range(max(1, size))]
         self._finalizer = weakref.finalize(self, _close_hosts, list(self.hosts))
 

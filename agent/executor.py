@@ -493,6 +493,15 @@ def start_sandbox(settings: Settings) -> CodeSandbox | None:
     return sandbox
 
 
+def describe_isolation(settings: Settings, sandbox: CodeSandbox | None, where: str = "the app") -> str:
+    """The start banner's line on where the model's code runs (`where`: the process of the agents)."""
+    if sandbox is not None:
+        return sandbox.describe()
+    if settings.code_executor == "local-unsafe":
+        return f"code isolation: NONE (CODE_EXECUTOR=local-unsafe runs the model's code in {where}; never expose it)"
+    return f"code isolation: remote sandbox ({settings.code_executor}, smolagents' executor)"
+
+
 def remove_folder(path: Path) -> None:
     """A session's folder goes with the session (rmtree never follows the symlinks inside)."""
     shutil.rmtree(path, ignore_errors=True)

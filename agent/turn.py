@@ -143,6 +143,7 @@ def stream_turn(
 
         end: Event = {}
         error: str | None = None
+        cost: Any = None  # the agent's LLM calls, priced in its own process
         try:
             events = _events(session, message, trace, metadata)
             for event in events:
@@ -160,17 +161,17 @@ def stream_turn(
                     if not event.get("more"):
                         yield TurnUpdate(shown, trace_id)
                 elif kind == "end":
-                    end = event
+                    end, cost = event, event.get("cost")
         except AgentProcessError as exc:  # already a sentence
-            error = str(exc)
+            error, cost = str(exc), exc.cost
             log.warning("Agent turn failed: %s", error)
         except Exception as exc:  # noqa: BLE001 - shown in the chat, recorded on the trace
             error = f"{type(exc).__name__}: {exc}"
             log.warning("Agent turn failed: %s", error)
 
+        if cost is not None:
+            trace.call("add_cost", cost)
         if error is None:
-            if end.get("cost") is not None:  # the agent's LLM calls, priced in its own process
-                trace.call("add_cost", end["cost"])
             raw = str(end.get("answer") or "")
             trace.call("set_output", raw)  # the trace keeps what the agent really ended with
             max_steps = bool(end.get("max_steps"))

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from agent import protocol
+from agent import agent_process, protocol
 from agent.agent_host import AgentHost
 from agent.agent_process import STOPPED, AgentProcesses, RemoteAgent
 from agent.session import close_session
@@ -282,3 +282,22 @@ def test_a_model_that_cannot_be_reached_fails_the_turn_with_its_reason(make_sett
         assert session.trace_for(len(final.history) - 1) is None
     finally:
         runtime.close()
+
+
+class _FailingRemoteAgent(RemoteAgent):
+    """An agent process whose turn fails after model calls it priced (what the process sends)."""
+
+    def events(self, message: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        yield {"ev": "live", "text": "Thought: ...", "step": 1, "more": False}
+        raise agent_process.AgentProcessError("ValueError: boom", {"total": 0.25, "unknown": False})
+
+
+def test_a_failed_remote_turn_still_reports_what_its_model_calls_cost(make_settings, make_runtime):
+    runtime = make_runtime(make_settings())
+    session = runtime.new_session("anon-1")
+    session.agent = _FailingRemoteAgent(None, session.session_id)  # type: ignore[arg-type]
+    final = _final(runtime, session, "hello")
+    assert final.error == "ValueError: boom"
+    runtime.feedback.telemetry.flush()
+    trace = wait_for(lambda: runtime.feedback.store.get_trace(final.trace_id))
+    assert json.loads(trace["metadata"])["cost_usd"] == 0.25
