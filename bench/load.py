@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from feedback.votes import score_id_for  # noqa: E402
-from tests.fakes import FakeOpenAI  # noqa: E402
+from tests.fakes import FakeOpenAIProcess  # noqa: E402
 from tests.gradio_queue import QueueClient, Result  # noqa: E402
 from tests.helpers import free_port  # noqa: E402
 
@@ -215,7 +215,7 @@ class PlainChatClient(QueueClient):
         self.url = url.rstrip("/")
         self.session_hash = uuid.uuid4().hex[:12]
         self.http = httpx.Client(timeout=60.0)
-        config = self.http.get(f"{self.url}/config").json()
+        config = self.http.get(f"{self.url}/config", params={"page": ""}).json()
         self.api_prefix = config.get("api_prefix", "/gradio_api")
         kinds = {c["id"]: c["type"] for c in config["components"]}
         deps = {d["id"]: d for d in config["dependencies"]}
@@ -379,7 +379,7 @@ def main() -> None:
         [sys.executable, "-m", "tests.fakes"], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     langfuse_url = fake_lf.stdout.readline().strip()
-    with tempfile.TemporaryDirectory() as tmp, FakeOpenAI() as llm:
+    with tempfile.TemporaryDirectory() as tmp, FakeOpenAIProcess() as llm:
         data_dir = Path(tmp) / "data"
         extra = {"AGENT_PROCESSES": args.agent_processes} if args.agent_processes else {}
         proc, url = start_app(
@@ -400,7 +400,8 @@ def main() -> None:
             lat = sorted(out["latencies"])
             p95 = lat[int(0.95 * (len(lat) - 1))]
             # The scripted model answers in about a millisecond: nearly all of a turn is the app.
-            model_ms = statistics.median(llm.service_ms) if llm.service_ms else 0.0
+            service_ms = llm.service_ms
+            model_ms = statistics.median(service_ms) if service_ms else 0.0
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 mis, lost_store, lost_lf = check_votes(

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.load import agent_processes, chat_load, p95_of, start_app, start_plain, stop_app, updates_per_turn  # noqa: E402
-from tests.fakes import FakeOpenAI  # noqa: E402
+from tests.fakes import FakeOpenAIProcess  # noqa: E402
 
 SP = r"site-packages/"
 # (cost, pattern on "function (file:line)" with full file names; the project's files are
@@ -277,7 +277,7 @@ def main() -> None:
         [sys.executable, "-m", "tests.fakes"], cwd=ROOT, stdout=subprocess.PIPE, text=True
     )
     langfuse_url = fake_lf.stdout.readline().strip()
-    with tempfile.TemporaryDirectory() as tmp, FakeOpenAI() as llm:
+    with tempfile.TemporaryDirectory() as tmp, FakeOpenAIProcess() as llm:
         data_dir = Path(tmp) / "data"
         if args.plain:
             updates = args.updates or app_updates(data_dir, llm.url, langfuse_url)

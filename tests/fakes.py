@@ -5,11 +5,15 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from smolagents.models import ChatMessage, ChatMessageStreamDelta, MessageRole, Model, TokenUsage
@@ -490,6 +494,12 @@ class FakeLangfuse:
 
 
 class _OpenAIHandler(_JSONHandler):
+    def do_GET(self) -> None:
+        if self.path == "/_control/service_ms":  # for FakeOpenAIProcess
+            self._send(200, list(self.server.service_ms))  # type: ignore[attr-defined]
+        else:
+            self._send(404, {"error": "not found"})
+
     def do_POST(self) -> None:
         started = time.perf_counter()
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
@@ -585,10 +595,43 @@ class FakeOpenAI:
         self.server.server_close()
 
 
+class FakeOpenAIProcess:
+    """FakeOpenAI in a process of its own (`python -m tests.fakes openai`), for benchmarks.
+
+    A model is a remote server: run in the benchmark's own process, its replies would wait for
+    the GIL behind the load client's threads, and that wait would be charged to the app.
+    """
+
+    def __enter__(self) -> FakeOpenAIProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.fakes", "openai"],
+            cwd=Path(__file__).resolve().parents[1],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.url = self.proc.stdout.readline().strip()  # type: ignore[union-attr]
+        if not self.url:
+            self.proc.kill()
+            raise RuntimeError("the fake OpenAI process did not start")
+        return self
+
+    @property
+    def service_ms(self) -> list[float]:
+        """How long each answer took inside the fake model server."""
+        root = self.url.removesuffix("/v1")
+        with urllib.request.urlopen(f"{root}/_control/service_ms", timeout=10) as response:
+            return json.load(response)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
 if __name__ == "__main__":
-    # `python -m tests.fakes`: a stand-alone fake Langfuse (benchmarks run it in its own process
-    # so its protobuf parsing does not share the measured process's CPU and GIL).
-    with FakeLangfuse() as fake:
+    # `python -m tests.fakes [openai]`: a stand-alone fake Langfuse (or scripted model).
+    # Benchmarks run them in processes of their own so their parsing does not share the
+    # measured process's CPU and GIL.
+    with FakeOpenAI() if sys.argv[1:] == ["openai"] else FakeLangfuse() as fake:
         print(fake.url, flush=True)
         try:
             fake.thread.join()

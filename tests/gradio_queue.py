@@ -30,7 +30,9 @@ class QueueClient:
         self.session_hash = session_hash or uuid.uuid4().hex[:12]
         self.clicks = 0
         self.http = httpx.Client(timeout=timeout)
-        config = self.http.get(f"{self.url}/config").json()
+        # The chat page's config, as a browser gets it with the page (the whole app's config
+        # adds the dashboard page's components, which no chat visitor loads).
+        config = self.http.get(f"{self.url}/config", params={"page": ""}).json()
         self.api_prefix = config.get("api_prefix", "/gradio_api")
         self.fn_by_name = {d.get("api_name"): d["id"] for d in config["dependencies"]}
         self.fn_by_target = {
