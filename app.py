@@ -116,8 +116,9 @@ def create_runtime(
     elif model is None:
         model, choice = build_model(settings)
     else:
-        register_model_class(type(model))
         choice = ModelChoice("custom", str(model.model_id), "a model object was passed in")
+    if model is not None:
+        register_model_class(type(model))
     feedback = FeedbackBackends.from_settings(settings)
     feedback.start()
     try:

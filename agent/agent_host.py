@@ -43,6 +43,7 @@ class AgentHost:
         self.settings = settings
         register_model_class(LocalLlamaModel)
         model, _choice = build_model(settings)
+        register_model_class(type(model))
         self.sandbox = start_sandbox(settings)
         self.factory = AgentFactory(settings, model, build_tools(settings.agent_tools), self.sandbox)
         self.store = Store(settings.store_url)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from smolagents import InferenceClientModel, Model, OpenAIModel
+from smolagents import InferenceClientModel, Model
 
 from agent.local_llm import LocalLlamaModel
+from agent.openai_model import StreamingOpenAIModel
 from agent.settings import Settings
 
 
@@ -28,7 +29,7 @@ def build_model(settings: Settings) -> tuple[Model, ModelChoice]:
     if provider == "hf":
         model: Model = InferenceClientModel(model_id=settings.model_id, token=settings.hf_token or None)
     elif provider == "openai":
-        model = OpenAIModel(
+        model = StreamingOpenAIModel(
             model_id=settings.model_id,
             api_base=settings.openai_base_url or None,
             api_key=settings.openai_api_key or "not-needed",

@@ -277,7 +277,8 @@ def test_a_model_that_cannot_be_reached_fails_the_turn_with_its_reason(make_sett
     try:
         session = runtime.new_session("anon-1")
         final = _final(runtime, session, "hello")
-        assert final.error and "Connection" in final.error  # the model's own error, as in-process
+        # The model's own error, as in-process: which server, and that it could not be reached.
+        assert final.error and f"{free_port_url} could not be reached" in final.error
         assert "Sorry, this turn failed" in text_of(final.history[-1])
         assert session.trace_for(len(final.history) - 1) is None
     finally:
