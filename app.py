@@ -410,6 +410,11 @@ def build_app(
             [msg, chatbot, session, status],
             concurrency_limit=settings.max_concurrent_turns,
             concurrency_id="turns",
+            # The inputs arrive validated (the chat against Gradio's message model, files checked
+            # against the upload folder) and serialized, which is what the components' own
+            # preprocess would hand over too; skipping it saves a thread hop per input per turn
+            # (3 waits for a worker thread and the GIL under load).
+            preprocess=False,
         )
         # Every click is sent ("multiple": the default "once" drops clicks made while one is
         # pending) and votes and comments run one at a time in arrival order; a click that
