@@ -25,21 +25,24 @@ class Result:
 class QueueClient:
     """One browser session (one session_hash) talking to a running app."""
 
-    def __init__(self, url: str, session_hash: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self, url: str, session_hash: str | None = None, timeout: float = 60.0, page: str | None = ""
+    ) -> None:
         self.url = url.rstrip("/")
         self.session_hash = session_hash or uuid.uuid4().hex[:12]
         self.clicks = 0
         self.http = httpx.Client(timeout=timeout)
-        # The chat page's config, as a browser gets it with the page (the whole app's config
-        # adds the dashboard page's components, which no chat visitor loads).
-        config = self.http.get(f"{self.url}/config", params={"page": ""}).json()
+        # A page's config, as a browser gets it with the page (the whole app's config adds the
+        # other page's components, which no visitor of this page loads); page=None: the whole app.
+        params = {} if page is None else {"page": page}
+        config = self.http.get(f"{self.url}/config", params=params).json()
         self.api_prefix = config.get("api_prefix", "/gradio_api")
         self.fn_by_name = {d.get("api_name"): d["id"] for d in config["dependencies"]}
         self.fn_by_target = {
             (target[0], target[1]): d["id"] for d in config["dependencies"] for target in d.get("targets", [])
         }
         self.chat_id = next(
-            c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "chat"
+            (c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "chat"), None
         )
 
     def close(self) -> None:

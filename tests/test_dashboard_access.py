@@ -264,7 +264,8 @@ class DashboardClient(QueueClient):
     """A browser session of the dashboard page, speaking Gradio's queue protocol over HTTP."""
 
     def __init__(self, url: str, headers: dict[str, str] | None = None, cookies: str | None = None) -> None:
-        super().__init__(url)
+        # The whole app's config: an attacker calls the handlers of both pages.
+        super().__init__(url, page=None)
         if headers:
             self.http.headers.update(headers)
         if cookies:
