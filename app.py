@@ -239,8 +239,10 @@ class ChatHandlers:
             yield gr.update(value=text, interactive=True), history, session, self.status(note)
             return
         locked = gr.update(value="", interactive=False)
-        # Counted once per turn, not at every streamed step (it reads the whole scores table).
-        working = self.status("Agent is working…")
+        # The status line is what the page shows now (every handler and the timer set it); it
+        # is sent again at the end only if the turn changed it. Each output sent costs Gradio a
+        # thread hop per user under load, and the chat already says the agent is working.
+        before = self.status()
         final = None
         # After the first update only the chat changes: the box, the session and the status
         # are skipped (each would be post-processed and diffed again, for every user, under load).
@@ -251,14 +253,15 @@ class ChatHandlers:
                     final = update
                 elif first:
                     first = False
-                    yield locked, update.history, session, working
+                    yield locked, update.history, session, gr.skip()
                 else:
                     yield gr.skip(), update.history, gr.skip(), gr.skip()
         status = self.status()
         # After the status is read: the evaluators' scheduler wakes up and takes the CPU a while.
         self.rt.feedback.wake_evaluation()
         if final is not None:
-            yield gr.update(value="", interactive=True), final.history, session, status
+            changed = status if status != before else gr.skip()
+            yield gr.update(value="", interactive=True), final.history, session, changed
 
     def on_vote(
         self, session: ChatSession | None, data: gr.LikeData, click: float | None = None
