@@ -12,7 +12,7 @@ their event data. Prints, measured in this one run:
 - the memory of the app and its agent processes while 500 sessions come and go with
   SESSION_TTL_S eviction;
 - the app against plain Gradio: the same users and turns (no votes) through the same client,
-  once against the app and once against a bare `gr.ChatInterface` (bench/plain_chat.py, its
+  in rounds alternating between the app and a bare `gr.ChatInterface` (bench/plain_chat.py, its
   own process) that streams as many chatbot updates per turn as the app (counted in the run)
   with no agent, no tracing and no store; both p95s, both throughputs and the ratio app p95 / plain p95.
 
@@ -309,15 +309,22 @@ def chat_load(url: str, users: int, turns: int, plain: bool) -> tuple[list[float
     return sorted(out["latencies"]), time.perf_counter() - start
 
 
-def rounds_of_chat(url: str, args: argparse.Namespace, plain: bool) -> tuple[list[float], float]:
-    """`args.rounds` rounds of chat_load: a p95 over a few hundred turns, not the 5th-worst of 100."""
-    latencies: list[float] = []
-    elapsed = 0.0
-    for _ in range(args.rounds):
-        lat, seconds = chat_load(url, args.users, args.turns, plain=plain)
-        latencies += lat
-        elapsed += seconds
-    return sorted(latencies), elapsed
+def interleaved_rounds(
+    app_url: str, plain_url: str, args: argparse.Namespace
+) -> dict[bool, tuple[list[float], float]]:
+    """`args.rounds` rounds of chat_load against each, alternating (app, plain, plain, app, ...).
+
+    Both servers are up, the idle one costs nothing, and whatever else the shared machine does
+    meanwhile falls on both alike; a p95 over a few hundred turns, not the 5th-worst of 100.
+    """
+    latencies: dict[bool, list[float]] = {False: [], True: []}
+    elapsed = {False: 0.0, True: 0.0}
+    for n in range(args.rounds):
+        for plain in (False, True) if n % 2 == 0 else (True, False):
+            lat, seconds = chat_load(plain_url if plain else app_url, args.users, args.turns, plain=plain)
+            latencies[plain] += lat
+            elapsed[plain] += seconds
+    return {plain: (sorted(latencies[plain]), elapsed[plain]) for plain in (False, True)}
 
 
 def p95_of(lat: list[float]) -> float:
@@ -411,9 +418,17 @@ def main() -> None:
                     break
                 time.sleep(0.5)
 
-            # 1b. The same users and turns without votes, to compare with plain Gradio below.
+            # 1b. Plain Gradio: the same users and turns (no votes) against a bare
+            # gr.ChatInterface in its own process, in rounds alternating with the app's; a few
+            # turns first so both are measured warm.
             updates = updates_per_turn(url)
-            app_lat, app_elapsed = rounds_of_chat(url, args, plain=False)
+            plain, plain_url = start_plain(Path(tmp), concurrency=20, updates=updates)
+            try:
+                chat_load(plain_url, 2, 2, plain=True)
+                rounds = interleaved_rounds(url, plain_url, args)
+            finally:
+                stop_app(plain)
+            (app_lat, app_elapsed), (plain_lat, plain_elapsed) = rounds[False], rounds[True]
 
             # 2. Concurrency: 8 users whose model takes 1 s per call, and a vote meanwhile.
             voter = QueueClient(url)
@@ -460,15 +475,6 @@ def main() -> None:
                 rss.append((done, family_rss_mb(proc.pid)))
         finally:
             stop_app(proc)
-
-        # 4. Plain Gradio: the same users and turns against a bare gr.ChatInterface, alone on
-        # the machine as the app was; a few turns first so both are measured warm.
-        plain, plain_url = start_plain(Path(tmp), concurrency=20, updates=updates)
-        try:
-            chat_load(plain_url, 2, 2, plain=True)
-            plain_lat, plain_elapsed = rounds_of_chat(plain_url, args, plain=True)
-        finally:
-            stop_app(plain)
     fake_lf.terminate()
 
     print(f"users {args.users} x turns {args.turns}: {len(lat)} turns, {out['clicks']} vote clicks")
@@ -490,7 +496,8 @@ def main() -> None:
     app_p95, plain_p95 = p95_of(app_lat), p95_of(plain_lat)
     ratio = app_p95 / plain_p95
     print(
-        f"vs plain Gradio, {args.rounds} rounds of {args.users} users x {args.turns} turns, no votes, same client "
+        f"vs plain Gradio, {args.rounds} rounds each (alternating) of {args.users} users x {args.turns} turns, "
+        "no votes, same client "
         f"(bare gr.ChatInterface streaming the same {updates} updates per turn):"
     )
     for name, lat_, elapsed_ in (("app", app_lat, app_elapsed), ("plain", plain_lat, plain_elapsed)):
