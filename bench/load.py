@@ -12,14 +12,17 @@ their event data. Prints, measured in this one run:
 - the memory of the app and its agent processes while 500 sessions come and go with
   SESSION_TTL_S eviction;
 - the app against plain Gradio: the same users and turns (no votes) through the same client,
-  in rounds alternating between the app and a bare `gr.ChatInterface` (bench/plain_chat.py, its
+  in rounds rotating between the app and a bare `gr.ChatInterface` (bench/plain_chat.py, its
   own process) that streams as many chatbot updates per turn as the app (counted in the run)
   with no agent, no tracing and no store; both p95s, both throughputs and the ratio app p95 / plain p95.
 
-For the plain chat the timed call is its streaming event (what the page waits on until the
-answer is complete). A ChatInterface page makes several more small calls per turn; the two
-that set that event's inputs (the message and the history, both server-side state) are made
-before the clock starts, so the baseline is Gradio's queue, SSE and chatbot streaming alone.
+Both are timed from Enter to the complete answer, as the user waits: for the app its one
+streaming event; for the plain chat the calls its page chains before the answer is complete
+(save the text, append it to the chatbot, the streaming event); the calls the page makes after
+(state sync, textbox unlock, conversation save) run before the user's next message, untimed.
+A stricter baseline is measured and printed too: a lean client of the same plain chat that
+makes only the streaming event (and, untimed, the two direct calls that set its inputs), which
+is Gradio's queue, SSE and chatbot streaming alone.
 
     python -m bench.load [--users 20] [--turns 5] [--sessions 500]
 """
@@ -41,6 +44,7 @@ import time
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -208,9 +212,19 @@ def user_run(url: str, user: int, turns: int, rng: random.Random, out: dict) -> 
 
 
 class PlainChatClient(QueueClient):
-    """The same client against bench/plain_chat.py's gr.ChatInterface."""
+    """bench/plain_chat.py's gr.ChatInterface, driven as its page drives it for a message.
 
-    def __init__(self, url: str) -> None:
+    The page chains six calls per message: save the text (direct), append it to the chatbot
+    (direct), stream the answer (queued), copy the chatbot into its state (direct), unlock the
+    textbox (queued) and save the conversation (direct), plus two direct textbox updates. The
+    user waits from Enter until the answer is complete: save, append and stream; the next
+    message can be sent once the textbox is unlocked.
+    """
+
+    def __init__(self, url: str, lean: bool = False) -> None:
+        # lean: only the streaming event and, untimed before it, the two direct calls that set
+        # its inputs (the text and the chat so far): Gradio's queue, SSE and streaming alone.
+        self.lean = lean
         # What QueueClient sets up, without its lookups of the app's own events.
         self.url = url.rstrip("/")
         self.session_hash = uuid.uuid4().hex[:12]
@@ -218,19 +232,31 @@ class PlainChatClient(QueueClient):
         config = self.http.get(f"{self.url}/config", params={"page": ""}).json()
         self.api_prefix = config.get("api_prefix", "/gradio_api")
         kinds = {c["id"]: c["type"] for c in config["components"]}
-        deps = {d["id"]: d for d in config["dependencies"]}
-        # The ChatInterface's own chain for a submitted message: save the text (server-side
-        # state), stream the answer into the chatbot, then copy the chatbot into its state.
-        save = next(d for d in deps.values() if d.get("api_name") == "_clear_and_save_textbox")
-        stream = next(d for d in deps.values() if d.get("api_name") == "_submit_fn")
-        sync = next(
-            d
-            for d in deps.values()
-            if d.get("trigger_after") == stream["id"]
-            and [kinds[i] for i in d["inputs"]] == ["chatbot"]
-            and all(kinds[i] == "state" for i in d["outputs"])
+        deps = config["dependencies"]
+
+        def after(dep: dict, *, queued: bool | None = None, inputs: list[str] | None = None) -> list[dict]:
+            return [
+                d
+                for d in deps
+                if d.get("trigger_after") == dep["id"]
+                and (queued is None or bool(d.get("queue")) == queued)
+                and (inputs is None or [kinds[i] for i in d["inputs"]] == inputs)
+            ]
+
+        save = next(d for d in deps if d.get("api_name") == "_clear_and_save_textbox")
+        append = next(d for d in after(save) if not d.get("trigger_only_on_success"))
+        stream = after(append, queued=True)[0]
+        sync = after(stream, inputs=["chatbot"])[0]
+        unlock = after(sync, queued=True)[0]
+        store = after(unlock)[0]
+        self.save, self.append, self.stream, self.sync, self.unlock, self.store = (
+            d["id"] for d in (save, append, stream, sync, unlock, store)
         )
-        self.save_fn, self.stream_fn, self.sync_fn = save["id"], stream["id"], sync["id"]
+        # The small textbox updates the page also sends (after the save, after the stream).
+        self.extras = [d["id"] for d in after(save) if d.get("trigger_only_on_success")] + [
+            d["id"] for d in after(stream, inputs=[])
+        ]
+        assert kinds[save["inputs"][0]] == "textbox" and api_name(stream) == "_submit_fn", (save, stream)
 
     def direct(self, fn_index: int, data: list) -> dict:
         """A `queue=False` call, made as the page makes it (one POST, no queue)."""
@@ -240,16 +266,34 @@ class PlainChatClient(QueueClient):
         return response.json()
 
     def load(self) -> None:
-        return None  # a bare ChatInterface has nothing to set up when the page opens
+        return None  # a bare ChatInterface (no saved history) has nothing to set up on page load
 
-    def prepare(self, message: str, history: list) -> None:
-        """Untimed: put the message and the chat so far into the streaming event's state."""
-        self.direct(self.save_fn, [message])
-        self.direct(self.sync_fn, [history])
+    def turn(self, message: str, history: list) -> tuple[Result, float, float]:
+        """(result, s from Enter to the complete answer, s of the streaming event alone)."""
+        if self.lean:
+            self.direct(self.save, [message])
+            self.direct(self.sync, [history])
+            start = time.perf_counter()
+            result = self.call(self.stream, [None, None])
+            seconds = time.perf_counter() - start
+            return result, seconds, seconds
+        start = time.perf_counter()
+        self.direct(self.save, [message])
+        self.direct(self.append, [None, history])
+        streaming = time.perf_counter()
+        result = self.call(self.stream, [None, None])
+        end = time.perf_counter()
+        # What the page does next, before the textbox takes the next message (untimed).
+        for fn in self.extras:
+            self.direct(fn, [])
+        self.direct(self.sync, [result.output[1] if result.success else history])
+        self.call(self.unlock, [])
+        self.direct(self.store, [None, None, []])
+        return result, end - start, end - streaming
 
-    def chat(self, message: str, history: list | None = None, browser_id: str = "") -> Result:
-        """The timed part: the streaming event, whose inputs prepare() set (output[1] is the chat)."""
-        return self.call(self.stream_fn, [None, None])
+
+def api_name(dep: dict) -> str:
+    return str(dep.get("api_name"))
 
 
 def updates_per_turn(url: str, probes: int = 5) -> int:
@@ -280,51 +324,84 @@ def _updates_of_one_turn(url: str) -> int:
     return updates
 
 
-def chat_run(url: str, user: int, turns: int, plain: bool, out: dict) -> None:
-    """One user's turns, timed like user_run's, without votes (a bare ChatInterface has none)."""
-    q: QueueClient = PlainChatClient(url) if plain else QueueClient(url)
+def chat_run(url: str, user: int, turns: int, plain: bool, out: dict, lean: bool = False) -> None:
+    """One user's turns, timed like user_run's, without votes (a bare ChatInterface has none).
+
+    out["latencies"]: Enter to complete answer; out["streams"]: the streaming event alone
+    (the same for the app, whose turn is that one event).
+    """
+    q: QueueClient = PlainChatClient(url, lean) if plain else QueueClient(url)
     q.load()
     history: list = []
-    latencies = []
+    latencies, streams = [], []
     for turn in range(turns):
         question = f"user {user} turn {turn}"
         if isinstance(q, PlainChatClient):
-            q.prepare(question, history)
-        start = time.perf_counter()
-        result = q.chat(question, history)
-        latencies.append(time.perf_counter() - start)
+            result, waited, streamed = q.turn(question, history)
+        else:
+            start = time.perf_counter()
+            result = q.chat(question, history)
+            waited = streamed = time.perf_counter() - start
         assert result.success, result.message
+        latencies.append(waited)
+        streams.append(streamed)
         history = result.output[1]
     out["latencies"].extend(latencies)
+    out["streams"].extend(streams)
     q.close()
 
 
-def chat_load(url: str, users: int, turns: int, plain: bool) -> tuple[list[float], float]:
-    """(sorted turn latencies, elapsed s) for `users` chatting at once."""
-    out: dict = {"latencies": []}
+def chat_load(
+    url: str, users: int, turns: int, plain: bool, streams: list[float] | None = None, lean: bool = False
+) -> tuple[list[float], float]:
+    """(sorted turn latencies, elapsed s) for `users` chatting at once; `streams` gets the
+    streaming events' own latencies; lean: see PlainChatClient."""
+    out: dict = {"latencies": [], "streams": []}
     start = time.perf_counter()
     with ThreadPoolExecutor(users) as pool:
-        for f in [pool.submit(chat_run, url, 1000 + u, turns, plain, out) for u in range(users)]:
+        for f in [pool.submit(chat_run, url, 1000 + u, turns, plain, out, lean) for u in range(users)]:
             f.result()
+    if streams is not None:
+        streams.extend(out["streams"])
     return sorted(out["latencies"]), time.perf_counter() - start
 
 
-def interleaved_rounds(
-    app_url: str, plain_url: str, args: argparse.Namespace
-) -> dict[bool, tuple[list[float], float]]:
-    """`args.rounds` rounds of chat_load against each, alternating (app, plain, plain, app, ...).
+def interleaved_rounds(app_url: str, plain_url: str, args: argparse.Namespace) -> dict[str, Sample]:
+    """`args.rounds` rounds of chat_load for the app, the plain chat's page and the lean plain
+    client, in rotating order.
 
     Both servers are up, the idle one costs nothing, and whatever else the shared machine does
-    meanwhile falls on both alike; a p95 over a few hundred turns, not the 5th-worst of 100.
+    meanwhile falls on all alike; a p95 over a few hundred turns, not the 5th-worst of 100.
     """
-    latencies: dict[bool, list[float]] = {False: [], True: []}
-    elapsed = {False: 0.0, True: 0.0}
+    samples = {kind: Sample() for kind in ("app", "page", "lean")}
+    order = list(samples)
     for n in range(args.rounds):
-        for plain in (False, True) if n % 2 == 0 else (True, False):
-            lat, seconds = chat_load(plain_url if plain else app_url, args.users, args.turns, plain=plain)
-            latencies[plain] += lat
-            elapsed[plain] += seconds
-    return {plain: (sorted(latencies[plain]), elapsed[plain]) for plain in (False, True)}
+        for kind in order[n % 3 :] + order[: n % 3]:
+            sample = samples[kind]
+            lat, seconds = chat_load(
+                app_url if kind == "app" else plain_url,
+                args.users,
+                args.turns,
+                plain=kind != "app",
+                streams=sample.streams,
+                lean=kind == "lean",
+            )
+            sample.latencies += lat
+            sample.elapsed += seconds
+    return samples
+
+
+@dataclass
+class Sample:
+    """One client's turns over all rounds: latencies (Enter to answer), streaming events, s."""
+
+    latencies: list[float] = field(default_factory=list)
+    streams: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.elapsed
 
 
 def p95_of(lat: list[float]) -> float:
@@ -419,16 +496,15 @@ def main() -> None:
                 time.sleep(0.5)
 
             # 1b. Plain Gradio: the same users and turns (no votes) against a bare
-            # gr.ChatInterface in its own process, in rounds alternating with the app's; a few
+            # gr.ChatInterface in its own process, in rounds rotating with the app's; a few
             # turns first so both are measured warm.
             updates = updates_per_turn(url)
             plain, plain_url = start_plain(Path(tmp), concurrency=20, updates=updates)
             try:
                 chat_load(plain_url, 2, 2, plain=True)
-                rounds = interleaved_rounds(url, plain_url, args)
+                samples = interleaved_rounds(url, plain_url, args)
             finally:
                 stop_app(plain)
-            (app_lat, app_elapsed), (plain_lat, plain_elapsed) = rounds[False], rounds[True]
 
             # 2. Concurrency: 8 users whose model takes 1 s per call, and a vote meanwhile.
             voter = QueueClient(url)
@@ -493,22 +569,35 @@ def main() -> None:
         f"vote during those 8 turns recorded in {vote_ms:.1f} ms (target < 100 ms): "
         f"{'MET' if vote_ms < 100 else 'NOT MET'}; ratio to target {vote_ms / 100:.2f}"
     )
-    app_p95, plain_p95 = p95_of(app_lat), p95_of(plain_lat)
-    ratio = app_p95 / plain_p95
+    app, page, lean = samples["app"], samples["page"], samples["lean"]
+    app_p95, page_p95, lean_p95 = (p95_of(x.latencies) for x in (app, page, lean))
+    ratio = app_p95 / page_p95
     print(
-        f"vs plain Gradio, {args.rounds} rounds each (alternating) of {args.users} users x {args.turns} turns, "
-        "no votes, same client "
-        f"(bare gr.ChatInterface streaming the same {updates} updates per turn):"
+        f"vs plain Gradio, {args.rounds} rounds each (rotating) of {args.users} users x {args.turns} turns, "
+        f"no votes, same client; a bare gr.ChatInterface streaming the same {updates} updates per turn:"
     )
-    for name, lat_, elapsed_ in (("app", app_lat, app_elapsed), ("plain", plain_lat, plain_elapsed)):
+    for name, sample in (
+        ("app", app),
+        ("plain, driven as its page drives it (Enter to complete answer)", page),
+        ("plain, its streaming event alone (lean client)", lean),
+    ):
+        lat_ = sample.latencies
         print(
-            f"  {name:<5} {len(lat_) / elapsed_:5.1f} turns/s over {elapsed_:.1f} s; latency "
+            f"  {name}: {sample.rate:5.1f} turns/s over {sample.elapsed:.1f} s; latency "
             f"p50 {statistics.median(lat_) * 1000:.1f} ms, p95 {p95_of(lat_) * 1000:.1f} ms"
         )
     print(
-        f"  app p95 / plain p95 = {ratio:.2f} (target <= 1.3): {'MET' if ratio <= 1.3 else 'NOT MET'}; "
-        f"throughput app / plain = {len(app_lat) / app_elapsed / (len(plain_lat) / plain_elapsed):.2f}; "
-        f"with votes (above) app p95 / plain p95 = {p95 / plain_p95:.2f}"
+        f"  app p95 / plain page p95 = {ratio:.2f} (target <= 1.3): {'MET' if ratio <= 1.3 else 'NOT MET'}; "
+        f"p50 ratio {statistics.median(app.latencies) / statistics.median(page.latencies):.2f}; "
+        f"throughput app / plain page = {app.rate / page.rate:.2f}; "
+        f"with votes (above) app p95 / plain page p95 = {p95 / page_p95:.2f}"
+    )
+    print(
+        f"  stricter, app p95 / lean plain p95 = {app_p95 / lean_p95:.2f} "
+        f"({'MET' if app_p95 / lean_p95 <= 1.3 else 'NOT MET'}); "
+        f"p50 ratio {statistics.median(app.latencies) / statistics.median(lean.latencies):.2f}; "
+        "throughput app / lean plain = "
+        f"{app.rate / lean.rate:.2f}"
     )
     print(
         f"memory of the app and its {hosts} agent processes (sessions -> RSS MB): "
