@@ -256,7 +256,7 @@ class PlainChatClient(QueueClient):
         self.extras = [d["id"] for d in after(save) if d.get("trigger_only_on_success")] + [
             d["id"] for d in after(stream, inputs=[])
         ]
-        assert kinds[save["inputs"][0]] == "textbox" and api_name(stream) == "_submit_fn", (save, stream)
+        assert kinds[save["inputs"][0]] == "textbox" and stream.get("api_name") == "_submit_fn", stream
 
     def direct(self, fn_index: int, data: list) -> dict:
         """A `queue=False` call, made as the page makes it (one POST, no queue)."""
@@ -292,10 +292,6 @@ class PlainChatClient(QueueClient):
         return result, end - start, end - streaming
 
 
-def api_name(dep: dict) -> str:
-    return str(dep.get("api_name"))
-
-
 def updates_per_turn(url: str, probes: int = 5) -> int:
     """How many updates the app streams for one scripted turn (what the plain chat then streams).
 
@@ -325,44 +321,34 @@ def _updates_of_one_turn(url: str) -> int:
 
 
 def chat_run(url: str, user: int, turns: int, plain: bool, out: dict, lean: bool = False) -> None:
-    """One user's turns, timed like user_run's, without votes (a bare ChatInterface has none).
-
-    out["latencies"]: Enter to complete answer; out["streams"]: the streaming event alone
-    (the same for the app, whose turn is that one event).
-    """
+    """One user's turns, timed like user_run's (Enter to complete answer), without votes (a
+    bare ChatInterface has none)."""
     q: QueueClient = PlainChatClient(url, lean) if plain else QueueClient(url)
     q.load()
     history: list = []
-    latencies, streams = [], []
+    latencies = []
     for turn in range(turns):
         question = f"user {user} turn {turn}"
         if isinstance(q, PlainChatClient):
-            result, waited, streamed = q.turn(question, history)
+            result, waited, _ = q.turn(question, history)
         else:
             start = time.perf_counter()
             result = q.chat(question, history)
-            waited = streamed = time.perf_counter() - start
+            waited = time.perf_counter() - start
         assert result.success, result.message
         latencies.append(waited)
-        streams.append(streamed)
         history = result.output[1]
     out["latencies"].extend(latencies)
-    out["streams"].extend(streams)
     q.close()
 
 
-def chat_load(
-    url: str, users: int, turns: int, plain: bool, streams: list[float] | None = None, lean: bool = False
-) -> tuple[list[float], float]:
-    """(sorted turn latencies, elapsed s) for `users` chatting at once; `streams` gets the
-    streaming events' own latencies; lean: see PlainChatClient."""
-    out: dict = {"latencies": [], "streams": []}
+def chat_load(url: str, users: int, turns: int, plain: bool, lean: bool = False) -> tuple[list[float], float]:
+    """(sorted turn latencies, elapsed s) for `users` chatting at once; lean: see PlainChatClient."""
+    out: dict = {"latencies": []}
     start = time.perf_counter()
     with ThreadPoolExecutor(users) as pool:
         for f in [pool.submit(chat_run, url, 1000 + u, turns, plain, out, lean) for u in range(users)]:
             f.result()
-    if streams is not None:
-        streams.extend(out["streams"])
     return sorted(out["latencies"]), time.perf_counter() - start
 
 
@@ -376,14 +362,14 @@ def interleaved_rounds(app_url: str, plain_url: str, args: argparse.Namespace) -
     samples = {kind: Sample() for kind in ("app", "page", "lean")}
     order = list(samples)
     for n in range(args.rounds):
-        for kind in order[n % 3 :] + order[: n % 3]:
+        first = n % len(order)
+        for kind in order[first:] + order[:first]:
             sample = samples[kind]
             lat, seconds = chat_load(
                 app_url if kind == "app" else plain_url,
                 args.users,
                 args.turns,
                 plain=kind != "app",
-                streams=sample.streams,
                 lean=kind == "lean",
             )
             sample.latencies += lat
@@ -393,10 +379,9 @@ def interleaved_rounds(app_url: str, plain_url: str, args: argparse.Namespace) -
 
 @dataclass
 class Sample:
-    """One client's turns over all rounds: latencies (Enter to answer), streaming events, s."""
+    """One client's turns over all rounds: latencies (Enter to complete answer) and seconds."""
 
     latencies: list[float] = field(default_factory=list)
-    streams: list[float] = field(default_factory=list)
     elapsed: float = 0.0
 
     @property

@@ -36,13 +36,14 @@ class QueueClient:
         # other page's components, which no visitor of this page loads); page=None: the whole app.
         params = {} if page is None else {"page": page}
         config = self.http.get(f"{self.url}/config", params=params).json()
+        self.config = config
         self.api_prefix = config.get("api_prefix", "/gradio_api")
         self.fn_by_name = {d.get("api_name"): d["id"] for d in config["dependencies"]}
         self.fn_by_target = {
             (target[0], target[1]): d["id"] for d in config["dependencies"] for target in d.get("targets", [])
         }
         self.chat_id = next(
-            (c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "chat"), None
+            c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "chat"
         )
 
     def close(self) -> None:

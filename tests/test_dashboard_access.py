@@ -270,10 +270,9 @@ class DashboardClient(QueueClient):
             self.http.headers.update(headers)
         if cookies:
             self.http.headers["cookie"] = cookies
-        config = self.http.get(f"{self.url}/config").json()
-        self.components = {c["id"]: c for c in config["components"]}
-        self.deps = {d["id"]: d for d in config["dependencies"]}
-        self.page_deps = config["page"]["dashboard"]["dependencies"]
+        self.components = {c["id"]: c for c in self.config["components"]}
+        self.deps = {d["id"]: d for d in self.config["dependencies"]}
+        self.page_deps = self.config["page"]["dashboard"]["dependencies"]
 
     def refresh(self, range_name: str = "Last 90 days") -> list[Any]:
         return self.call(self.fn_by_name["refresh"], [range_name, "(all)", "(all)", "(all)", "", None]).output
