@@ -60,15 +60,33 @@ class Runtime:
     turns: TurnCounter = field(default_factory=TurnCounter)
     # Weak references only: they let tests and benchmarks see that dropped sessions are freed.
     sessions: weakref.WeakSet[ChatSession] = field(default_factory=weakref.WeakSet)
+    # The current session of each browser tab (Gradio session hash), weakly: see session_for.
+    by_tab: weakref.WeakValueDictionary[str, ChatSession] = field(default_factory=weakref.WeakValueDictionary)
+    tab_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # Set by build_app: drops what Gradio itself keeps for a browser session.
     forget_gradio_session: Callable[[str], None] = field(default=lambda _hash: None)
 
     def new_session(self, user_id: str, gradio_session: str | None = None) -> ChatSession:
+        """A fresh session, from now on the tab's current one (New chat)."""
         session = new_session(self.make_agent, user_id)
         session.gradio_session = gradio_session
         self.sessions.add(session)
+        if gradio_session is not None:
+            self.by_tab[gradio_session] = session
         return session
+
+    def session_for(self, user_id: str, gradio_session: str | None) -> ChatSession:
+        """The tab's current session, made by whichever asks first.
+
+        The page load and a message sent before it finished both find no session in the tab's
+        state and ask for one; without this each made its own, the load's output replaced the
+        turn's session, and the votes on that turn's answer found no answer (seen in CI).
+        """
+        if gradio_session is None:
+            return self.new_session(user_id)
+        with self.tab_lock:
+            return self.by_tab.get(gradio_session) or self.new_session(user_id, gradio_session)
 
     def end_session(self, session: object) -> None:
         """Gradio calls this when a session's state expires (SESSION_TTL_S idle) or closes."""
@@ -76,6 +94,8 @@ class Runtime:
             log.info("Session %s dropped after %ss idle", session.session_id, self.settings.session_ttl_s)
             close_session(session)
             if session.gradio_session:
+                if self.by_tab.get(session.gradio_session) is session:
+                    del self.by_tab[session.gradio_session]
                 self.forget_gradio_session(session.gradio_session)
 
     def close(self) -> None:
@@ -180,6 +200,16 @@ def _user_id(browser_id: str, profile: gr.OAuthProfile | None) -> str:
     return f"anon-{browser_id}"
 
 
+def _browser_id_of(user_id: str) -> str:
+    """The browser id in an anonymous user id ("" for any other id)."""
+    if not user_id.startswith("anon-"):
+        return ""
+    try:
+        return str(uuid.UUID(user_id.removeprefix("anon-")))
+    except ValueError:
+        return ""
+
+
 # Numbers the page's vote clicks in the order they are made (the session state stays server-side).
 VOTE_CLICK_JS = "(session, click) => [session, (window.__voteClicks = (window.__voteClicks || 0) + 1)]"
 
@@ -204,15 +234,23 @@ class ChatHandlers:
             browser_id = str(uuid.UUID(str(browser_id)))
         except ValueError:
             browser_id = str(uuid.uuid4())
-        session = self.rt.new_session(_user_id(browser_id, profile), _hash(request))
+        session = self.rt.session_for(_user_id(browser_id, profile), _hash(request))
+        if profile is None and (made_with := _browser_id_of(session.user_id)):
+            # A first message may have made the tab's session first, with a browser id of its
+            # own: the browser keeps that one, so its votes and later visits stay one user.
+            browser_id = made_with
         return browser_id, session, self.status()
 
     def _session(
-        self, session: ChatSession | None, browser_id: str, request: gr.Request | None
+        self,
+        session: ChatSession | None,
+        browser_id: str,
+        request: gr.Request | None,
+        profile: gr.OAuthProfile | None = None,
     ) -> ChatSession:
         if isinstance(session, ChatSession):
             return session
-        return self.on_load(browser_id, request)[1]
+        return self.on_load(browser_id, request, profile)[1]
 
     def respond(
         self,
@@ -221,8 +259,9 @@ class ChatHandlers:
         session: ChatSession | None,
         browser_id: str,
         request: gr.Request = None,  # type: ignore[assignment]  # injected by Gradio
+        profile: gr.OAuthProfile | None = None,  # injected by Gradio on a Space with HF sign-in
     ) -> Iterator[tuple[Any, list[dict[str, Any]], ChatSession, str]]:
-        session = self._session(session, browser_id, request)
+        session = self._session(session, browser_id, request, profile)
         history = list(history or [])
         text = clean_text(message) if isinstance(message, str) else ""
         if not text.strip():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from agent.turn import THINKING
@@ -223,3 +225,28 @@ def test_a_store_failure_on_vote_is_a_clear_message_not_a_crash(handlers, caplog
     _, status = like(handlers, session, answer_index(history, 0), True)
     assert "could not be saved (database is locked)" in status
     assert "Could not save a vote" in caplog.text
+
+
+def test_a_tab_has_one_current_session_whichever_handler_makes_it(handlers):
+    tab = SimpleNamespace(session_hash="tab-1")
+    # A first message before the page load made the session: the load finds that one.
+    made = list(handlers.respond("hi", [], None, "", tab))[-1][2]
+    browser_id, loaded, _ = handlers.on_load("", tab)
+    assert loaded is made and made.user_id == f"anon-{browser_id}"
+    # Another tab gets its own.
+    assert handlers.on_load("", SimpleNamespace(session_hash="tab-2"))[1] is not made
+    # New chat: the fresh session is the tab's current one from then on.
+    _, fresh, _, _ = handlers.on_new_chat(made, browser_id, tab)
+    assert fresh is not made and handlers.on_load(browser_id, tab)[1] is fresh
+    # A session that expired is not handed out again.
+    handlers.rt.end_session(fresh)
+    assert handlers.on_load(browser_id, tab)[1] is not fresh
+
+
+def test_a_signed_in_user_keeps_their_name_when_the_first_message_makes_the_session(handlers):
+    tab = SimpleNamespace(session_hash="tab-signed-in")
+    profile = SimpleNamespace(username="alice")
+    made = list(handlers.respond("hi", [], None, "", tab, profile))[-1][2]
+    browser_id, loaded, _ = handlers.on_load("", tab, profile)
+    assert loaded is made and made.user_id == "alice"
+    assert browser_id  # the browser still gets an id of its own

@@ -8,7 +8,9 @@ from contextlib import ExitStack
 import pytest
 from gradio_client import Client
 
-from tests.helpers import serve, text_of, wait_for
+from feedback.votes import score_id_for
+from tests.gradio_queue import QueueClient
+from tests.helpers import answer_index, serve, text_of, wait_for
 
 
 @pytest.fixture
@@ -119,3 +121,24 @@ def test_turns_of_different_users_run_concurrently(live_factory):
     assert sorted(answers) == [f"Answer to: user {n}" for n in range(4)]
     # One model call takes 1 s; four users one after the other would need 4 s or more.
     assert elapsed < 3.0, elapsed
+
+
+def test_a_message_sent_before_the_page_load_finished_keeps_its_votes(live):
+    """The page's load handler and a first message sent at once both find the tab without a
+    session; the load's output used to replace the turn's session, and the votes on that turn's
+    answer were ignored as "not an answer" (seen in a browser test in CI)."""
+    url, runtime, _ = live
+    q = QueueClient(url)
+    result = q.chat("sent at once")  # the page's load has not run yet
+    assert result.success, result.message
+    history = result.output[1]
+    browser_id = q.load().output[0]  # it arrives now and sets the tab's state
+    assert q.vote(answer_index(history, 0), True).success
+    runtime.feedback.telemetry.flush()
+    store = runtime.feedback.store
+    (trace,) = wait_for(lambda: store.list_traces())
+    score = wait_for(lambda: store.get_score(score_id_for(trace["id"])))
+    assert score.value == 1.0 and not score.deleted
+    # The browser keeps the id the turn's session was made with: one user, not two.
+    assert trace["user_id"] == score.user_id == f"anon-{browser_id}"
+    q.close()
