@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import threading
+import time
 
 import pytest
 
@@ -160,3 +163,43 @@ def test_rapid_clicks_end_in_the_state_of_the_last_click(browser, served):
     chosen.click(delay=0)
     wait_for(lambda: store.get_score(sid).deleted, timeout=15)
     wait_for(lambda: sid not in fake.state.scores, timeout=15)
+
+
+def test_a_message_sent_while_the_page_still_loads_can_be_rated(
+    browser, make_settings, make_runtime, monkeypatch
+):
+    """The page's load handler answers late (a busy server): the first message has already
+    made the tab's session, and the load must not replace it (seen in CI: every vote on that
+    answer was ignored as "not an answer")."""
+    from app import ChatHandlers
+
+    on_load = ChatHandlers.on_load
+
+    loaded = threading.Event()
+
+    @functools.wraps(on_load)  # the same signature: Gradio injects the request by it
+    def slow_load(self, *args, **kwargs):
+        time.sleep(1.5)
+        try:
+            return on_load(self, *args, **kwargs)
+        finally:
+            loaded.set()
+
+    def first_turn_session(self, session, browser_id, request, profile=None):
+        return session if session is not None else on_load(self, browser_id, request, profile)[1]
+
+    monkeypatch.setattr(ChatHandlers, "on_load", slow_load)
+    monkeypatch.setattr(ChatHandlers, "_session", first_turn_session)
+    runtime = make_runtime(make_settings())
+    with serve(runtime) as url:
+        page = browser.new_page()
+        page.goto(url)
+        _ask(page, "sent at once")
+        assert loaded.wait(15)
+        time.sleep(0.5)  # its output has set the tab's state
+        page.locator('#chat button[aria-label="Like"]').first.click()
+        runtime.feedback.telemetry.flush()
+        store = runtime.feedback.store
+        (trace,) = wait_for(lambda: store.list_traces())
+        score = wait_for(lambda: store.get_score(score_id_for(trace["id"])), timeout=15)
+        assert score.value == 1.0
