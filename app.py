@@ -200,16 +200,6 @@ def _user_id(browser_id: str, profile: gr.OAuthProfile | None) -> str:
     return f"anon-{browser_id}"
 
 
-def _browser_id_of(user_id: str) -> str:
-    """The browser id in an anonymous user id ("" for any other id)."""
-    if not user_id.startswith("anon-"):
-        return ""
-    try:
-        return str(uuid.UUID(user_id.removeprefix("anon-")))
-    except ValueError:
-        return ""
-
-
 # Numbers the page's vote clicks in the order they are made (the session state stays server-side).
 VOTE_CLICK_JS = "(session, click) => [session, (window.__voteClicks = (window.__voteClicks || 0) + 1)]"
 
@@ -234,11 +224,10 @@ class ChatHandlers:
             browser_id = str(uuid.UUID(str(browser_id)))
         except ValueError:
             browser_id = str(uuid.uuid4())
+        # The tab's session may already exist: a first message can make it before this runs.
+        # It is never told the browser id it was made with (whoever knows a tab's session hash
+        # must not learn the browser's lasting id): on a first visit the two ids can differ.
         session = self.rt.session_for(_user_id(browser_id, profile), _hash(request))
-        if profile is None and (made_with := _browser_id_of(session.user_id)):
-            # A first message may have made the tab's session first, with a browser id of its
-            # own: the browser keeps that one, so its votes and later visits stay one user.
-            browser_id = made_with
         return browser_id, session, self.status()
 
     def _session(

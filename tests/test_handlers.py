@@ -228,13 +228,18 @@ def test_a_store_failure_on_vote_is_a_clear_message_not_a_crash(handlers, caplog
 
 
 def test_a_tab_has_one_current_session_whichever_handler_makes_it(handlers):
-    tab = SimpleNamespace(session_hash="tab-1")
+    tab, browser_id = SimpleNamespace(session_hash="tab-1"), "0b6c3b84-7f8c-4d35-8f4e-1f8f3c2e4a10"
     # A first message before the page load made the session: the load finds that one.
-    made = list(handlers.respond("hi", [], None, "", tab))[-1][2]
-    browser_id, loaded, _ = handlers.on_load("", tab)
-    assert loaded is made and made.user_id == f"anon-{browser_id}"
+    made = list(handlers.respond("hi", [], None, browser_id, tab))[-1][2]
+    loaded_id, loaded, _ = handlers.on_load(browser_id, tab)
+    assert loaded is made and loaded_id == browser_id
+    assert made.user_id == f"anon-{browser_id}"
+    # Whoever else loads with this tab's hash is not told the browser id it was made with.
+    other = "6f1d2c3b-0000-4000-8000-000000000001"
+    assert handlers.on_load(other, tab)[0] == other
+    assert handlers.on_load("", tab)[0] not in (browser_id, "")
     # Another tab gets its own.
-    assert handlers.on_load("", SimpleNamespace(session_hash="tab-2"))[1] is not made
+    assert handlers.on_load(browser_id, SimpleNamespace(session_hash="tab-2"))[1] is not made
     # New chat: the fresh session is the tab's current one from then on.
     _, fresh, _, _ = handlers.on_new_chat(made, browser_id, tab)
     assert fresh is not made and handlers.on_load(browser_id, tab)[1] is fresh
@@ -247,6 +252,4 @@ def test_a_signed_in_user_keeps_their_name_when_the_first_message_makes_the_sess
     tab = SimpleNamespace(session_hash="tab-signed-in")
     profile = SimpleNamespace(username="alice")
     made = list(handlers.respond("hi", [], None, "", tab, profile))[-1][2]
-    browser_id, loaded, _ = handlers.on_load("", tab, profile)
-    assert loaded is made and made.user_id == "alice"
-    assert browser_id  # the browser still gets an id of its own
+    assert handlers.on_load("", tab, profile)[1] is made and made.user_id == "alice"

@@ -129,16 +129,17 @@ def test_a_message_sent_before_the_page_load_finished_keeps_its_votes(live):
     answer were ignored as "not an answer" (seen in a browser test in CI)."""
     url, runtime, _ = live
     q = QueueClient(url)
-    result = q.chat("sent at once")  # the page's load has not run yet
+    browser_id = "0b6c3b84-7f8c-4d35-8f4e-1f8f3c2e4a10"  # a returning browser's stored id
+    result = q.chat("sent at once", browser_id=browser_id)  # the page's load has not run yet
     assert result.success, result.message
     history = result.output[1]
-    browser_id = q.load().output[0]  # it arrives now and sets the tab's state
+    # The load arrives now and sets the tab's state.
+    assert q.call(q.fn_by_name["on_load"], [browser_id]).output[0] == browser_id
     assert q.vote(answer_index(history, 0), True).success
     runtime.feedback.telemetry.flush()
     store = runtime.feedback.store
     (trace,) = wait_for(lambda: store.list_traces())
     score = wait_for(lambda: store.get_score(score_id_for(trace["id"])))
     assert score.value == 1.0 and not score.deleted
-    # The browser keeps the id the turn's session was made with: one user, not two.
     assert trace["user_id"] == score.user_id == f"anon-{browser_id}"
     q.close()
