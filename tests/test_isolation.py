@@ -260,46 +260,145 @@ def test_tool_calls_per_step_are_capped(make_settings, make_runtime):
     assert text_of(history[-1]) == "20" and len(Lookup.calls) == 20
 
 
+NOBODY = 65534
+# _AS_NOBODY's exit status (with "NOT STARTED: why" on stderr) when the script could not be started.
+_NOT_STARTED = 97
+# Run as root: show uid NOBODY the interpreter, then become NOBODY and exec the script. An
+# interpreter behind a folder NOBODY cannot enter (pyenv's under /root, mode 700 on a fresh
+# machine) is shown in a private mount namespace: a tmpfs of mode 755 covers that folder and the
+# interpreter's own folders are bind-mounted back at their same paths (so its RUNPATH, sys.prefix,
+# a venv's pyvenv.cfg and .pth files all hold). The namespace ends with the process: nothing to undo.
+_AS_NOBODY = r"""
+import ctypes, json, os, sys
+plan = json.loads(sys.argv[1])
+try:
+    if plan["covers"]:
+        libc = ctypes.CDLL(None, use_errno=True)
+
+        def check(result, what):
+            if result != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"{what}: {os.strerror(err)}")
+
+        def mount(source, target, fstype, flags, data=None):
+            args = [s.encode() if s else None for s in (source, target, fstype)]
+            check(libc.mount(*args, ctypes.c_ulong(flags), data and data.encode()), f"mount {target}")
+
+        MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 2, 4, 4096, 16384, 1 << 18
+        check(libc.unshare(0x20000), "unshare(CLONE_NEWNS)")
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+        held = [(p, os.open(p, os.O_PATH | os.O_DIRECTORY)) for p in plan["show"]]  # before the covers
+        os.umask(0o022)
+        for cover in plan["covers"]:
+            mount("tmpfs", cover, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
+        for path, fd in held:
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+            os.close(fd)
+    os.chdir(plan["cwd"])
+    os.setgroups([])
+    os.setgid(plan["id"])
+    os.setuid(plan["id"])
+    os.execve(plan["argv"][0], plan["argv"], plan["env"])
+except OSError as exc:
+    print(f"NOT STARTED: {exc}", file=sys.stderr)
+    sys.exit(97)  # _NOT_STARTED
+"""
+
+
+def _closed_to(path: Path, uid: int) -> bool:
+    """Whether a user with only `uid` (as its user and group id) cannot enter the folder `path`."""
+    import stat
+
+    st = path.stat()
+    bit = stat.S_IXUSR if st.st_uid == uid else stat.S_IXGRP if st.st_gid == uid else stat.S_IXOTH
+    return not st.st_mode & bit
+
+
+def _showing_plan(folders: set[Path], uid: int) -> tuple[list[str], list[str]]:
+    """Folders to cover with an open tmpfs (the outermost closed ancestors) and folders to show back."""
+    covers: set[Path] = set()
+    for folder in folders:
+        if _closed_to(folder, uid):
+            pytest.skip(f"uid {uid} cannot run this Python here: {folder} itself is closed to it")
+        closed = [a for a in reversed(folder.parents) if _closed_to(a, uid)]
+        if closed:
+            if closed[0] == Path("/"):
+                pytest.skip(f"uid {uid} cannot run this Python here: / is closed to it")
+            covers.add(closed[0])
+    covers = {c for c in covers if not any(o in c.parents for o in covers)}
+    show = sorted(f for f in folders if any(c in f.parents for c in covers))
+    show = [f for f in show if not any(o in f.parents for o in show)]  # outermost only
+    return sorted(map(str, covers)), list(map(str, show))
+
+
+def _interpreter_folders() -> set[Path]:
+    """The folders this Python runs from: its executable, prefixes and site-packages (resolved)."""
+    import site
+
+    paths = {Path(sys.executable).resolve().parent}
+    paths |= {Path(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
+    paths |= {Path(p) for p in site.getsitepackages()}
+    return {p.resolve() for p in paths if p.is_dir()}
+
+
+def _readable_project_copy(into: Path, uid: int) -> Path:
+    """The project's packages and top-level modules, owned by `uid` (the clone may be closed to it)."""
+    import shutil
+
+    copy = into / "project"
+    copy.mkdir()
+    for entry in ROOT.iterdir():
+        if entry.is_dir() and entry.name != "tests" and (entry / "__init__.py").is_file():
+            shutil.copytree(entry, copy / entry.name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif entry.is_file() and entry.suffix == ".py":
+            shutil.copy2(entry, copy / entry.name)
+    for folder, dirs, files in os.walk(copy):
+        for name in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
+            os.chown(name, uid, uid)
+    return copy
+
+
 def test_an_unprivileged_app_gets_the_same_layers(tmp_path):
     """Spaces run the app as an ordinary user: the user namespace path must work there too."""
     if os.getuid() != 0:
         pytest.skip("needs root to start the app as another user")
-    nobody = 65534
-    probe = subprocess.run(
-        [sys.executable, "-c", "import smolagents"],
-        user=nobody,
-        group=nobody,
-        extra_groups=[],
-        capture_output=True,
-    )
-    if probe.returncode != 0:
-        pytest.skip(f"uid {nobody} cannot run this Python here: {probe.stderr[-200:]!r}")
+    import json
+    import shutil
     import tempfile
 
     home = Path(tempfile.mkdtemp(prefix="unprivileged-app-"))  # pytest's own tmp root is root-only
-    os.chown(home, nobody, nobody)
-    script = (
-        "import sys; sys.path.insert(0, sys.argv[1])\n"
-        "from agent.settings import settings_from_env\n"
-        "from agent.executor import CodeSandbox, IsolatedExecutor\n"
-        "s = settings_from_env({'DATA_DIR': sys.argv[2]})\n"
-        "sb = CodeSandbox(s)\n"
-        "print(sb.describe())\n"
-        "ex = IsolatedExecutor(sb, s.agent_files_dir.resolve() / 'x'); ex.send_tools({})\n"
-        "print(ex('import statistics\\nstatistics.mean([2, 4])').output)\n"
-        "ex.cleanup()\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(ROOT), str(home / "data")],
-        user=nobody,
-        group=nobody,
-        extra_groups=[],
-        env={"PATH": os.environ.get("PATH", ""), "HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    subprocess.run(["rm", "-rf", str(home)], check=False)
+    try:
+        os.chown(home, NOBODY, NOBODY)
+        project = _readable_project_copy(home, NOBODY)
+        covers, show = _showing_plan({*_interpreter_folders(), home}, NOBODY)
+        script = (
+            "import sys; sys.path.insert(0, sys.argv[1])\n"
+            "from agent.settings import settings_from_env\n"
+            "from agent.executor import CodeSandbox, IsolatedExecutor\n"
+            "s = settings_from_env({'DATA_DIR': sys.argv[2]})\n"
+            "sb = CodeSandbox(s)\n"
+            "print(sb.describe())\n"
+            "ex = IsolatedExecutor(sb, s.agent_files_dir.resolve() / 'x'); ex.send_tools({})\n"
+            "print(ex('import statistics\\nstatistics.mean([2, 4])').output)\n"
+            "ex.cleanup()\n"
+        )
+        plan = {
+            "covers": covers,
+            "show": show,
+            "id": NOBODY,
+            "cwd": str(home),
+            "argv": [sys.executable, "-c", script, str(project), str(home / "data")],
+            "env": {"PATH": os.environ.get("PATH", ""), "HOME": str(home)},
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", _AS_NOBODY, json.dumps(plan)], capture_output=True, text=True, timeout=120
+        )
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    if done.returncode == _NOT_STARTED and done.stderr.startswith("NOT STARTED: "):
+        behind = f" (it is behind {', '.join(covers)}, closed to that user)" if covers else ""
+        pytest.skip(f"uid {NOBODY} cannot run this Python here{behind}: {done.stderr.strip()}")
     assert done.returncode == 0, done.stderr[-2000:]
     as_root = isolation_line_of_root(tmp_path)
     assert done.stdout.splitlines()[0] == as_root
