@@ -27,6 +27,7 @@ from agent.agent_process import AgentProcessError, AgentProcesses
 from agent.confine import set_dumpable
 from agent.executor import SandboxError, describe_isolation, start_sandbox
 from agent.local_llm import LocalLlamaModel
+from agent.model_process import close_all as close_model_processes
 from agent.models import ModelChoice, build_model
 from agent.sanitize import clean_text
 from agent.session import AgentFactory, ChatSession, close_session, new_session
@@ -99,12 +100,17 @@ class Runtime:
                 self.forget_gradio_session(session.gradio_session)
 
     def close(self) -> None:
-        """Flush pending traces and ratings, and stop the agent processes."""
+        """Flush pending traces and ratings, and stop the agent and model processes."""
         try:
             self.feedback.close()
         finally:
             if isinstance(self.make_agent, AgentProcesses):
                 self.make_agent.close()
+            close_model_processes()
+
+    def model_health(self) -> str:
+        """A sentence when the local model is down or restarting (for the status line)."""
+        return self.make_agent.health()
 
     def metadata(self) -> dict[str, str]:
         return {
@@ -211,7 +217,7 @@ class ChatHandlers:
         self.rt = runtime
 
     def status(self, extra: str = "") -> str:
-        parts = [p for p in (extra, self.rt.feedback.waiting_line()) if p]
+        parts = [p for p in (extra, self.rt.model_health(), self.rt.feedback.waiting_line()) if p]
         return " · ".join(parts)
 
     def on_load(

@@ -6,8 +6,9 @@ the server's process it queues behind the same GIL as every page update: the app
 2.4 to 3.3 times plain Gradio's. Without the agent in that process the server's share is
 plain Gradio's. So with a hosted model each chat session's agent lives in one of a few agent
 processes (agent.agent_host, AGENT_PROCESSES of them), which the OS schedules on the cores
-like any other process. The offline model stays in the app's process: llama.cpp releases the
-GIL while it computes, and each process would need its own copy of the weights.
+like any other process. The offline model's agents stay in the app's process: llama.cpp
+itself runs in the one model process (agent.model_process), which leaves the GIL free while it
+computes, and agent processes would each need a way to it.
 
 What crosses over (JSON only, agent.protocol): the user's message and the turn's trace
 context one way; the chat events of agent.events the other way. The turn's root span, the
@@ -186,6 +187,10 @@ class AgentProcesses:
 
     def warm_up(self) -> None:
         """Nothing to warm: a hosted model has no weights to read."""
+
+    def health(self) -> str:
+        """Nothing to report: a hosted model has no process of its own here."""
+        return ""
 
     def isolation_line(self) -> str:
         return self.hosts[0].isolation or "code isolation: see the agent process's log"

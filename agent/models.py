@@ -39,5 +39,7 @@ def build_model(settings: Settings) -> tuple[Model, ModelChoice]:
             settings.local_model_path or None,
             n_ctx=settings.local_n_ctx,
             max_tokens=settings.local_max_tokens,
+            repack=settings.local_model_repack,
+            in_process=settings.local_model_in_process,
         )
     return model, ModelChoice(provider, str(model.model_id), settings.provider_reason)

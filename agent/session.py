@@ -113,6 +113,17 @@ class AgentFactory:
         finally:
             agent.cleanup()
 
+    def health(self) -> str:
+        """The local model's state when it is down or restarting (a sentence), else empty."""
+        health = getattr(self._model, "health", None)
+        if not callable(health):
+            return ""
+        try:
+            return str(health())
+        except Exception:  # noqa: BLE001 - the status line never breaks a handler
+            log.exception("Could not read the model's health")
+            return ""
+
     def work_dir(self, session_id: str) -> Path:
         return self._settings.agent_files_dir.resolve() / session_id
 

@@ -55,6 +55,11 @@ class Settings:
     local_model_path: str = ""
     local_n_ctx: int = 8192
     local_max_tokens: int = 384
+    # llama.cpp's repacked weight layouts (AMX, CPU_REPACK): faster prompts on some CPUs, but the
+    # AMX path segfaults on Sapphire Rapids and newer (llama.cpp #20824). Off by default.
+    local_model_repack: bool = False
+    # llama.cpp inside the app's process instead of the supervised model process: benchmarks only.
+    local_model_in_process: bool = False
     hf_token: str = field(default="", repr=False)
     openai_base_url: str = ""
     openai_api_key: str = field(default="", repr=False)
@@ -166,6 +171,15 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     if value < minimum:
         raise SettingsError(f"{name} must be at least {minimum}, got {value}.")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be 1 or 0 (on or off), got {raw!r}.")
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -321,6 +335,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         local_model_path=env.get("LOCAL_MODEL_PATH", "").strip(),
         local_n_ctx=_int(env, "LOCAL_N_CTX", 8192, minimum=512),
         local_max_tokens=_int(env, "LOCAL_MAX_TOKENS", 384, minimum=16),
+        local_model_repack=_flag(env, "LOCAL_MODEL_REPACK"),
+        local_model_in_process=_flag(env, "LOCAL_MODEL_IN_PROCESS"),
         hf_token=env.get("HF_TOKEN", "").strip(),
         openai_base_url=env.get("OPENAI_BASE_URL", "").strip(),
         openai_api_key=env.get("OPENAI_API_KEY", "").strip(),

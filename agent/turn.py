@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from agent.agent_process import AgentProcessError, RemoteAgent
 from agent.answer import GIVE_UP, is_usable
 from agent.events import Event, run_events
+from agent.llama_engine import LocalModelError
 from agent.session import ChatSession
 from agent.steps import Message, as_text, live_message
 
@@ -110,6 +111,19 @@ def _events(session: ChatSession, message: str, trace: _Trace, metadata: dict[st
         ctx.run(events.close)
 
 
+def _reason(exc: BaseException) -> str:
+    """What the chat and the trace say: the local model's own sentence (smolagents wraps it
+    in AgentGenerationError), else the exception's type and text."""
+    cause: BaseException | None = exc
+    for _ in range(5):
+        if cause is None:
+            break
+        if isinstance(cause, LocalModelError):
+            return str(cause)
+        cause = cause.__cause__
+    return f"{type(exc).__name__}: {exc}"
+
+
 def stream_turn(
     session: ChatSession,
     message: str,
@@ -166,7 +180,7 @@ def stream_turn(
             error, cost = str(exc), exc.cost
             log.warning("Agent turn failed: %s", error)
         except Exception as exc:  # noqa: BLE001 - shown in the chat, recorded on the trace
-            error = f"{type(exc).__name__}: {exc}"
+            error = _reason(exc)
             log.warning("Agent turn failed: %s", error)
 
         if cost is not None:

@@ -28,6 +28,7 @@ from smolagents.models import (
 )
 
 from agent.local_llm import LocalLlamaModel, LocalModelError
+from agent.model_process import ModelCrashed
 from agent.models import build_model
 from agent.settings import DEFAULT_HF_MODEL, DEFAULT_OPENAI_MODEL
 
@@ -158,7 +159,8 @@ def _error_for(exc: BaseException, model_id: str) -> JudgeError:
             f"The judge model {model_id} {kind}" + (f": {detail}" if detail else "."), retryable=True
         )
     if isinstance(exc, LocalModelError):
-        return JudgeError(str(exc), retryable=False)
+        # A crash mid-verdict is asked again once the model process is back.
+        return JudgeError(str(exc), retryable=isinstance(exc, ModelCrashed))
     return JudgeError(f"The judge model {model_id} failed ({type(exc).__name__}): {detail}", retryable=False)
 
 

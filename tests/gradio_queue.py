@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,8 +51,14 @@ class QueueClient:
         self.http.close()
 
     def call(
-        self, fn_index: int, data: list[Any], event_data: Any = None, trigger_id: int | None = None
+        self,
+        fn_index: int,
+        data: list[Any],
+        event_data: Any = None,
+        trigger_id: int | None = None,
+        on_message: Callable[[dict[str, Any]], None] | None = None,
     ) -> Result:
+        """One event; `on_message` sees each of its server-sent messages as it arrives."""
         body = {
             "data": data,
             "fn_index": fn_index,
@@ -77,6 +84,8 @@ class QueueClient:
                 message = json.loads(line[5:])
                 if message.get("event_id") not in (event_id, None):
                     continue
+                if on_message is not None:
+                    on_message(message)
                 if message.get("msg") == "process_completed" and message.get("event_id") == event_id:
                     last = message
                     break
@@ -87,10 +96,18 @@ class QueueClient:
         """What a browser does when the page opens: the session (and its agent) is created."""
         return self.call(self.fn_by_name["on_load"], [self.session_hash])
 
-    def chat(self, message: str, history: list[Any] | None = None, browser_id: str = "") -> Result:
+    def chat(
+        self,
+        message: str,
+        history: list[Any] | None = None,
+        browser_id: str = "",
+        on_message: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Result:
         # Inputs: message, chatbot value, session state (held by the server), browser id.
         return self.call(
-            self.fn_by_name["respond"], [message, history or [], None, browser_id or self.session_hash]
+            self.fn_by_name["respond"],
+            [message, history or [], None, browser_id or self.session_hash],
+            on_message=on_message,
         )
 
     def vote(self, index: Any, liked: Any, value: Any = None, click: Any = "next") -> Result:
