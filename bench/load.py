@@ -55,37 +55,14 @@ sys.path.insert(0, str(ROOT))
 from feedback.votes import score_id_for  # noqa: E402
 from tests.fakes import FakeOpenAIProcess  # noqa: E402
 from tests.gradio_queue import QueueClient, Result  # noqa: E402
-from tests.helpers import free_port  # noqa: E402
+from tests.helpers import child_processes, free_port, rss_mb  # noqa: E402
 
 VALUES = {True: 1.0, False: 0.0, "Incorrect": 0.0, "Too slow": 0.0, "": None}
 
 
-def rss_mb(pid: int) -> float:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:  # the process ended meanwhile
-        return 0.0
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def agent_processes(pid: int) -> list[int]:
     """The app's agent processes (agent.agent_host), where a hosted model's agents live."""
-    out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            kids = [int(k) for k in (task / "children").read_text().split()]
-        except OSError:
-            continue
-        for kid in kids:
-            try:
-                if b"agent.agent_host" in Path(f"/proc/{kid}/cmdline").read_bytes():
-                    out.append(kid)
-            except OSError:
-                continue
-    return out
+    return child_processes(pid, "agent.agent_host")
 
 
 def family_rss_mb(pid: int) -> float:

@@ -45,38 +45,13 @@ QUESTIONS = [
 MODES = ("process", "in-process")
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants, in MB."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                rss[int(entry.name)] = int(line.split()[1])
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        total += rss.get(current, 0)
-        todo.extend(children.get(current, []))
-    return total / 1024
-
-
 def child(mode: str, turns: int) -> dict[str, Any]:
     """One app (one mode): warm it up as `python app.py` does, then run the chats."""
     from agent.session import ChatSession
     from agent.settings import settings_from_env
     from agent.turn import THINKING
     from app import ChatHandlers, create_runtime
-    from tests.helpers import text_of
+    from tests.helpers import text_of, tree_rss_mb
 
     data = tempfile.mkdtemp(prefix="bench-local-model-")
     env = {

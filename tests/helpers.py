@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -93,3 +94,42 @@ def serve(runtime: Any) -> Iterator[str]:
             yield f"http://127.0.0.1:{port}/"
         finally:
             demo.close()
+
+
+def child_processes(pid: int, module: str | None = None) -> list[int]:
+    """The children of a process (those running `python -m module`, if given), read from /proc."""
+    out = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for kid in kids:
+            try:
+                if module is None or module.encode() in Path(f"/proc/{kid}/cmdline").read_bytes():
+                    out.append(kid)
+            except OSError:
+                continue
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory in MB (0 when it has ended)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # the process ended meanwhile
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def tree_rss_mb(pid: int) -> float:
+    """A process and all its descendants (model process, code workers...), in MB."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += rss_mb(current)
+        todo.extend(child_processes(current))
+    return total

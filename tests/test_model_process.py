@@ -20,7 +20,7 @@ from agent import model_process
 from agent.local_llm import LocalLlamaModel, LocalModelError, packaged_gguf_path
 from agent.model_process import CRASHED, ModelCrashed, ModelProcess, ModelProcessError
 from feedback.store import Store
-from tests.helpers import free_port, text_of, wait_for
+from tests.helpers import child_processes, free_port, text_of, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -223,18 +223,8 @@ def _app_env(tmp_path: Path, port: int) -> dict[str, str]:
 
 def _model_host_of(app_pid: int) -> int | None:
     """The app's model process: its child running agent.model_host."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == app_pid and b"agent.model_host" in cmdline:
-            return int(entry.name)
-    return None
+    found = child_processes(app_pid, "agent.model_host")
+    return found[0] if found else None
 
 
 def _last_text(result) -> str:
