@@ -13,111 +13,33 @@ import signal
 import sys
 import threading
 import uuid
-import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 from smolagents import Model, Tool
 
-from agent import __version__
-from agent.agent_process import AgentProcessError, AgentProcesses
-from agent.confine import set_dumpable
-from agent.executor import SandboxError, describe_isolation, start_sandbox
-from agent.local_llm import LocalLlamaModel
-from agent.model_process import close_all as close_model_processes
-from agent.models import ModelChoice, build_model
-from agent.sanitize import clean_text
-from agent.session import AgentFactory, ChatSession, close_session, new_session
-from agent.settings import Settings, SettingsError, load_settings
-from agent.tools import build_tools
+from agent.agent_process import AgentProcessError
+from agent.session import ChatSession, close_session
 from agent.turn import stream_turn
+from config.settings import Settings, SettingsError, load_settings
 from dashboard.access import Access
 from dashboard.ui import DashboardHandlers, build_dashboard, dashboard_link
 from evals.judge import Judge
-from evals.online import TurnCounter, build_evaluation, describe
+from evals.online import build_evaluation, describe
 from feedback.backends import FeedbackBackends
+from feedback.sanitize import clean_text
 from feedback.store import StoreError
-from feedback.tracing import register_model_class
 from feedback.votes import vote_from_liked
+from runtime.runtime import Runtime, isolation_line
+from runtime.runtime import create_runtime as build_runtime
+from sandbox.confine import set_dumpable
+from sandbox.executor import SandboxError
 
 log = logging.getLogger("app")
 
 BROWSER_ID_KEY = "smolagent-chat-browser-id"
-
-
-@dataclass
-class Runtime:
-    """What one running app owns: settings, model choice, agent factory, feedback backends."""
-
-    settings: Settings
-    choice: ModelChoice
-    # Agents in this process, or in agent processes (hosted models; AGENT_PROCESSES).
-    make_agent: AgentFactory | AgentProcesses
-    feedback: FeedbackBackends
-    # Chat turns running now (online evaluation with the local model waits for them).
-    turns: TurnCounter = field(default_factory=TurnCounter)
-    # Weak references only: they let tests and benchmarks see that dropped sessions are freed.
-    sessions: weakref.WeakSet[ChatSession] = field(default_factory=weakref.WeakSet)
-    # The current session of each browser tab (Gradio session hash), weakly: see session_for.
-    by_tab: weakref.WeakValueDictionary[str, ChatSession] = field(default_factory=weakref.WeakValueDictionary)
-    tab_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    # Set by build_app: drops what Gradio itself keeps for a browser session.
-    forget_gradio_session: Callable[[str], None] = field(default=lambda _hash: None)
-
-    def new_session(self, user_id: str, gradio_session: str | None = None) -> ChatSession:
-        """A fresh session, from now on the tab's current one (New chat)."""
-        session = new_session(self.make_agent, user_id)
-        session.gradio_session = gradio_session
-        self.sessions.add(session)
-        if gradio_session is not None:
-            self.by_tab[gradio_session] = session
-        return session
-
-    def session_for(self, user_id: str, gradio_session: str | None) -> ChatSession:
-        """The tab's current session, made by whichever asks first.
-
-        The page load and a message sent before it finished both find no session in the tab's
-        state and ask for one; without this each made its own, the load's output replaced the
-        turn's session, and the votes on that turn's answer found no answer (seen in CI).
-        """
-        if gradio_session is None:
-            return self.new_session(user_id)
-        with self.tab_lock:
-            return self.by_tab.get(gradio_session) or self.new_session(user_id, gradio_session)
-
-    def end_session(self, session: object) -> None:
-        """Gradio calls this when a session's state expires (SESSION_TTL_S idle) or closes."""
-        if isinstance(session, ChatSession):
-            log.info("Session %s dropped after %ss idle", session.session_id, self.settings.session_ttl_s)
-            close_session(session)
-            if session.gradio_session:
-                if self.by_tab.get(session.gradio_session) is session:
-                    del self.by_tab[session.gradio_session]
-                self.forget_gradio_session(session.gradio_session)
-
-    def close(self) -> None:
-        """Flush pending traces and ratings, and stop the agent and model processes."""
-        try:
-            self.feedback.close()
-        finally:
-            if isinstance(self.make_agent, AgentProcesses):
-                self.make_agent.close()
-            close_model_processes()
-
-    def model_health(self) -> str:
-        """A sentence when the local model is down or restarting (for the status line)."""
-        return self.make_agent.health()
-
-    def metadata(self) -> dict[str, str]:
-        return {
-            "provider": self.choice.provider,
-            "model_id": self.choice.model_id,
-            "app_version": __version__,
-        }
 
 
 def create_runtime(
@@ -127,55 +49,13 @@ def create_runtime(
     extra_tools: list[Tool] | None = None,
     judge: Judge | None = None,
 ) -> Runtime:
-    """Wire the app together; `model`, `extra_tools` and `judge` let tests and embedders pass their own."""
-    register_model_class(LocalLlamaModel)
-    # A hosted model's agents run in agent processes; a model or tools passed in as objects
-    # (tests, embedders) cannot cross over, so their agents run here.
-    remote = (
-        model is None
-        and not extra_tools
-        and settings.agent_processes > 0
-        and settings.model_provider != "local"
-    )
-    if remote:
-        choice = ModelChoice(settings.model_provider, settings.model_id, settings.provider_reason)
-    elif model is None:
-        model, choice = build_model(settings)
-    else:
-        choice = ModelChoice("custom", str(model.model_id), "a model object was passed in")
-    if model is not None:
-        register_model_class(type(model))
-    feedback = FeedbackBackends.from_settings(settings)
-    feedback.start()
-    try:
-        if remote:
-            # After the store exists (its migrations ran): the processes open it too.
-            make_agent: AgentFactory | AgentProcesses = AgentProcesses(settings, settings.agent_processes)
-            make_agent.start()
-        else:
-            assert model is not None
-            tools = [*build_tools(settings.agent_tools), *(extra_tools or [])]
-            make_agent = AgentFactory(settings, model, tools, start_sandbox(settings))
-    except (SettingsError, AgentProcessError):
-        feedback.close()
-        raise
-    turns = TurnCounter()
-    try:
-        feedback.evaluation = build_evaluation(settings, feedback, busy=turns.busy, judge=judge)
-    except SettingsError:
-        feedback.close()
-        if isinstance(make_agent, AgentProcesses):
-            make_agent.close()
-        raise
-    if feedback.evaluation is not None:
-        feedback.evaluation.start()
-    return Runtime(settings, choice, make_agent, feedback, turns=turns)
+    """The app's runtime with its online evaluation; `model`, `extra_tools` and `judge` let tests
+    and embedders pass their own."""
 
+    def evaluation(settings: Settings, feedback: FeedbackBackends, busy: Callable[[], bool]) -> Any:
+        return build_evaluation(settings, feedback, busy=busy, judge=judge)
 
-def isolation_line(runtime: Runtime) -> str:
-    if isinstance(runtime.make_agent, AgentProcesses):
-        return runtime.make_agent.isolation_line()
-    return describe_isolation(runtime.settings, runtime.make_agent.sandbox)
+    return build_runtime(settings, model=model, extra_tools=extra_tools, evaluation=evaluation)
 
 
 def _browser_secret(data_dir: Path) -> str:

@@ -5,12 +5,12 @@ the HTTP client, OpenInference spans, their export) is about 14 ms of CPU per tu
 the server's process it queues behind the same GIL as every page update: the app's p95 was
 2.4 to 3.3 times plain Gradio's. Without the agent in that process the server's share is
 plain Gradio's. So with a hosted model each chat session's agent lives in one of a few agent
-processes (agent.agent_host, AGENT_PROCESSES of them), which the OS schedules on the cores
+processes (runtime.agent_host, AGENT_PROCESSES of them), which the OS schedules on the cores
 like any other process. The offline model's agents stay in the app's process: llama.cpp
-itself runs in the one model process (agent.model_process), which leaves the GIL free while it
+itself runs in the one model process (llms.model_process), which leaves the GIL free while it
 computes, and agent processes would each need a way to it.
 
-What crosses over (JSON only, agent.protocol): the user's message and the turn's trace
+What crosses over (JSON only, sandbox.protocol): the user's message and the turn's trace
 context one way; the chat events of agent.events the other way. The turn's root span, the
 answer -> trace map and the votes stay in the app; the agent's spans are exported by its
 process, as children of that root (same trace id), to the store and to Langfuse.
@@ -33,10 +33,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent import code_worker, protocol
-from agent.confine import start_child, stop_child
 from agent.events import Event
-from agent.settings import Settings
+from config.settings import Settings
+from sandbox import code_worker, protocol
+from sandbox.confine import start_child, stop_child
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class _Host:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         try:
             self._process = start_child(
-                [sys.executable, "-m", "agent.agent_host", str(theirs.fileno())],
+                [sys.executable, "-m", "runtime.agent_host", str(theirs.fileno())],
                 env=env,  # the working directory is the app's: relative paths in the settings agree
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,

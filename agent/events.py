@@ -21,6 +21,7 @@ from smolagents.models import ChatMessageStreamDelta
 from smolagents.utils import AgentMaxStepsError
 
 from agent.steps import answer_text, messages_from_step
+from feedback.span_shaping import FINAL_OUTPUT_ATTRIBUTE
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,6 @@ log = logging.getLogger(__name__)
 # rarely enough that a fast model does not cost the server one update per token (each update
 # is a few ms of CPU under the GIL, and under load every ms costs every user ~15 ms).
 LIVE_INTERVAL_S = 0.2
-FINAL_OUTPUT_ATTRIBUTE = "app.final_output"
 
 Event = dict[str, Any]
 

@@ -20,10 +20,10 @@ from smolagents import CodeAgent, Model, Tool
 
 from agent.agent_process import RemoteAgent
 from agent.chat_agent import ChatAgent, prompt_templates
-from agent.executor import CodeSandbox, IsolatedExecutor, remove_folder
-from agent.local_llm import LocalLlamaModel
-from agent.sandbox import folder_open
-from agent.settings import Settings
+from config.settings import Settings
+from llms.local_llm import LocalLlamaModel
+from sandbox.executor import CodeSandbox, IsolatedExecutor, remove_folder
+from sandbox.files import folder_open
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 from agent.agent_process import AgentProcessError, RemoteAgent
 from agent.answer import GIVE_UP, is_usable
 from agent.events import Event, run_events
-from agent.llama_engine import LocalModelError
 from agent.session import ChatSession
 from agent.steps import Message, as_text, live_message
+from llms.llama_engine import LocalModelError
 
 log = logging.getLogger(__name__)
 

@@ -84,9 +84,9 @@ if "switch" in VARIANTS:
 import gradio as gr  # noqa: E402
 
 import app  # noqa: E402
-from agent.sanitize import clean_text  # noqa: E402
 from agent.session import ChatSession  # noqa: E402
 from agent.turn import stream_turn  # noqa: E402
+from feedback.sanitize import clean_text  # noqa: E402
 
 if "prompt" in VARIANTS:
     import jinja2

@@ -580,8 +580,8 @@ def screenshots(folder: Path) -> None:
 
     from playwright.sync_api import sync_playwright
 
-    from agent.settings import settings_from_env
     from app import build_app, create_runtime
+    from config.settings import settings_from_env
     from tests.fakes import ScriptedModel
     from tests.helpers import free_port
 

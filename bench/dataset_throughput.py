@@ -56,9 +56,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from openinference.instrumentation.smolagents import SmolagentsInstrumentor  # noqa: E402
 
 from agent.session import close_session  # noqa: E402
-from agent.settings import settings_from_env  # noqa: E402
 from agent.turn import stream_turn  # noqa: E402
 from app import Runtime, create_runtime  # noqa: E402
+from config.settings import settings_from_env  # noqa: E402
 from evals.dataset_run import DatasetRun  # noqa: E402
 from evals.datasets import Item, load_dataset  # noqa: E402
 from evals.gsm8k import expected_number  # noqa: E402

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,8 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 import gradio as gr  # noqa: E402
 
-from agent.settings import settings_from_env  # noqa: E402
 from app import ChatHandlers, create_runtime  # noqa: E402
+from bench.harness import start_fake_langfuse  # noqa: E402
+from config.settings import settings_from_env  # noqa: E402
 from evals.jobs import JobQueue  # noqa: E402
 from evals.judge import Judge  # noqa: E402
 from tests.fakes import JudgeModel, ScriptedModel  # noqa: E402
@@ -139,10 +139,7 @@ def main() -> None:
     args = parser.parse_args()
     global JUDGE_S
     JUDGE_S = args.judge_ms / 1000
-    fake = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes"], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
-    url = fake.stdout.readline().strip()
+    fake, url = start_fake_langfuse()
     try:
         hosted_env = {"EVAL_CONCURRENCY": "2", "JUDGE_PROVIDER": "openai"}
         pairs = [

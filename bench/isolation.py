@@ -19,8 +19,8 @@ from pathlib import Path
 
 from smolagents.local_python_executor import LocalPythonExecutor
 
-from agent.executor import CodeSandbox, IsolatedExecutor
-from agent.settings import settings_from_env
+from config.settings import settings_from_env
+from sandbox.executor import CodeSandbox, IsolatedExecutor
 
 CODE = "x = sum(i * i for i in range(100))\nprint(x)\nx"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.settings import load_settings  # noqa: E402
+from config.settings import load_settings  # noqa: E402
 from evals.config import load_evaluators  # noqa: E402
 from evals.context import ConversationData, TurnData, prompt_variables, render_prompt  # noqa: E402
 from evals.judge import Judge, JudgeError, judge_model  # noqa: E402

@@ -31,12 +31,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -52,17 +49,18 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import start_app, start_fake_langfuse, start_plain, stop_app  # noqa: E402
 from feedback.votes import score_id_for  # noqa: E402
 from tests.fakes import FakeOpenAIProcess  # noqa: E402
 from tests.gradio_queue import QueueClient, Result  # noqa: E402
-from tests.helpers import child_processes, free_port, rss_mb  # noqa: E402
+from tests.helpers import child_processes, rss_mb  # noqa: E402
 
 VALUES = {True: 1.0, False: 0.0, "Incorrect": 0.0, "Too slow": 0.0, "": None}
 
 
 def agent_processes(pid: int) -> list[int]:
-    """The app's agent processes (agent.agent_host), where a hosted model's agents live."""
-    return child_processes(pid, "agent.agent_host")
+    """The app's agent processes (runtime.agent_host), where a hosted model's agents live."""
+    return child_processes(pid, "runtime.agent_host")
 
 
 def family_rss_mb(pid: int) -> float:
@@ -76,84 +74,6 @@ def answer_index(history: list[dict]) -> int:
     while i > 0 and history[i - 1]["role"] == "assistant":
         i -= 1
     return i
-
-
-def wait_ready(proc: subprocess.Popen, url: str, what: str) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.3)
-    proc.kill()
-    raise SystemExit(f"{what} did not start")
-
-
-def start_app(
-    data_dir: Path, llm_url: str, langfuse_url: str, *, command: list[str] | None = None, **extra: str
-) -> tuple[subprocess.Popen, str]:
-    """`python app.py` (or `command`, e.g. the app under a profiler) on a free port."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LANGFUSE_", "OPENAI_", "HF_", "MODEL_"))}
-    env.update(
-        MODEL_PROVIDER="openai",
-        OPENAI_BASE_URL=llm_url,
-        MODEL_ID="scripted",
-        DATA_DIR=str(data_dir),
-        EVALUATORS_FILE="off",
-        GRADIO_SERVER_PORT=str(port),
-        GRADIO_ANALYTICS_ENABLED="False",
-        LANGFUSE_PUBLIC_KEY="pk-lf-load",
-        LANGFUSE_SECRET_KEY="sk-lf-load",
-        LANGFUSE_BASE_URL=langfuse_url,
-        LOG_LEVEL="WARNING",
-        **extra,
-    )
-    data_dir.parent.mkdir(parents=True, exist_ok=True)
-    log = open(data_dir.parent / f"app-{port}.log", "w")
-    proc = subprocess.Popen(
-        command or [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    url = f"http://127.0.0.1:{port}/"
-    wait_ready(proc, url, "the app")
-    return proc, url
-
-
-def start_plain(
-    log_dir: Path, concurrency: int, updates: int = 3, **extra: str
-) -> tuple[subprocess.Popen, str]:
-    """bench/plain_chat.py: a bare gr.ChatInterface in its own process, like the app."""
-    port = free_port()
-    env = dict(
-        os.environ,
-        GRADIO_SERVER_PORT=str(port),
-        GRADIO_ANALYTICS_ENABLED="False",
-        MAX_CONCURRENT_TURNS=str(concurrency),
-        PLAIN_UPDATES=str(updates),
-        **extra,
-    )
-    log = open(log_dir / f"plain-{port}.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "plain_chat.py")],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/"
-    wait_ready(proc, url, "the plain chat")
-    return proc, url
-
-
-def stop_app(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def user_run(url: str, user: int, turns: int, rng: random.Random, out: dict) -> None:
@@ -421,10 +341,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(42)
 
-    fake_lf = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes"], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
-    langfuse_url = fake_lf.stdout.readline().strip()
+    fake_lf, langfuse_url = start_fake_langfuse()
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAIProcess() as llm:
         data_dir = Path(tmp) / "data"
         extra = {"AGENT_PROCESSES": args.agent_processes} if args.agent_processes else {}

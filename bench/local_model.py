@@ -48,9 +48,9 @@ MODES = ("process", "in-process")
 def child(mode: str, turns: int) -> dict[str, Any]:
     """One app (one mode): warm it up as `python app.py` does, then run the chats."""
     from agent.session import ChatSession
-    from agent.settings import settings_from_env
     from agent.turn import THINKING
     from app import ChatHandlers, create_runtime
+    from config.settings import settings_from_env
     from tests.helpers import text_of, tree_rss_mb
 
     data = tempfile.mkdtemp(prefix="bench-local-model-")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from smolagents import CodeAgent  # noqa: E402
 
 from agent.session import ChatSession  # noqa: E402
 from agent.turn import stream_turn  # noqa: E402
+from bench.harness import start_fake_langfuse  # noqa: E402
 from feedback.store import Store  # noqa: E402
 from feedback.tracing import Telemetry, register_model_class  # noqa: E402
 from tests.fakes import ScriptedModel, code_reply  # noqa: E402
@@ -105,10 +105,7 @@ def main() -> None:
 
     register_model_class(ScriptedModel)
     model = instant_model()
-    fake = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes"], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
-    fake_url = fake.stdout.readline().strip()
+    fake, fake_url = start_fake_langfuse()
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "bench.sqlite3")
         telemetry = Telemetry(store, trace_name="Smolagent-Trace", tags=("bench",))

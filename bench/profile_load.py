@@ -43,7 +43,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.load import agent_processes, chat_load, p95_of, start_app, start_plain, stop_app, updates_per_turn  # noqa: E402
+from bench.harness import (  # noqa: E402
+    start_app,
+    start_fake_langfuse,  # noqa: E402
+    start_plain,
+    stop_app,
+)
+from bench.load import agent_processes, chat_load, p95_of, updates_per_turn  # noqa: E402
 from tests.fakes import FakeOpenAIProcess  # noqa: E402
 
 SP = r"site-packages/"
@@ -273,10 +279,7 @@ def main() -> None:
         raise SystemExit("py-spy is not installed: pip install py-spy (or --no-profile)")
     variant_cmd = [sys.executable, str(ROOT / "bench" / "app_variant.py")] if args.variants else None
 
-    fake_lf = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes"], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
-    langfuse_url = fake_lf.stdout.readline().strip()
+    fake_lf, langfuse_url = start_fake_langfuse()
     with tempfile.TemporaryDirectory() as tmp, FakeOpenAIProcess() as llm:
         data_dir = Path(tmp) / "data"
         if args.plain:

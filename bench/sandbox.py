@@ -5,7 +5,7 @@
     python -m bench.sandbox --only tcp-connect,os-fork
     python -m bench.sandbox --setting CODE_SANDBOX_LAYERS=none   # any app setting, e.g. fewer layers
 
-Each probe is hostile model code sent through the real chat path (tests/attacks.py says how a
+Each probe is hostile model code sent through the real chat path (tests/attacks/ says how a
 breach is detected). Prints `BLOCKED  category  name  detail` or `BREACHED ...` per probe, then a
 summary; exits 1 if anything got through. Bombs are skipped for local-unsafe: in-process they
 would freeze or exhaust the app. Every probe gets its own temporary DATA_DIR.

@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from agent.settings import settings_from_env  # noqa: E402
 from app import ChatHandlers, create_runtime  # noqa: E402
+from config.settings import settings_from_env  # noqa: E402
 from tests.fakes import ScriptedLocalModel, StreamingScriptedModel, code_reply, last_task  # noqa: E402
 
 BROWSER = "0b6c3b84-7f8c-4d35-8f4e-1f8f3c2e4a10"

@@ -13,7 +13,6 @@ import argparse
 import json
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,8 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 import gradio as gr  # noqa: E402
 
-from agent.settings import settings_from_env  # noqa: E402
 from app import ChatHandlers, create_runtime  # noqa: E402
+from bench.harness import start_fake_langfuse  # noqa: E402
+from config.settings import settings_from_env  # noqa: E402
 from tests.fakes import ScriptedModel  # noqa: E402
 
 LIKED = [True, False, "", "Incorrect", "Like", "Too slow"]
@@ -51,10 +51,7 @@ def main() -> None:
     parser.add_argument("--answers", type=int, default=20)
     args = parser.parse_args()
 
-    fake = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes"], cwd=ROOT, stdout=subprocess.PIPE, text=True
-    )
-    url = fake.stdout.readline().strip()
+    fake, url = start_fake_langfuse()
     with tempfile.TemporaryDirectory() as tmp:
         settings = settings_from_env(
             {

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from agent.settings import Settings
+from config.settings import Settings
 
 log = logging.getLogger(__name__)
 

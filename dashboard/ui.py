@@ -19,7 +19,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from agent.settings import Settings
+from config.settings import Settings
 from dashboard import charts, queries
 from dashboard.access import Access, Front, Viewer, client_key
 from dashboard.bidi import visible_controls

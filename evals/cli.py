@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from agent.settings import Settings, SettingsError, load_settings
+from config.settings import Settings, SettingsError, load_settings
 from evals.config import Evaluator, EvaluatorsError, load_evaluators
 from evals.context import conversation_data, prompt_variables, render_prompt, turn_data
 from evals.jobs import STATUSES, Job, JobQueue, NewJob
@@ -323,9 +323,9 @@ def _accuracy_line(summary: dict[str, Any]) -> str:
 def cmd_dataset_run(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     from dataclasses import replace
 
-    from app import create_runtime
     from evals.dataset_run import DatasetRun
     from evals.datasets import DatasetError, load_dataset
+    from runtime.runtime import create_runtime
 
     try:
         name, items = load_dataset(
@@ -445,7 +445,7 @@ def cmd_dataset_list(ctx: Context, args: argparse.Namespace, out: TextIO) -> int
         )
     if not runs:
         out.write("No dataset runs yet: python -m evals dataset run gsm8k --run-name first --limit 20\n")
-    from evals.from_traces import stored_datasets
+    from evals.datasets import stored_datasets
 
     stored = stored_datasets(ctx.store)
     if stored:
@@ -539,9 +539,9 @@ class Context:
 
     def _backends(self) -> Any:
         if self._feedback is None:
-            from agent.local_llm import LocalLlamaModel
             from feedback.backends import FeedbackBackends
             from feedback.tracing import register_model_class
+            from llms.local_llm import LocalLlamaModel
 
             register_model_class(LocalLlamaModel)
             self._feedback = FeedbackBackends.from_settings(self.settings, store=self.store)

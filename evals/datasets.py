@@ -50,8 +50,6 @@ def load_dataset(
     path = Path(spec)
     if not path.is_file():
         if store is not None:
-            from evals.from_traces import stored_items
-
             if stored := stored_items(store, spec):
                 return spec, stored
         raise DatasetError(
@@ -90,3 +88,20 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
         except ValueError as exc:
             raise DatasetError(f"{path}, line {n}: not JSON ({exc}).") from None
     return rows
+
+
+def stored_items(store: Store, dataset: str) -> list[Item]:
+    """A dataset kept in the store, oldest item first (empty when there is none of that name)."""
+    rows = store.rows(
+        "SELECT * FROM dataset_items WHERE dataset = :d ORDER BY created, item_id", {"d": dataset}
+    )
+    return [
+        Item(r["item_id"], r["input"], r["expected"] or "", json.loads(r["metadata"] or "{}")) for r in rows
+    ]
+
+
+def stored_datasets(store: Store) -> list[dict[str, Any]]:
+    return store.rows(
+        "SELECT dataset, COUNT(*) AS items, MAX(created) AS updated FROM dataset_items GROUP BY dataset"
+        " ORDER BY MAX(created) DESC"
+    )

@@ -131,20 +131,3 @@ def save_items(store: Store, dataset: str, items: Sequence[Item]) -> int:
             text("SELECT COUNT(*) FROM dataset_items WHERE dataset = :d"), {"d": dataset}
         ).scalar_one()
     return int(after) - int(before)
-
-
-def stored_items(store: Store, dataset: str) -> list[Item]:
-    """A dataset kept in the store, oldest item first (empty when there is none of that name)."""
-    rows = store.rows(
-        "SELECT * FROM dataset_items WHERE dataset = :d ORDER BY created, item_id", {"d": dataset}
-    )
-    return [
-        Item(r["item_id"], r["input"], r["expected"] or "", json.loads(r["metadata"] or "{}")) for r in rows
-    ]
-
-
-def stored_datasets(store: Store) -> list[dict[str, Any]]:
-    return store.rows(
-        "SELECT dataset, COUNT(*) AS items, MAX(created) AS updated FROM dataset_items GROUP BY dataset"
-        " ORDER BY MAX(created) DESC"
-    )

@@ -27,10 +27,10 @@ from smolagents.models import (
     OpenAIModel,
 )
 
-from agent.local_llm import LocalLlamaModel, LocalModelError
-from agent.model_process import ModelCrashed
-from agent.models import build_model
-from agent.settings import DEFAULT_HF_MODEL, DEFAULT_OPENAI_MODEL
+from config.settings import DEFAULT_HF_MODEL, DEFAULT_OPENAI_MODEL
+from llms.local_llm import LocalLlamaModel, LocalModelError
+from llms.model_process import ModelCrashed
+from llms.models import build_model
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
-from agent.settings import Settings
+from config.settings import Settings
 from evals.dataset_run import SCORE_NAME
 from evals.datasets import GSM8K
 from feedback.store import Store, StoreError

@@ -7,12 +7,10 @@ tells it when something happened (`wake`) and whether a chat turn is running (`b
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.settings import Settings, SettingsError
+from config.settings import Settings, SettingsError
 from evals.config import EvaluatorsError, load_evaluators
 from evals.jobs import JobQueue
 from evals.judge import Judge, judge_model
@@ -21,35 +19,6 @@ from feedback.backends import FeedbackBackends
 from feedback.costs import Pricing
 
 log = logging.getLogger(__name__)
-
-
-class TurnCounter:
-    """Chat activity: a local judge waits while a turn runs and for `quiet_s` after the last one.
-
-    A judge call between two turns of a conversation would make the next turn wait for the
-    judge's prompt to be read (llama.cpp cannot stop in the middle of that) and read its own
-    prompt again (the judge's replaced it in the model's cache): measured, turns 3 times slower.
-    People take seconds to type; the judge uses those pauses once they are this long.
-    """
-
-    def __init__(self, quiet_s: float = 5.0) -> None:
-        self._n = 0
-        self._last_end = float("-inf")
-        self._lock = threading.Lock()
-        self.quiet_s = quiet_s
-
-    def __enter__(self) -> TurnCounter:
-        with self._lock:
-            self._n += 1
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        with self._lock:
-            self._n -= 1
-            self._last_end = time.monotonic()
-
-    def busy(self) -> bool:
-        return self._n > 0 or time.monotonic() - self._last_end < self.quiet_s
 
 
 def evaluators_path(settings: Settings) -> Path | None:

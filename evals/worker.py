@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent.local_llm import GaveWay
 from evals.config import Evaluator
 from evals.context import conversation_data, prompt_variables, render_prompt, turn_data
 from evals.jobs import Job, JobQueue, eval_score_id
@@ -29,6 +28,7 @@ from evals.judge import Judge, JudgeError
 from evals.scheduler import CONVERSATION, Scheduler
 from feedback.costs import Pricing
 from feedback.tracing import Telemetry
+from llms.local_llm import GaveWay
 
 log = logging.getLogger(__name__)
 

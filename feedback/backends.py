@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from agent.settings import Settings
+from config.settings import Settings
 from feedback.langfuse_sink import LangfuseSink
 from feedback.outbox import Outbox
 from feedback.retention import DEFAULT_INTERVAL_S, RetentionLoop

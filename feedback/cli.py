@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from agent.settings import SettingsError, load_settings, positive_days
+from config.settings import SettingsError, load_settings, positive_days
 from feedback.database import normalize_url
 from feedback.retention import cutoff_for, prune
 from feedback.store import ScoreRow, Store, StoreError

@@ -24,8 +24,11 @@ from collections import OrderedDict
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SynchronousMultiSpanProcessor
 
-from agent.events import FINAL_OUTPUT_ATTRIBUTE
 from feedback.costs import Pricing
+
+# Set by the agent (agent.events) on its run span: the final answer, which replaces the
+# OpenInference dump of every streamed step as the span's output when the span ends.
+FINAL_OUTPUT_ATTRIBUTE = "app.final_output"
 
 OUTPUT_VALUE = "output.value"
 OUTPUT_MIME_TYPE = "output.mime_type"

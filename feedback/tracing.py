@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
-from agent.settings import Settings
+from config.settings import Settings
 from feedback.costs import Pricing
 from feedback.exporter import APP_TRACER_NAME, StoreSpanExporter
 from feedback.span_shaping import SPAN_LIMITS, ShapingSpanProcessor

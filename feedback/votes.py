@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent.sanitize import clean_text
+from feedback.sanitize import clean_text
 from feedback.store import ScoreRow, Store
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ for _name in list(os.environ):
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from agent.settings import Settings, settings_from_env  # noqa: E402
 from app import Runtime, create_runtime  # noqa: E402
+from config.settings import Settings, settings_from_env  # noqa: E402
 from feedback.database import sqlite_url  # noqa: E402
 from tests.fakes import FakeLangfuse, ScriptedModel  # noqa: E402
 from tests.pg_server import PostgresServer, require_pg_bin  # noqa: E402

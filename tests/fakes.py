@@ -18,7 +18,7 @@ from typing import Any
 
 from smolagents.models import ChatMessage, ChatMessageStreamDelta, MessageRole, Model, TokenUsage
 
-from agent.local_llm import LocalLlamaModel
+from llms.local_llm import LocalLlamaModel
 
 
 def last_task(messages: list[Any]) -> str:

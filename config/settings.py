@@ -1,0 +1,397 @@
+"""One typed settings object, read once from the environment and `.env`.
+
+Every setting is documented in `.env.example` and the README's settings table; secrets are
+kept out of `repr()` so they never reach a log line or the browser.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+from config.database_url import normalize_url, password_of, sqlite_url
+from config.imports import forbidden_imports
+
+PROVIDERS = ("local", "hf", "openai")
+# local-process: a confined worker process per session (the default). local-unsafe: smolagents'
+# in-process executor, for comparison and benchmarks only. The rest are smolagents' remote sandboxes.
+CODE_EXECUTORS = ("local-process", "local-unsafe", "e2b", "docker", "modal")
+SANDBOX_LAYERS = ("namespaces", "landlock", "seccomp")
+DEFAULT_HF_MODEL = "Qwen/Qwen2.5-Coder-32B-Instruct"
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+DEFAULT_FEEDBACK_OPTIONS = ("Incorrect", "Not helpful", "Unsafe", "Too slow")
+DEFAULT_ALLOWED_IMPORTS = (
+    "math",
+    "statistics",
+    "datetime",
+    "json",
+    "re",
+    "random",
+    "itertools",
+    "collections",
+)
+
+
+class SettingsError(ValueError):
+    """A setting has a value the app cannot use; the message names it."""
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the app reads from its environment, typed and validated."""
+
+    model_provider: str = "local"
+    provider_reason: str = "nothing else is configured"
+    model_id: str = ""
+    local_model_path: str = ""
+    local_n_ctx: int = 8192
+    local_max_tokens: int = 384
+    # llama.cpp's repacked weight layouts (AMX, CPU_REPACK): faster prompts on some CPUs, but the
+    # AMX path segfaults on Sapphire Rapids and newer (llama.cpp #20824). Off by default.
+    local_model_repack: bool = False
+    # llama.cpp inside the app's process instead of the supervised model process: benchmarks only.
+    local_model_in_process: bool = False
+    hf_token: str = field(default="", repr=False)
+    openai_base_url: str = ""
+    openai_api_key: str = field(default="", repr=False)
+    agent_tools: tuple[str, ...] = ()
+    max_steps: int = 3
+    # Turns of the chat the agent remembers and re-sends (0: all); the local model keeps 3.
+    memory_turns: int = 3
+    allowed_imports: tuple[str, ...] = DEFAULT_ALLOWED_IMPORTS
+    agent_files_dir: Path = Path("data/agent_files")
+    code_executor: str = "local-process"
+    code_sandbox_layers: tuple[str, ...] = SANDBOX_LAYERS
+    code_memory_mb: int = 512
+    code_timeout_s: int = 30
+    code_max_output_kb: int = 256
+    code_max_files: int = 1000
+    code_max_folder_mb: int = 100
+    trace_name: str = "Smolagent-Trace"
+    app_tags: tuple[str, ...] = ("smolagents-chat",)
+    session_ttl_s: float = 3600.0
+    max_concurrent_turns: int = 4
+    # Processes the agents of a hosted model run in (0: in the app's own process, as the
+    # offline model's always do); see agent/agent_process.py for why.
+    agent_processes: int = 0
+    max_input_chars: int = 8000
+    feedback_options: tuple[str, ...] = DEFAULT_FEEDBACK_OPTIONS
+    langfuse_public_key: str = ""
+    langfuse_secret_key: str = field(default="", repr=False)
+    langfuse_base_url: str = "https://cloud.langfuse.com"
+    langfuse_timeout_s: float = 5.0
+    langfuse_retry_max_s: float = 60.0
+    # How long an outbox holds the scores it is delivering before another process may take them.
+    outbox_lease_s: float = 60.0
+    data_dir: Path = Path("data")
+    # The store: empty means the SQLite file under data_dir; postgresql://... a shared database.
+    database_url: str = field(default="", repr=False)
+    # Set by Hugging Face on a Space (its disk is wiped on every restart).
+    space_id: str = ""
+    # Online evaluation: the evaluators file (empty: no evaluation), the judge model (empty: the
+    # agent's own), how many judge calls run at once and how many per hour at most.
+    evaluators_file: Path | None = None
+    judge_provider: str = ""
+    judge_model_id: str = ""
+    judge_base_url: str = ""
+    judge_api_key: str = field(default="", repr=False)
+    eval_concurrency: int = 2
+    eval_max_calls_per_hour: int = 600
+    # Days to keep span details; trace summaries and scores stay forever. None keeps everything.
+    store_retention_days: float | None = None
+    # Who may open the dashboard besides the owner on 127.0.0.1: Hugging Face users (by name,
+    # through the Space's OAuth) and whoever knows the password (empty: no password sign-in).
+    admin_users: tuple[str, ...] = ()
+    admin_password: str = field(default="", repr=False)
+    # MODEL_PRICES: (model id, dollars per million input tokens, per million output tokens).
+    model_prices: tuple[tuple[str, float, float], ...] = ()
+    server_name: str = "127.0.0.1"
+    server_port: int = 7860
+    log_level: str = "INFO"
+
+    @property
+    def langfuse_enabled(self) -> bool:
+        return bool(self.langfuse_public_key and self.langfuse_secret_key)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "feedback.sqlite3"
+
+    @property
+    def store_url(self) -> str:
+        """Where the store is: DATABASE_URL, or the SQLite file under DATA_DIR."""
+        return self.database_url or sqlite_url(self.db_path)
+
+    def secrets(self) -> list[str]:
+        """Values that must never be printed, logged or sent to the browser."""
+        values = (
+            self.hf_token,
+            self.openai_api_key,
+            self.langfuse_secret_key,
+            self.database_url,
+            password_of(self.database_url),
+            self.judge_api_key,
+            self.admin_password,
+        )
+        return [v for v in values if v]
+
+    def describe(self) -> dict[str, object]:
+        """The settings without secrets, for the start banner and `python -m feedback`."""
+        hidden = {
+            "hf_token",
+            "openai_api_key",
+            "langfuse_secret_key",
+            "database_url",
+            "judge_api_key",
+            "admin_password",
+        }
+        return {
+            f.name: ("***" if getattr(self, f.name) else "") if f.name in hidden else getattr(self, f.name)
+            for f in fields(self)
+        }
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}.") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}.")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise SettingsError(f"{name} must be 1 or 0 (on or off), got {raw!r}.")
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}.") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be greater than 0, got {raw}.")
+    return value
+
+
+def positive_days(raw: str) -> float:
+    """A number of days: finite and greater than 0 (nan refused). Raises ValueError."""
+    value = float(raw)
+    if not 0 < value < float("inf"):
+        raise ValueError(raw)
+    return value
+
+
+def _optional_days(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return positive_days(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{name} must be a number of days greater than 0 (empty keeps everything), got {raw!r}."
+        ) from None
+
+
+def _database_url(env: Mapping[str, str]) -> str:
+    raw = env.get("DATABASE_URL", "").strip()
+    if not raw:
+        return ""
+    try:
+        return normalize_url(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{exc}.") from None
+
+
+# A password anyone on the internet may try (a few times per quarter hour, see dashboard/access.py).
+MIN_ADMIN_PASSWORD_CHARS = 12
+
+
+def _admin_password(env: Mapping[str, str]) -> str:
+    # Stripped like every other value: a secret pasted with a trailing newline still matches.
+    raw = env.get("ADMIN_PASSWORD", "").strip()
+    if not raw:
+        return ""
+    if len(raw) < MIN_ADMIN_PASSWORD_CHARS:
+        raise SettingsError(
+            f"ADMIN_PASSWORD must have at least {MIN_ADMIN_PASSWORD_CHARS} characters (it guards every "
+            f"user's conversations in the dashboard); the one set has {len(raw)}."
+        )
+    return raw
+
+
+def _model_prices(env: Mapping[str, str]) -> tuple[tuple[str, float, float], ...]:
+    """MODEL_PRICES: {"model-id": {"input": 0.2, "output": 0.6}, ...}, dollars per million tokens."""
+    raw = env.get("MODEL_PRICES", "").strip()
+    if not raw:
+        return ()
+    example = 'e.g. {"my-model": {"input": 0.2, "output": 0.6}} (dollars per million tokens)'
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise SettingsError(f"MODEL_PRICES must be a JSON object, {example}.") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"MODEL_PRICES must be a JSON object, {example}.")
+    prices = []
+    for model_id, price in data.items():
+        pair = [price.get("input"), price.get("output")] if isinstance(price, dict) else price
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in pair)
+            or not all(0 <= x < float("inf") for x in pair)
+        ):
+            raise SettingsError(
+                f"MODEL_PRICES[{model_id!r}] needs an input and an output price of 0 or more, {example}."
+            )
+        prices.append((str(model_id), float(pair[0]), float(pair[1])))
+    return tuple(prices)
+
+
+def _judge_provider(env: Mapping[str, str]) -> str:
+    raw = env.get("JUDGE_PROVIDER", "").strip().lower()
+    if raw and raw not in PROVIDERS:
+        raise SettingsError(f"JUDGE_PROVIDER must be one of {', '.join(PROVIDERS)} (or empty), got {raw!r}.")
+    return raw
+
+
+# The shipped evaluators, at the project root (wherever the app is started from).
+DEFAULT_EVALUATORS_FILE = Path(__file__).resolve().parents[1] / "evaluators.toml"
+
+
+def _evaluators_file(env: Mapping[str, str]) -> Path | None:
+    raw = env.get("EVALUATORS_FILE")
+    if raw is None:
+        return DEFAULT_EVALUATORS_FILE
+    raw = raw.strip()
+    return Path(raw) if raw and raw.lower() not in ("none", "off") else None
+
+
+def _choose_provider(env: Mapping[str, str]) -> tuple[str, str]:
+    explicit = env.get("MODEL_PROVIDER", "").strip().lower()
+    if explicit:
+        if explicit not in PROVIDERS:
+            raise SettingsError(f"MODEL_PROVIDER must be one of {', '.join(PROVIDERS)}, got {explicit!r}.")
+        return explicit, "MODEL_PROVIDER is set"
+    if env.get("HF_TOKEN", "").strip():
+        return "hf", "HF_TOKEN is set"
+    if env.get("OPENAI_BASE_URL", "").strip():
+        return "openai", "OPENAI_BASE_URL is set"
+    return "local", "nothing else is configured"
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    """Build settings from a mapping (tests pass a dict; the app passes os.environ)."""
+    provider, reason = _choose_provider(env)
+    model_id = env.get("MODEL_ID", "").strip()
+    if not model_id:
+        model_id = {"hf": DEFAULT_HF_MODEL, "openai": DEFAULT_OPENAI_MODEL}.get(provider, "")
+    default_steps = 3 if provider == "local" else 6
+    imports = env.get("ALLOWED_IMPORTS")
+    options = env.get("FEEDBACK_OPTIONS")
+    tags = env.get("APP_TAGS")
+    allowed = _split(imports) if imports is not None else DEFAULT_ALLOWED_IMPORTS
+    if bad := forbidden_imports(allowed):
+        raise SettingsError(
+            f"ALLOWED_IMPORTS may not include {', '.join(bad)}: they would let the model's code "
+            "reach the environment, files, processes or the network."
+        )
+    data_dir = Path(env.get("DATA_DIR", "").strip() or "data")
+    executor = env.get("CODE_EXECUTOR", "").strip().lower() or "local-process"
+    if executor not in CODE_EXECUTORS:
+        raise SettingsError(f"CODE_EXECUTOR must be one of {', '.join(CODE_EXECUTORS)}, got {executor!r}.")
+    layers_raw = env.get("CODE_SANDBOX_LAYERS")
+    layers = tuple(x.lower() for x in _split(layers_raw)) if layers_raw is not None else SANDBOX_LAYERS
+    if unknown := [x for x in layers if x not in SANDBOX_LAYERS and x != "none"]:
+        raise SettingsError(
+            f"CODE_SANDBOX_LAYERS may list {', '.join(SANDBOX_LAYERS)} (or none), got {', '.join(unknown)}."
+        )
+    return Settings(
+        model_provider=provider,
+        provider_reason=reason,
+        model_id=model_id,
+        local_model_path=env.get("LOCAL_MODEL_PATH", "").strip(),
+        local_n_ctx=_int(env, "LOCAL_N_CTX", 8192, minimum=512),
+        local_max_tokens=_int(env, "LOCAL_MAX_TOKENS", 384, minimum=16),
+        local_model_repack=_flag(env, "LOCAL_MODEL_REPACK"),
+        local_model_in_process=_flag(env, "LOCAL_MODEL_IN_PROCESS"),
+        hf_token=env.get("HF_TOKEN", "").strip(),
+        openai_base_url=env.get("OPENAI_BASE_URL", "").strip(),
+        openai_api_key=env.get("OPENAI_API_KEY", "").strip(),
+        agent_tools=tuple(t.lower() for t in _split(env.get("AGENT_TOOLS", ""))),
+        max_steps=_int(env, "MAX_STEPS", default_steps),
+        memory_turns=_int(env, "MEMORY_TURNS", 3 if provider == "local" else 0, minimum=0),
+        allowed_imports=allowed,
+        agent_files_dir=Path(env.get("AGENT_FILES_DIR", "").strip() or data_dir / "agent_files"),
+        code_executor=executor,
+        code_sandbox_layers=tuple(x for x in layers if x != "none"),
+        code_memory_mb=_int(env, "CODE_MEMORY_MB", 512, minimum=64),
+        code_timeout_s=_int(env, "CODE_TIMEOUT_S", 30),
+        code_max_output_kb=_int(env, "CODE_MAX_OUTPUT_KB", 256, minimum=4),
+        code_max_files=_int(env, "CODE_MAX_FILES", 1000),
+        code_max_folder_mb=_int(env, "CODE_MAX_FOLDER_MB", 100),
+        trace_name=env.get("TRACE_NAME", "").strip() or "Smolagent-Trace",
+        app_tags=_split(tags) if tags is not None else ("smolagents-chat",),
+        session_ttl_s=_float(env, "SESSION_TTL_S", 3600.0),
+        max_concurrent_turns=_int(env, "MAX_CONCURRENT_TURNS", 4),
+        agent_processes=_int(
+            env, "AGENT_PROCESSES", 0 if provider == "local" else min(2, os.cpu_count() or 1), minimum=0
+        ),
+        max_input_chars=_int(env, "MAX_INPUT_CHARS", 8000),
+        feedback_options=_split(options) if options is not None else DEFAULT_FEEDBACK_OPTIONS,
+        langfuse_public_key=env.get("LANGFUSE_PUBLIC_KEY", "").strip(),
+        langfuse_secret_key=env.get("LANGFUSE_SECRET_KEY", "").strip(),
+        langfuse_base_url=(
+            env.get("LANGFUSE_BASE_URL", "").strip()
+            or env.get("LANGFUSE_HOST", "").strip()
+            or "https://cloud.langfuse.com"
+        ).rstrip("/"),
+        langfuse_timeout_s=_float(env, "LANGFUSE_TIMEOUT_S", 5.0),
+        langfuse_retry_max_s=_float(env, "LANGFUSE_RETRY_MAX_S", 60.0),
+        outbox_lease_s=_float(env, "OUTBOX_LEASE_S", 60.0),
+        data_dir=data_dir,
+        database_url=_database_url(env),
+        space_id=env.get("SPACE_ID", "").strip(),
+        evaluators_file=_evaluators_file(env),
+        judge_provider=_judge_provider(env),
+        judge_model_id=env.get("JUDGE_MODEL_ID", "").strip(),
+        judge_base_url=env.get("JUDGE_BASE_URL", "").strip(),
+        judge_api_key=env.get("JUDGE_API_KEY", "").strip(),
+        eval_concurrency=_int(env, "EVAL_CONCURRENCY", 2),
+        eval_max_calls_per_hour=_int(env, "EVAL_MAX_CALLS_PER_HOUR", 600),
+        store_retention_days=_optional_days(env, "STORE_RETENTION_DAYS"),
+        admin_users=_split(env.get("ADMIN_USERS", "")),
+        admin_password=_admin_password(env),
+        model_prices=_model_prices(env),
+        server_name=env.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1",
+        server_port=_int(env, "GRADIO_SERVER_PORT", 7860),
+        log_level=(env.get("LOG_LEVEL", "").strip() or "INFO").upper(),
+    )
+
+
+def load_settings(dotenv_path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read `.env` (without overriding real environment variables), then the environment."""
+    load_dotenv(dotenv_path or Path.cwd() / ".env", override=False)
+    return settings_from_env(os.environ)

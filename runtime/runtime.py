@@ -1,0 +1,197 @@
+"""What one running app owns, and how it is put together: settings, the model choice, the agent
+factory (agents here or in agent processes), the feedback backends, the sessions per tab.
+
+The app (the page) and the CLIs build their runtime here. It composes agent/, llms/, sandbox/ and
+feedback/; it imports nothing from evals/ or dashboard/ (the online evaluation is passed in).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from smolagents import Model, Tool
+
+from agent.agent_process import AgentProcessError, AgentProcesses
+from agent.session import AgentFactory, ChatSession, close_session, new_session
+from agent.tools import build_tools
+from config import __version__
+from config.settings import Settings, SettingsError
+from feedback.backends import FeedbackBackends
+from feedback.tracing import register_model_class
+from llms.local_llm import LocalLlamaModel
+from llms.model_process import close_all as close_model_processes
+from llms.models import ModelChoice, build_model
+from sandbox.executor import describe_isolation, start_sandbox
+
+log = logging.getLogger("app")
+
+
+class TurnCounter:
+    """Chat activity: a local judge waits while a turn runs and for `quiet_s` after the last one.
+
+    A judge call between two turns of a conversation would make the next turn wait for the
+    judge's prompt to be read (llama.cpp cannot stop in the middle of that) and read its own
+    prompt again (the judge's replaced it in the model's cache): measured, turns 3 times slower.
+    People take seconds to type; the judge uses those pauses once they are this long.
+    """
+
+    def __init__(self, quiet_s: float = 5.0) -> None:
+        self._n = 0
+        self._last_end = float("-inf")
+        self._lock = threading.Lock()
+        self.quiet_s = quiet_s
+
+    def __enter__(self) -> TurnCounter:
+        with self._lock:
+            self._n += 1
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        with self._lock:
+            self._n -= 1
+            self._last_end = time.monotonic()
+
+    def busy(self) -> bool:
+        return self._n > 0 or time.monotonic() - self._last_end < self.quiet_s
+
+
+@dataclass
+class Runtime:
+    """What one running app owns: settings, model choice, agent factory, feedback backends."""
+
+    settings: Settings
+    choice: ModelChoice
+    # Agents in this process, or in agent processes (hosted models; AGENT_PROCESSES).
+    make_agent: AgentFactory | AgentProcesses
+    feedback: FeedbackBackends
+    # Chat turns running now (online evaluation with the local model waits for them).
+    turns: TurnCounter = field(default_factory=TurnCounter)
+    # Weak references only: they let tests and benchmarks see that dropped sessions are freed.
+    sessions: weakref.WeakSet[ChatSession] = field(default_factory=weakref.WeakSet)
+    # The current session of each browser tab (Gradio session hash), weakly: see session_for.
+    by_tab: weakref.WeakValueDictionary[str, ChatSession] = field(default_factory=weakref.WeakValueDictionary)
+    tab_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    # Set by build_app: drops what Gradio itself keeps for a browser session.
+    forget_gradio_session: Callable[[str], None] = field(default=lambda _hash: None)
+
+    def new_session(self, user_id: str, gradio_session: str | None = None) -> ChatSession:
+        """A fresh session, from now on the tab's current one (New chat)."""
+        session = new_session(self.make_agent, user_id)
+        session.gradio_session = gradio_session
+        self.sessions.add(session)
+        if gradio_session is not None:
+            self.by_tab[gradio_session] = session
+        return session
+
+    def session_for(self, user_id: str, gradio_session: str | None) -> ChatSession:
+        """The tab's current session, made by whichever asks first.
+
+        The page load and a message sent before it finished both find no session in the tab's
+        state and ask for one; without this each made its own, the load's output replaced the
+        turn's session, and the votes on that turn's answer found no answer (seen in CI).
+        """
+        if gradio_session is None:
+            return self.new_session(user_id)
+        with self.tab_lock:
+            return self.by_tab.get(gradio_session) or self.new_session(user_id, gradio_session)
+
+    def end_session(self, session: object) -> None:
+        """Gradio calls this when a session's state expires (SESSION_TTL_S idle) or closes."""
+        if isinstance(session, ChatSession):
+            log.info("Session %s dropped after %ss idle", session.session_id, self.settings.session_ttl_s)
+            close_session(session)
+            if session.gradio_session:
+                if self.by_tab.get(session.gradio_session) is session:
+                    del self.by_tab[session.gradio_session]
+                self.forget_gradio_session(session.gradio_session)
+
+    def close(self) -> None:
+        """Flush pending traces and ratings, and stop the agent and model processes."""
+        try:
+            self.feedback.close()
+        finally:
+            if isinstance(self.make_agent, AgentProcesses):
+                self.make_agent.close()
+            close_model_processes()
+
+    def model_health(self) -> str:
+        """A sentence when the local model is down or restarting (for the status line)."""
+        return self.make_agent.health()
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "provider": self.choice.provider,
+            "model_id": self.choice.model_id,
+            "app_version": __version__,
+        }
+
+
+# Builds the online evaluation over the runtime's feedback (evals.online.build_evaluation, bound
+# to a judge by the caller): given by the app, so this layer never imports evals/.
+EvaluationFactory = Callable[[Settings, FeedbackBackends, Callable[[], bool]], Any]
+
+
+def create_runtime(
+    settings: Settings,
+    *,
+    model: Model | None = None,
+    extra_tools: list[Tool] | None = None,
+    evaluation: EvaluationFactory | None = None,
+) -> Runtime:
+    """Wire agents, processes and feedback together; `model` and `extra_tools` let tests and
+    embedders pass their own; `evaluation` adds the online evaluators (none without it)."""
+    register_model_class(LocalLlamaModel)
+    # A hosted model's agents run in agent processes; a model or tools passed in as objects
+    # (tests, embedders) cannot cross over, so their agents run here.
+    remote = (
+        model is None
+        and not extra_tools
+        and settings.agent_processes > 0
+        and settings.model_provider != "local"
+    )
+    if remote:
+        choice = ModelChoice(settings.model_provider, settings.model_id, settings.provider_reason)
+    elif model is None:
+        model, choice = build_model(settings)
+    else:
+        choice = ModelChoice("custom", str(model.model_id), "a model object was passed in")
+    if model is not None:
+        register_model_class(type(model))
+    feedback = FeedbackBackends.from_settings(settings)
+    feedback.start()
+    try:
+        if remote:
+            # After the store exists (its migrations ran): the processes open it too.
+            make_agent: AgentFactory | AgentProcesses = AgentProcesses(settings, settings.agent_processes)
+            make_agent.start()
+        else:
+            assert model is not None
+            tools = [*build_tools(settings.agent_tools), *(extra_tools or [])]
+            make_agent = AgentFactory(settings, model, tools, start_sandbox(settings))
+    except (SettingsError, AgentProcessError):
+        feedback.close()
+        raise
+    turns = TurnCounter()
+    try:
+        feedback.evaluation = evaluation(settings, feedback, turns.busy) if evaluation is not None else None
+    except SettingsError:
+        feedback.close()
+        if isinstance(make_agent, AgentProcesses):
+            make_agent.close()
+        raise
+    if feedback.evaluation is not None:
+        feedback.evaluation.start()
+    return Runtime(settings, choice, make_agent, feedback, turns=turns)
+
+
+def isolation_line(runtime: Runtime) -> str:
+    if isinstance(runtime.make_agent, AgentProcesses):
+        return runtime.make_agent.isolation_line()
+    return describe_isolation(runtime.settings, runtime.make_agent.sandbox)
