@@ -180,6 +180,20 @@ class LlamaEngine:
         with self._lock:
             self._llm.create_chat_completion(**{**request, "max_tokens": 1})
 
+    def serve(self, message: dict[str, Any], gone: Callable[[], bool] = lambda: False) -> Iterator[Event]:
+        """One call as the model process and the in-process runner both take it:
+        {"op": "warm_up" | "generate", "request": ..., "low_priority": ..., "stop_on_loop": ...}."""
+        if message.get("op") == "warm_up":
+            self.warm_up(message["request"])
+            yield {"ev": "end", "prompt_tokens": 0, "completion_tokens": 0}
+            return
+        yield from self.stream(
+            message["request"],
+            low_priority=bool(message.get("low_priority")),
+            stop_on_loop=bool(message.get("stop_on_loop")),
+            gone=gone,
+        )
+
     def stream(
         self,
         request: dict[str, Any],

@@ -182,6 +182,26 @@ class LocalLlamaModel(Model):
             }
         )
 
+    def _deltas(
+        self,
+        messages: list[ChatMessage | dict[str, Any]],
+        stop_sequences: list[str] | None,
+        response_format: dict[str, Any] | None,
+        *,
+        stop_on_loop: bool,
+    ) -> Iterator[ChatMessageStreamDelta]:
+        """The reply as smolagents deltas, token by token; the last one carries the usage.
+        Closing it (a closed chat) stops the model's reply."""
+        events = self._events(messages, stop_sequences, response_format, stop_on_loop=stop_on_loop)
+        try:
+            for event in events:
+                if event.get("ev") == "text":
+                    yield ChatMessageStreamDelta(content=str(event.get("text", "")))
+                elif event.get("ev") == "end":
+                    yield ChatMessageStreamDelta(content="", token_usage=_usage(event))
+        finally:
+            events.close()
+
     def generate(
         self,
         messages: list[ChatMessage | dict[str, Any]],
@@ -192,15 +212,9 @@ class LocalLlamaModel(Model):
     ) -> ChatMessage:
         written: list[str] = []
         usage = TokenUsage(input_tokens=0, output_tokens=0)
-        events = self._events(messages, stop_sequences, response_format, stop_on_loop=False)
-        try:
-            for event in events:
-                if event.get("ev") == "text":
-                    written.append(str(event.get("text", "")))
-                elif event.get("ev") == "end":
-                    usage = _usage(event)
-        finally:
-            events.close()
+        for delta in self._deltas(messages, stop_sequences, response_format, stop_on_loop=False):
+            written.append(delta.content or "")
+            usage = delta.token_usage or usage
         return ChatMessage(role=MessageRole.ASSISTANT, content="".join(written), token_usage=usage)
 
     def generate_stream(
@@ -211,17 +225,9 @@ class LocalLlamaModel(Model):
         tools_to_call_from: list[Any] | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatMessageStreamDelta]:
-        """Yield the reply token by token, so the chat shows it while it is written; the last
-        delta carries the usage. Closing the stream (a closed chat) stops the model's reply."""
-        events = self._events(messages, stop_sequences, response_format, stop_on_loop=True)
-        try:
-            for event in events:
-                if event.get("ev") == "text":
-                    yield ChatMessageStreamDelta(content=str(event.get("text", "")))
-                elif event.get("ev") == "end":
-                    yield ChatMessageStreamDelta(content="", token_usage=_usage(event))
-        finally:
-            events.close()
+        """Yield the reply token by token, so the chat shows it while it is written (a reply
+        that starts repeating itself is stopped)."""
+        yield from self._deltas(messages, stop_sequences, response_format, stop_on_loop=True)
 
 
 def _usage(event: Event) -> TokenUsage:

@@ -35,16 +35,7 @@ def serve_call(engine: LlamaEngine, channel: socket.socket) -> None:
         except (protocol.ChannelClosed, protocol.MessageTooLarge, OSError):
             return
         try:
-            if request.get("op") == "warm_up":
-                engine.warm_up(request["request"])
-                protocol.send(channel, {"ev": "end", "prompt_tokens": 0, "completion_tokens": 0})
-                return
-            events = engine.stream(
-                request["request"],
-                low_priority=bool(request.get("low_priority")),
-                stop_on_loop=bool(request.get("stop_on_loop")),
-                gone=lambda: _gone(channel),
-            )
+            events = engine.serve(request, gone=lambda: _gone(channel))
             try:
                 for event in events:
                     protocol.send(channel, event)

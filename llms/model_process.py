@@ -124,6 +124,9 @@ class ModelProcess:
         """Have the model read this prompt prefix now; replayed after every restart."""
         with self._cond:
             self._warm_up = request
+        self._send_warm_up(request)
+
+    def _send_warm_up(self, request: dict[str, Any]) -> None:
         for _ in self.call({"op": "warm_up", "request": request}):
             pass
 
@@ -275,8 +278,7 @@ class ModelProcess:
 
     def _rewarm(self, request: dict[str, Any]) -> None:
         try:
-            for _ in self.call({"op": "warm_up", "request": request}):
-                pass
+            self._send_warm_up(request)
         except (LocalModelError, GaveWay):
             log.warning("Could not warm the restarted model up; the next answer will be slower")
 
@@ -397,15 +399,7 @@ class InProcessModel:
         self.engine.warm_up(request)
 
     def call(self, message: dict[str, Any]) -> Iterator[Event]:
-        if message.get("op") == "warm_up":
-            self.engine.warm_up(message["request"])
-            yield {"ev": "end", "prompt_tokens": 0, "completion_tokens": 0}
-            return
-        yield from self.engine.stream(
-            message["request"],
-            low_priority=bool(message.get("low_priority")),
-            stop_on_loop=bool(message.get("stop_on_loop")),
-        )
+        return self.engine.serve(message)
 
     def close(self) -> None:
         """Nothing to stop: the weights go with this process."""
