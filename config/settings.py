@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -78,6 +79,11 @@ class Settings:
     code_max_folder_mb: int = 100
     trace_name: str = "Smolagent-Trace"
     app_tags: tuple[str, ...] = ("smolagents-chat",)
+    # Who sent a trace, in every OpenTelemetry backend: `service.name` / `service.version` and
+    # Langfuse's environment (traces and scores are filtered by it) and release.
+    service_name: str = "smolagents-chat"
+    environment: str = "local"
+    release: str = ""
     session_ttl_s: float = 3600.0
     max_concurrent_turns: int = 4
     # Processes the agents of a hosted model run in (0: in the app's own process, as the
@@ -328,6 +334,13 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         raise SettingsError(
             f"CODE_SANDBOX_LAYERS may list {', '.join(SANDBOX_LAYERS)} (or none), got {', '.join(unknown)}."
         )
+    environment = env.get("APP_ENVIRONMENT", "").strip() or "local"
+    # Langfuse's rule (its SDK drops anything else; the server turns it into "default").
+    if not re.fullmatch(r"(?!langfuse)[a-z0-9_-]{1,40}", environment):
+        raise SettingsError(
+            "APP_ENVIRONMENT must be 1 to 40 lowercase letters, digits, '-' or '_', not starting "
+            f"with 'langfuse', got {environment!r}."
+        )
     return Settings(
         model_provider=provider,
         provider_reason=reason,
@@ -354,6 +367,9 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         code_max_folder_mb=_int(env, "CODE_MAX_FOLDER_MB", 100),
         trace_name=env.get("TRACE_NAME", "").strip() or "Smolagent-Trace",
         app_tags=_split(tags) if tags is not None else ("smolagents-chat",),
+        service_name=env.get("OTEL_SERVICE_NAME", "").strip() or "smolagents-chat",
+        environment=environment,
+        release=env.get("APP_RELEASE", "").strip()[:200],
         session_ttl_s=_float(env, "SESSION_TTL_S", 3600.0),
         max_concurrent_turns=_int(env, "MAX_CONCURRENT_TURNS", 4),
         agent_processes=_int(

@@ -6,22 +6,36 @@ Why not `Langfuse.run_experiment`: it runs the task itself, each item inside a n
 already ran, each as a trace of its own (the agent's spans, the `dataset-correct` score); a second
 trace per item, or a second run item at every publish, is what this must not make. In the v5 SDK a
 dataset run (an "experiment") has no API call of its own: run_experiment records it only through
-the `langfuse.experiment.*` attributes of each item's observation (Langfuse derives the run and its
-items from them) and through run-level scores sent with `dataset_run_id` = the experiment id. This
-module does the same, on our traces: one observation per item, a child of the item's root span,
-whose span id is derived from the run and the item (a re-publish sends the same observation again,
-which Langfuse upserts), and run scores with stable ids and the run's first timestamp. The calls
-are the SDK's own REST client (`LangfuseAPI`, what `Langfuse.api` is) and its span attributes and
-OTLP endpoint, made synchronously so a failure is known and reported instead of logged and dropped;
-no `Langfuse` client is built (it is a per-key singleton: after the app's client shut down, a new
-one with the same keys would silently drop what it is given).
+the `langfuse.experiment.*` attributes of each item's observations (Langfuse derives the run and its
+items from them) and through run-level scores sent with `dataset_run_id` = the experiment id.
+
+This module does the same, on our traces. Each item gets one observation of its own, a child of
+the item's root span, whose span id is derived from the run and the item: the item's root
+observation (run_experiment's "experiment-item-task"), whose duration, the root's, is the item's
+latency. The server sums an item's cost over the observations that carry the experiment
+attributes, and run_experiment puts them on every span of the item; so the agent's own spans of
+the item, exported during the run without them, are read back from the store and sent again with
+them, under the same trace id, span id and start time: the server's events table is keyed on
+those, so it replaces each row in place. What Langfuse reads from a span travels with it: its
+attributes as stored (span kind, token counts, cost details), its instrumentation scope and the
+resource. The run scores have stable ids and the run's first timestamp.
+
+The calls are the SDK's REST client (`LangfuseAPI`, what `Langfuse.api` is) and the OTLP endpoint,
+made synchronously so a failure is known and reported instead of logged and dropped; the scores go
+through feedback.langfuse_scores, which speaks whichever form of the scores endpoint the server
+takes. No `Langfuse` client is built (it is a per-key singleton: after the app's client shut down,
+a new one with the same keys would silently drop what it is given). Only the SDK's public modules
+are imported: the span attribute names are ours (LangfuseAttributes), and
+tests/evals/test_langfuse_sdk_names.py fails when the SDK's own change.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
+import importlib.metadata
 import json
 import logging
 import math
@@ -29,41 +43,90 @@ import shlex
 import sys
 import urllib.parse
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from fractions import Fraction
 from typing import Any, TextIO
 
 import httpx
-from langfuse._client.attributes import LangfuseOtelSpanAttributes as A
-from langfuse._client.attributes import create_span_attributes
-from langfuse._client.constants import LANGFUSE_TRACER_NAME
-from langfuse._version import __version__ as langfuse_version
 from langfuse.api.client import LangfuseAPI
 from langfuse.api.core.api_error import ApiError
-from langfuse.api.scores.types.create_score_batch_results import CreateScoreBatchResults
-from opentelemetry import context as otel_context
-from opentelemetry import trace as otel_trace
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
-from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from config.settings import Settings
 from evals.dataset_run import SCORE_NAME
 from evals.datasets import GSM8K
+from feedback.exporter import APP_TRACER_NAME
+from feedback.langfuse_scores import REJECTED, RETRY, ScoresEndpoint
 from feedback.store import Store, StoreError
+from feedback.tracing import service_resource
 
 log = logging.getLogger(__name__)
 
 _IDS = uuid.UUID("6f1d3c2a-8b4e-4f7a-9c21-5e0b7d9a3f64")
 RUN_ITEM_SPAN = "dataset-run-item"
-# Dataset items and run items go in parallel calls of this many (the API takes one item a call).
+# Dataset items go in parallel calls of this many (the API takes one item a call).
 ITEM_CALLS_AT_ONCE = 8
+# One OTLP request holds at most this many spans, or about this many bytes of attributes (LLM
+# spans carry whole prompts: tens of KB each).
 SPANS_PER_EXPORT = 200
+BYTES_PER_EXPORT = 4_000_000
+
+LANGFUSE_VERSION = importlib.metadata.version("langfuse")
+# The SDK's tracer name (langfuse._client.constants, private): the server reads a span's scope.
+LANGFUSE_TRACER_NAME = "langfuse-sdk"
+# The scope of OpenInference's smolagents spans (its module name, what it passes to get_tracer).
+OPENINFERENCE_SCOPE = "openinference.instrumentation.smolagents"
+
+
+class LangfuseAttributes:
+    """The span attribute names the Langfuse SDK writes and the server reads, under the SDK's own
+    names (langfuse._client.attributes.LangfuseOtelSpanAttributes is a private module)."""
+
+    TRACE_USER_ID = "user.id"
+    TRACE_SESSION_ID = "session.id"
+    TRACE_TAGS = "langfuse.trace.tags"
+    OBSERVATION_TYPE = "langfuse.observation.type"
+    OBSERVATION_METADATA = "langfuse.observation.metadata"
+    OBSERVATION_LEVEL = "langfuse.observation.level"
+    OBSERVATION_STATUS_MESSAGE = "langfuse.observation.status_message"
+    OBSERVATION_INPUT = "langfuse.observation.input"
+    OBSERVATION_OUTPUT = "langfuse.observation.output"
+    EXPERIMENT_ID = "langfuse.experiment.id"
+    EXPERIMENT_NAME = "langfuse.experiment.name"
+    EXPERIMENT_DESCRIPTION = "langfuse.experiment.description"
+    EXPERIMENT_METADATA = "langfuse.experiment.metadata"
+    EXPERIMENT_DATASET_ID = "langfuse.experiment.dataset.id"
+    EXPERIMENT_ITEM_ID = "langfuse.experiment.item.id"
+    EXPERIMENT_ITEM_EXPECTED_OUTPUT = "langfuse.experiment.item.expected_output"
+    EXPERIMENT_ITEM_METADATA = "langfuse.experiment.item.metadata"
+    EXPERIMENT_ITEM_ROOT_OBSERVATION_ID = "langfuse.experiment.item.root_observation_id"
+
+
+A = LangfuseAttributes
+# What run_experiment propagates to every span of an item (its "experiment_*" propagated keys).
+EXPERIMENT_EVERY_SPAN = (
+    A.EXPERIMENT_ID,
+    A.EXPERIMENT_NAME,
+    A.EXPERIMENT_METADATA,
+    A.EXPERIMENT_DATASET_ID,
+    A.EXPERIMENT_ITEM_ID,
+    A.EXPERIMENT_ITEM_METADATA,
+    A.EXPERIMENT_ITEM_ROOT_OBSERVATION_ID,
+)
+# What it sets only on the item's root observation and on that observation's parent, the trace root.
+# (It also sets `langfuse.environment` = "sdk-experiment" on every span, and an item version when
+# run on a pinned dataset version. Not here: the traces are the app's own, already filed with their
+# scores under the app's environment, which a second environment would split from them.)
+EXPERIMENT_ROOTS_ONLY = (A.EXPERIMENT_DESCRIPTION, A.EXPERIMENT_ITEM_EXPECTED_OUTPUT)
 
 
 @dataclass(frozen=True)
@@ -78,6 +141,8 @@ class PublishReport:
     items: int = 0  # dataset items upserted
     linked: int = 0  # run items linked to their trace
     unlinked: int = 0  # results without a trace (not in the run in Langfuse)
+    resent: int = 0  # the agent's spans sent again with the run's attributes (its cost and latency)
+    without_spans: int = 0  # linked items whose spans are no longer in the store (no cost in the run)
     scores: dict[str, float] = field(default_factory=dict)  # run-level scores sent
     experiment_id: str | None = None
     url: str | None = None
@@ -125,6 +190,37 @@ def run_scores(results: Sequence[dict[str, Any]], other_means: dict[str, float])
     return scores
 
 
+def _serialized(value: Any) -> str | None:
+    return value if value is None or isinstance(value, str) else json.dumps(value, default=str)
+
+
+def observation_attributes(
+    *,
+    input: Any = None,
+    output: Any = None,
+    level: str | None = None,
+    status_message: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A span observation's attributes as the SDK writes them (its private create_span_attributes):
+    input and output JSON unless text, each metadata value JSON-encoded under its own key."""
+    attributes = {
+        A.OBSERVATION_TYPE: "span",
+        A.OBSERVATION_LEVEL: level,
+        A.OBSERVATION_STATUS_MESSAGE: status_message,
+        A.OBSERVATION_INPUT: _serialized(input),
+        A.OBSERVATION_OUTPUT: _serialized(output),
+        **{
+            f"{A.OBSERVATION_METADATA}.{key}": json.dumps(
+                value, separators=(",", ":"), ensure_ascii=False, default=str
+            )
+            for key, value in (metadata or {}).items()
+            if value is not None
+        },
+    }
+    return {k: v for k, v in attributes.items() if v is not None}
+
+
 @dataclass
 class _Run:
     name: str
@@ -132,7 +228,6 @@ class _Run:
     model: str | None
     created: float
     results: list[dict[str, Any]]
-    roots: dict[str, dict[str, Any]]  # trace id -> its root span (from the store)
     traces: dict[str, dict[str, Any]]
     other_means: dict[str, float]
     pending_item_scores: int
@@ -144,14 +239,6 @@ def _read_run(store: Store, run_name: str) -> _Run | None:
         return None
     results = store.rows("SELECT * FROM dataset_results WHERE run = :r ORDER BY item_id", {"r": run_name})
     mine = "SELECT trace_id FROM dataset_results WHERE run = :r AND trace_id IS NOT NULL"
-    roots = {
-        s["trace_id"]: s
-        for s in store.rows(
-            f"""SELECT trace_id, span_id, start_time, end_time FROM spans
-                WHERE parent_id IS NULL AND trace_id IN ({mine})""",
-            {"r": run_name},
-        )
-    }
     traces = {
         t["id"]: t
         for t in store.rows(
@@ -176,7 +263,7 @@ def _read_run(store: Store, run_name: str) -> _Run | None:
         {"r": run_name, "own": SCORE_NAME},
     )
     return _Run(
-        run["name"], run["dataset"], run["model"], float(run["created"]), results, roots, traces, means,
+        run["name"], run["dataset"], run["model"], float(run["created"]), results, traces, means,
         int((pending or {}).get("n") or 0),
     )  # fmt: skip
 
@@ -207,36 +294,56 @@ def _explain(exc: Exception, what: str, run_name: str, base_url: str) -> str:
     return f"Sending {what} to Langfuse failed ({type(exc).__name__}: {str(exc)[:200]}): {_later(run_name)}."
 
 
-class _GivenIds(IdGenerator):
-    """Hands out the ids the caller chose for the next span (stable ids make a re-publish an upsert)."""
-
-    def __init__(self) -> None:
-        self.trace_id = 0
-        self.span_id = 0
-
-    def generate_trace_id(self) -> int:
-        return self.trace_id
-
-    def generate_span_id(self) -> int:
-        return self.span_id
-
-
-class _Collect(SpanProcessor):
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-
-    def on_end(self, span: ReadableSpan) -> None:
-        self.spans.append(span)
-
-
 def _ns(epoch_s: float) -> int:
+    """Our own run item's times: the same at every publish (its start is in its upsert key)."""
     return int(epoch_s * 1e9)
 
 
+def _stored_ns(epoch_s: float) -> int:
+    """A stored span's time back in nanoseconds, as near its first export as the store's float
+    keeps it (a few hundred ns): the server keys a span on its start to the millisecond."""
+    return round(Fraction(epoch_s) * 1_000_000_000)
+
+
+def _attribute(value: Any) -> bool:
+    """Whether a stored value can be a span attribute again (a primitive, or a list of one kind)."""
+    if isinstance(value, (str, bool, int, float)):
+        return True
+    return (
+        isinstance(value, list)
+        and all(isinstance(v, (str, bool, int, float)) for v in value)
+        and len({type(v) for v in value}) <= 1
+    )
+
+
+def _context(trace_id: str, span_id: str) -> SpanContext:
+    return SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=False, trace_flags=TraceFlags(1))
+
+
+def _size(span: ReadableSpan) -> int:
+    return 200 + sum(len(k) + len(str(v)) for k, v in (span.attributes or {}).items())
+
+
+def _resource(settings: Settings) -> Resource:
+    """The resource the app's tracer provider gives its spans, which the store does not keep: the
+    server reads service.name and .version, telemetry.sdk.*, the environment and the release from
+    it. Without the random service.instance.id of this process, so a re-publish sends the same."""
+    resource = service_resource(settings)
+    return Resource({k: v for k, v in resource.attributes.items() if k != "service.instance.id"})
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 class _Publisher:
-    def __init__(self, settings: Settings, run: _Run) -> None:
+    def __init__(self, settings: Settings, run: _Run, store: Store) -> None:
         self.settings = settings
         self.run = run
+        self.store = store
         self.base_url = settings.langfuse_base_url.rstrip("/")
         timeout = max(1, int(round(settings.langfuse_timeout_s)))
         self._http = httpx.Client(timeout=timeout)
@@ -245,7 +352,7 @@ class _Publisher:
             username=settings.langfuse_public_key,
             password=settings.langfuse_secret_key,
             x_langfuse_sdk_name="python",
-            x_langfuse_sdk_version=langfuse_version,
+            x_langfuse_sdk_version=LANGFUSE_VERSION,
             x_langfuse_public_key=settings.langfuse_public_key,
             httpx_client=self._http,
             timeout=timeout,
@@ -253,6 +360,17 @@ class _Publisher:
         # A 5xx or 429 is tried again twice (the SDK's backoff); a refused connection is not.
         self.options: Any = {"max_retries": 2, "timeout_in_seconds": timeout}
         self.timeout = timeout
+        self.resource = _resource(settings)
+        # The scopes a stored span can have been exported under (the store does not keep its scope).
+        self.langfuse_scope = InstrumentationScope(
+            LANGFUSE_TRACER_NAME, LANGFUSE_VERSION, attributes={"public_key": settings.langfuse_public_key}
+        )
+        self.openinference_scope = InstrumentationScope(
+            OPENINFERENCE_SCOPE, _version("openinference-instrumentation-smolagents")
+        )
+        self.app_scope = InstrumentationScope(APP_TRACER_NAME)
+        self.resent = 0
+        self.without_spans = 0
 
     def close(self) -> None:
         self._http.close()
@@ -304,84 +422,143 @@ class _Publisher:
                 pass
         return len(run.results)
 
-    def run_item_spans(self, experiment_id: str, dataset_id: str) -> list[ReadableSpan]:
-        """One observation per item in the item's own trace, carrying what run_experiment puts on
-        its item observations (the experiment, dataset, item and root-observation ids)."""
-        run = self.run
-        ids, collect = _GivenIds(), _Collect()
-        provider = TracerProvider(id_generator=ids, shutdown_on_exit=False)
-        provider.add_span_processor(collect)
-        tracer = provider.get_tracer(
-            LANGFUSE_TRACER_NAME,
-            langfuse_version,
-            attributes={"public_key": self.settings.langfuse_public_key},
-        )
-        description = (
-            f"python -m evals dataset run {run.dataset} --run-name {run.name} (model {run.model or '?'})"
-        )
-        experiment_metadata = json.dumps({"dataset": run.dataset, "run": run.name, "model": run.model})
-        for r in run.results:
-            trace_id = r["trace_id"]
-            if not trace_id:
-                continue
-            item_id = dataset_item_id(run.dataset, r["item_id"])
-            span_id = run_item_span_id(experiment_id, item_id)
-            ids.trace_id, ids.span_id = int(trace_id, 16), int(span_id, 16)
-            root = run.roots.get(trace_id)
-            trace = run.traces.get(trace_id) or {}
-            if root is not None:
-                parent = SpanContext(
-                    int(trace_id, 16), int(root["span_id"], 16), is_remote=True, trace_flags=TraceFlags(1)
-                )
-                ctx = otel_trace.set_span_in_context(NonRecordingSpan(parent))
-            else:
-                ctx = otel_context.Context()  # spans pruned from the store: a root of the same trace
-            start = (root or trace).get("start_time") or r["created"] - (r["latency_ms"] or 0) / 1000
-            end = (root or trace).get("end_time") or r["created"]
-            attributes: dict[str, Any] = {
-                **create_span_attributes(
-                    input=r["input"],
-                    output=r["answer"],
-                    level="ERROR" if r["error"] else None,
-                    status_message=r["error"],
-                    metadata={
-                        "experiment_name": run.dataset,
-                        "experiment_run_name": run.name,
-                        "dataset_id": dataset_id,
-                        "dataset_item_id": item_id,
-                        "item_id": r["item_id"],
-                        "strict": bool(r["strict"]),
-                        "flexible": bool(r["flexible"]),
-                        "has_number": bool(r["has_number"]),
-                        "latency_ms": r["latency_ms"],
-                    },
-                ),
-                A.EXPERIMENT_ID: experiment_id,
-                A.EXPERIMENT_NAME: run.name,
-                A.EXPERIMENT_DESCRIPTION: description,
-                A.EXPERIMENT_METADATA: experiment_metadata,
-                A.EXPERIMENT_DATASET_ID: dataset_id,
-                A.EXPERIMENT_ITEM_ID: item_id,
-                A.EXPERIMENT_ITEM_EXPECTED_OUTPUT: r["expected"] or "",
-                A.EXPERIMENT_ITEM_METADATA: json.dumps({"item_id": r["item_id"], "dataset": run.dataset}),
-                A.EXPERIMENT_ITEM_ROOT_OBSERVATION_ID: span_id,
-            }
-            # The trace's own attributes, as the app propagates them to every span of a turn.
-            if trace.get("user_id"):
-                attributes[A.TRACE_USER_ID] = trace["user_id"]
-            if trace.get("session_id"):
-                attributes[A.TRACE_SESSION_ID] = trace["session_id"]
-            tags = json.loads(trace["tags"]) if trace.get("tags") else None
-            if isinstance(tags, list) and tags:
-                attributes[A.TRACE_TAGS] = [str(t) for t in tags]
-            span = tracer.start_span(RUN_ITEM_SPAN, context=ctx, attributes=attributes, start_time=_ns(start))
-            if r["error"]:
-                span.set_status(Status(StatusCode.ERROR, r["error"]))
-            span.end(end_time=_ns(max(start, end)))
-        provider.shutdown()
-        return collect.spans
+    def scope_of(self, attributes: dict[str, Any]) -> InstrumentationScope:
+        """The scope a stored span was first exported under, which the server reads (whether its
+        attributes go to the metadata, how its input is found): OpenInference's spans have a span
+        kind; the root the app opens without Langfuse sets `input.value`, which the Langfuse SDK,
+        which opens the root otherwise, never does."""
+        if "openinference.span.kind" in attributes:
+            return self.openinference_scope
+        if "input.value" in attributes:
+            return self.app_scope
+        return self.langfuse_scope
 
-    def export(self, spans: list[ReadableSpan]) -> None:
+    def stored_span(self, row: dict[str, Any], extra: dict[str, Any]) -> ReadableSpan:
+        """One of the agent's spans as it was exported during the run, plus `extra` attributes:
+        same ids, same times, same attributes (the cost details and token counts where they were)."""
+        attributes = {k: v for k, v in json.loads(row["attributes"] or "{}").items() if _attribute(v)}
+        attributes.update(extra)
+        error = row["status"] == "ERROR"
+        return ReadableSpan(
+            name=row["name"],
+            context=_context(row["trace_id"], row["span_id"]),
+            parent=_context(row["trace_id"], row["parent_id"]) if row["parent_id"] else None,
+            resource=self.resource,
+            attributes=attributes,
+            kind=SpanKind.INTERNAL,
+            status=Status(StatusCode.ERROR, row["status_message"]) if error else Status(StatusCode.UNSET),
+            start_time=_stored_ns(row["start_time"]),
+            end_time=_stored_ns(row["end_time"]),
+            instrumentation_scope=self.scope_of(attributes),
+        )
+
+    def stored_spans(self, trace_id: str) -> list[dict[str, Any]]:
+        try:
+            return self.store.spans_of(trace_id)
+        except StoreError as exc:
+            raise _Failed(
+                f"Cannot read the spans of trace {trace_id} from the store ({exc}): {_later(self.run.name)}."
+            ) from exc
+
+    def item_spans(self, experiment_id: str, dataset_id: str, result: dict[str, Any]) -> list[ReadableSpan]:
+        """One item's spans in its own trace: its root observation (RUN_ITEM_SPAN, under the agent's
+        root span) and the agent's stored spans, each with the attributes run_experiment gives it."""
+        run, r = self.run, result
+        trace_id = r["trace_id"]
+        item_id = dataset_item_id(run.dataset, r["item_id"])
+        span_id = run_item_span_id(experiment_id, item_id)
+        stored = self.stored_spans(trace_id)
+        root = next((s for s in stored if s["parent_id"] is None), None)
+        trace = run.traces.get(trace_id) or {}
+        every_span = {
+            A.EXPERIMENT_ID: experiment_id,
+            A.EXPERIMENT_NAME: run.name,
+            A.EXPERIMENT_METADATA: json.dumps({"dataset": run.dataset, "run": run.name, "model": run.model}),
+            A.EXPERIMENT_DATASET_ID: dataset_id,
+            A.EXPERIMENT_ITEM_ID: item_id,
+            A.EXPERIMENT_ITEM_METADATA: json.dumps({"item_id": r["item_id"], "dataset": run.dataset}),
+            A.EXPERIMENT_ITEM_ROOT_OBSERVATION_ID: span_id,
+        }
+        roots_only = {
+            A.EXPERIMENT_DESCRIPTION: (
+                f"python -m evals dataset run {run.dataset} --run-name {run.name} (model {run.model or '?'})"
+            ),
+            A.EXPERIMENT_ITEM_EXPECTED_OUTPUT: r["expected"] or "",
+        }
+        start = (root or trace).get("start_time") or r["created"] - (r["latency_ms"] or 0) / 1000
+        end = (root or trace).get("end_time") or r["created"]
+        attributes: dict[str, Any] = {
+            **observation_attributes(
+                input=r["input"],
+                output=r["answer"],
+                level="ERROR" if r["error"] else None,
+                status_message=r["error"],
+                metadata={
+                    "experiment_name": run.dataset,
+                    "experiment_run_name": run.name,
+                    "dataset_id": dataset_id,
+                    "dataset_item_id": item_id,
+                    "item_id": r["item_id"],
+                    "strict": bool(r["strict"]),
+                    "flexible": bool(r["flexible"]),
+                    "has_number": bool(r["has_number"]),
+                    "latency_ms": r["latency_ms"],
+                },
+            ),
+            **every_span,
+            **roots_only,
+        }
+        # The trace's own attributes, as the app propagates them to every span of a turn.
+        if trace.get("user_id"):
+            attributes[A.TRACE_USER_ID] = trace["user_id"]
+        if trace.get("session_id"):
+            attributes[A.TRACE_SESSION_ID] = trace["session_id"]
+        tags = json.loads(trace["tags"]) if trace.get("tags") else None
+        if isinstance(tags, list) and tags:
+            attributes[A.TRACE_TAGS] = [str(t) for t in tags]
+        item = ReadableSpan(
+            name=RUN_ITEM_SPAN,
+            context=_context(trace_id, span_id),
+            # Spans pruned from the store: a root of the same trace, as before the spans were sent.
+            parent=_context(trace_id, root["span_id"]) if root is not None else None,
+            resource=self.resource,
+            attributes=attributes,
+            kind=SpanKind.INTERNAL,
+            status=Status(StatusCode.ERROR, r["error"]) if r["error"] else Status(StatusCode.UNSET),
+            start_time=_ns(start),
+            end_time=_ns(max(start, end)),
+            instrumentation_scope=self.langfuse_scope,
+        )
+        if not stored:
+            self.without_spans += 1
+        self.resent += len(stored)
+        return [item] + [
+            self.stored_span(s, {**every_span, **(roots_only if s is root else {})}) for s in stored
+        ]
+
+    def publish_items(self, experiment_id: str, dataset_id: str) -> int:
+        """Send every linked item's spans, a store read per item and a request per batch (a run's
+        spans with their prompts do not all fit in memory or one request); the items linked."""
+        batch: list[ReadableSpan] = []
+        size = linked = 0
+        with self.exporter() as export:
+            for result in self.run.results:
+                if not result["trace_id"]:
+                    continue
+                linked += 1
+                for span in self.item_spans(experiment_id, dataset_id, result):
+                    batch.append(span)
+                    size += _size(span)
+                    if len(batch) >= SPANS_PER_EXPORT or size >= BYTES_PER_EXPORT:
+                        export(batch)
+                        batch, size = [], 0
+            if batch:
+                export(batch)
+        return linked
+
+    @contextlib.contextmanager
+    def exporter(self) -> Iterator[Any]:
+        """A function that sends a batch of spans to the OTLP endpoint or raises _Failed."""
         auth = base64.b64encode(
             f"{self.settings.langfuse_public_key}:{self.settings.langfuse_secret_key}".encode()
         ).decode("ascii")
@@ -390,28 +567,33 @@ class _Publisher:
             headers={
                 "Authorization": f"Basic {auth}",
                 "x-langfuse-sdk-name": "python",
-                "x-langfuse-sdk-version": langfuse_version,
+                "x-langfuse-sdk-version": LANGFUSE_VERSION,
                 "x-langfuse-public-key": self.settings.langfuse_public_key,
                 "x-langfuse-ingestion-version": "4",
             },
             timeout=self.timeout,
             compression=Compression.Gzip,
         )
+
+        def export(spans: list[ReadableSpan]) -> None:
+            try:
+                result = exporter.export(spans)
+            except Exception as exc:  # noqa: BLE001 - reported, never raised
+                raise _Failed(_explain(exc, "the run's items", self.run.name, self.base_url)) from exc
+            if result is not SpanExportResult.SUCCESS:
+                raise _Failed(
+                    f"Langfuse did not take the run's items (the trace export to {self.base_url} failed): "
+                    f"{_later(self.run.name)}."
+                )
+
         try:
-            for start in range(0, len(spans), SPANS_PER_EXPORT):
-                try:
-                    result = exporter.export(spans[start : start + SPANS_PER_EXPORT])
-                except Exception as exc:  # noqa: BLE001 - reported, never raised
-                    raise _Failed(_explain(exc, "the run's items", self.run.name, self.base_url)) from exc
-                if result is not SpanExportResult.SUCCESS:
-                    raise _Failed(
-                        f"Langfuse did not take the run's items (the trace export to {self.base_url} failed): "
-                        f"{_later(self.run.name)}."
-                    )
+            yield export
         finally:
             exporter.shutdown()
 
     def send_scores(self, experiment_id: str, scores: dict[str, float]) -> None:
+        """One call per run score, in whichever form this server takes (ScoresEndpoint): self-hosted
+        servers take one score object a call and refuse a list, the current one takes a list."""
         run = self.run
         n = len(run.results)
         correct = sum(int(r["strict"]) for r in run.results)
@@ -421,7 +603,7 @@ class _Publisher:
             "accuracy": f"{correct}/{n} right (the final number, exactly)",
             "flexible_accuracy": f"{sum(int(r['flexible']) for r in run.results)}/{n} right (the last number)",
         }
-        body = [
+        bodies = [
             {
                 "id": run_score_id(experiment_id, name),
                 "datasetRunId": experiment_id,
@@ -435,9 +617,27 @@ class _Publisher:
             for name, value in scores.items()
             if math.isfinite(value)
         ]
-        result = self.call("the run's scores", self.api.scores.create, request=body)
-        if isinstance(result, CreateScoreBatchResults) and result.rejected:
-            reasons = "; ".join(error.message for error in result.errors) or "rejected"
+        endpoint = ScoresEndpoint(
+            self.base_url,
+            self.settings.langfuse_public_key,
+            self.settings.langfuse_secret_key,
+            self.settings.langfuse_timeout_s,
+        )
+        rejected = []
+        try:
+            for body in bodies:
+                delivery = endpoint.create(body)
+                if delivery.outcome == RETRY:
+                    raise _Failed(
+                        f"Langfuse could not take the run's scores now ({delivery.message[:200]}), "
+                        f"a later publish sends them: {_later(run.name)}."
+                    )
+                if delivery.outcome == REJECTED:
+                    rejected.append(f"{body['name']}: {delivery.message}")
+        finally:
+            endpoint.close()
+        if rejected:
+            reasons = "; ".join(rejected)
             raise _Failed(f"Langfuse rejected the run's scores ({reasons[:200]}): {_later(run.name)}.")
 
 
@@ -467,7 +667,7 @@ def publish_run(settings: Settings, store: Store, run_name: str) -> PublishRepor
             f"The run {run_name!r} has no results yet: nothing to publish.",
             run.dataset,
         )
-    publisher = _Publisher(settings, run)
+    publisher = _Publisher(settings, run, store)
     sent = False
     scores = run_scores(run.results, run.other_means)
     try:
@@ -476,8 +676,7 @@ def publish_run(settings: Settings, store: Store, run_name: str) -> PublishRepor
         sent = True
         items = publisher.upsert_items()
         experiment_id = experiment_id_for(project_id, dataset_id, run.name)
-        spans = publisher.run_item_spans(experiment_id, dataset_id)
-        publisher.export(spans)
+        linked = publisher.publish_items(experiment_id, dataset_id)
         publisher.send_scores(experiment_id, scores)
     except _Failed as exc:
         return PublishReport(run_name, False, sent, str(exc), dataset=run.dataset)
@@ -493,11 +692,17 @@ def publish_run(settings: Settings, store: Store, run_name: str) -> PublishRepor
         f"{publisher.base_url}/project/{urllib.parse.quote(project_id)}/experiments/results"
         f"?baseline={urllib.parse.quote(experiment_id, safe='')}"
     )
-    unlinked = len(run.results) - len(spans)
+    unlinked = len(run.results) - linked
+    missing = publisher.without_spans
     message = (
-        f"Published run {run_name!r} to Langfuse: dataset {run.dataset!r}, {len(spans)} items linked to their "
+        f"Published run {run_name!r} to Langfuse: dataset {run.dataset!r}, {linked} items linked to their "
         f"traces, accuracy {scores['accuracy']:.1%}"
         + (f", {unlinked} items without a trace not linked" if unlinked else "")
+        + (
+            f", {missing} items whose spans are no longer in the store (their cost is not in the run)"
+            if missing
+            else ""
+        )
         + (
             f", {run.pending_item_scores} item scores still waiting in the outbox (python -m feedback sync)"
             if run.pending_item_scores
@@ -506,8 +711,9 @@ def publish_run(settings: Settings, store: Store, run_name: str) -> PublishRepor
         + f" ({url})."
     )
     return PublishReport(
-        run_name, True, True, message, dataset=run.dataset, items=items, linked=len(spans), unlinked=unlinked,
-        scores=scores, experiment_id=experiment_id, url=url, pending_item_scores=run.pending_item_scores,
+        run_name, True, True, message, dataset=run.dataset, items=items, linked=linked, unlinked=unlinked,
+        resent=publisher.resent, without_spans=missing, scores=scores, experiment_id=experiment_id, url=url,
+        pending_item_scores=run.pending_item_scores,
     )  # fmt: skip
 
 

@@ -50,8 +50,7 @@ class FeedbackBackends:
             retention = RetentionLoop(store, settings.store_retention_days, interval_s=retention_interval_s)
         telemetry = Telemetry.from_settings(settings, store, export_delay_ms=export_delay_ms)
         if settings.langfuse_enabled:
-            assert telemetry.langfuse is not None
-            sink = LangfuseSink(telemetry.langfuse, timeout_s=settings.langfuse_timeout_s)
+            sink = LangfuseSink.from_settings(settings)
             outbox = Outbox(
                 store,
                 sink,
@@ -124,5 +123,7 @@ class FeedbackBackends:
             self.retention.stop()
         if self.outbox is not None:
             self.outbox.stop(flush_timeout_s=5.0)
+        if self.sink is not None:
+            self.sink.close()
         self.telemetry.shutdown()
         self.store.close()

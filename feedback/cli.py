@@ -175,15 +175,7 @@ def cmd_sync(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     if not settings.langfuse_enabled:
         out.write("Langfuse is not configured: set LANGFUSE_PUBLIC_KEY and LANGFUSE_SECRET_KEY.\n")
         return 1
-    from langfuse import Langfuse
-
-    client = Langfuse(
-        public_key=settings.langfuse_public_key,
-        secret_key=settings.langfuse_secret_key,
-        base_url=settings.langfuse_base_url,
-        tracing_enabled=False,
-    )
-    outbox = Outbox(store, LangfuseSink(client, timeout_s=settings.langfuse_timeout_s))
+    outbox = Outbox(store, LangfuseSink.from_settings(settings))
     store.retry_now()
     total = store.delivery_counts()["pending"]
     done = 0

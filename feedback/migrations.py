@@ -372,6 +372,13 @@ def m010_dashboard(db: Connection) -> None:
         db.exec_driver_sql(statement)
 
 
+def m011_score_sent_at(db: Connection) -> None:
+    # When the last create of a score was sent: Langfuse lands a create seconds after it
+    # arrives but runs a delete at once, so an undo must be sent again once the create landed;
+    # and a server that files scores by the day it received them needs the day it was sent.
+    _run(db, "ALTER TABLE scores ADD COLUMN remote_sent_at REAL NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_traces_and_spans", m001_traces_and_spans),
     ("002_scores", m002_scores),
@@ -383,6 +390,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("008_costs", m008_costs),
     ("009_dataset_items", m009_dataset_items),
     ("010_dashboard", m010_dashboard),
+    ("011_score_sent_at", m011_score_sent_at),
 ]
 
 

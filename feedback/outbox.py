@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from feedback.langfuse_scores import lands_by, same_server_day
 from feedback.langfuse_sink import ACCEPTED, REJECTED, Delivery, LangfuseSink
 from feedback.store import ScoreRow, Store, StoreError
 
@@ -158,6 +159,7 @@ class Outbox:
                 log.info("Took over %d rating(s) from outbox %s, whose process has ended", freed, owner)
 
     def deliver(self, score: ScoreRow) -> Delivery:
+        sent_at = 0.0
         if score.deleted:
             if not score.remote_exists:
                 # Never sent, so there is nothing in Langfuse to delete.
@@ -165,12 +167,21 @@ class Outbox:
                 return Delivery(ACCEPTED, "never sent")
             result = self._sink.delete(score.id)
             exists_after = False
+            again = lands_by(score.remote_sent_at)
+            if result.outcome == ACCEPTED and score.remote_sent_at and time.time() < again:
+                # Langfuse ran the delete at once, but the last create may land after it and
+                # bring the score back: delete once more when that create has surely landed.
+                self._store.delete_again_at(score.id, score.version, again, owner=self.owner)
+                return Delivery(ACCEPTED, "deleted; deleting again once the last create has landed")
         else:
-            result = self._sink.send(score)
+            result = self._replace_from_earlier_day(score)
+            if result is None:
+                sent_at = time.time()
+                result = self._sink.send(score)
             exists_after = True
         if result.outcome == ACCEPTED:
             self._store.mark_delivered(
-                score.id, score.version, exists_remotely=exists_after, owner=self.owner
+                score.id, score.version, exists_remotely=exists_after, owner=self.owner, sent_at=sent_at
             )
         elif result.outcome == REJECTED:
             log.warning("Langfuse rejected score %s: %s", score.id, result.message)
@@ -183,8 +194,25 @@ class Outbox:
                 result.message,
                 delay,
             )
-            self._store.mark_retry(score.id, result.message, time.time() + delay, owner=self.owner)
+            self._store.mark_retry(
+                score.id, result.message, time.time() + delay, owner=self.owner, sent_at=sent_at
+            )
         return result
+
+    def _replace_from_earlier_day(self, score: ScoreRow) -> Delivery | None:
+        """Delete a score first when the server would file its new state as a second row.
+
+        A server that drops `timestamp` files a score under the day it received it, and keeps
+        one row per (day, name, id): a vote changed on a later UTC day would be counted twice.
+        The delete runs at once and the create lands seconds later, so one row remains.
+        Returns the failed delete's outcome, or None to go on with the create.
+        """
+        if not score.remote_exists or not score.remote_sent_at or self._sink.keeps_timestamp:
+            return None
+        if same_server_day(score.remote_sent_at, time.time()):
+            return None
+        result = self._sink.delete(score.id)
+        return None if result.outcome == ACCEPTED else result
 
 
 def _alive(pid: int) -> bool:

@@ -7,10 +7,19 @@ each finished span first:
   OpenInference sets that output to the repr of every step it yielded, each step's model
   input included: tens of KB per turn, growing with the square of the chat's length. The
   turn marks the answer on the span (`app.final_output`) and the shaper puts it in place.
-- OpenInference's flattened copies of the input messages (`llm.input_messages.*`) are not
-  recorded at all (`TraceConfig(hide_input_messages=True)`): the same messages are in
-  `input.value`. That keeps LLM spans far below the attribute limit, which is raised on
-  purpose anyway, so no attribute is ever dropped by chance.
+- an LLM call's input becomes the chat it was: OpenInference writes `input.value` as JSON of
+  the call's arguments with every smolagents ChatMessage as its Python repr, which Langfuse
+  shows as a string, not as messages. The same messages also come flattened
+  (`llm.input_messages.N.message.role/content/...`); the shaper rebuilds them into a JSON list
+  of {role, content, tool_calls} (what Langfuse's chat view renders) and drops the flattened
+  copies, so LLM spans stay far below the attribute limit (raised on purpose anyway).
+- token counts stay on LLM spans only. OpenInference also puts the run's totals on the agent
+  and step spans, and Langfuse sums usage over every observation of a trace
+  (packages/shared/src/server/otel/OtelIngestionProcessor.ts): a turn would count twice or more.
+- a span with a parent is never marked a root. Langfuse's SDK marks the first span it exports in
+  an agent process (whose parent, the turn's root, lives in the app's process) with
+  `langfuse.internal.is_app_root`, and the server takes that as a second root of the trace
+  (packages/shared/src/eventsTable.ts).
 - each LLM call gets its cost (`langfuse.observation.cost_details`, which Langfuse shows as
   the observation's cost and the store reads back), and the trace's root its total as trace
   metadata (`cost_usd`: dollars, or "unknown" when any call's price is unknown).
@@ -21,6 +30,8 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SynchronousMultiSpanProcessor
 
@@ -30,6 +41,12 @@ from feedback.costs import Pricing
 # OpenInference dump of every streamed step as the span's output when the span ends.
 FINAL_OUTPUT_ATTRIBUTE = "app.final_output"
 
+SPAN_KIND = "openinference.span.kind"
+INPUT_VALUE = "input.value"
+INPUT_MIME_TYPE = "input.mime_type"
+INPUT_MESSAGES = "llm.input_messages."
+USAGE_PREFIXES = ("llm.token_count.", "gen_ai.usage.")
+IS_APP_ROOT = "langfuse.internal.is_app_root"
 OUTPUT_VALUE = "output.value"
 OUTPUT_MIME_TYPE = "output.mime_type"
 COST_DETAILS = "langfuse.observation.cost_details"
@@ -59,15 +76,95 @@ def int_or_none(value: object) -> int | None:
     return int(value) if isinstance(value, (int, float)) else None
 
 
+def _needs_shaping(span: ReadableSpan, attributes: Mapping[str, Any]) -> bool:
+    if FINAL_OUTPUT_ATTRIBUTE in attributes:
+        return True
+    if span.parent is not None and IS_APP_ROOT in attributes:
+        return True
+    is_llm = attributes.get(SPAN_KIND) == "LLM"
+    return any(
+        (is_llm and key.startswith(INPUT_MESSAGES)) or (not is_llm and key.startswith(USAGE_PREFIXES))
+        for key in attributes
+    )
+
+
+def chat_messages(attributes: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The call's messages, rebuilt from OpenInference's flattened `llm.input_messages.*`.
+
+    Keys look like `llm.input_messages.0.message.role`, `...message.content` (a string) or
+    `...message.contents.1.message_content.text` (parts), and
+    `...message.tool_calls.0.tool_call.function.name` / `.arguments`.
+    """
+    messages: dict[int, dict[str, Any]] = {}
+    for key, value in attributes.items():
+        if not key.startswith(INPUT_MESSAGES):
+            continue
+        index, _, rest = key[len(INPUT_MESSAGES) :].partition(".")
+        if not index.isdigit() or not rest.startswith("message."):
+            continue
+        message = messages.setdefault(int(index), {"parts": {}, "tool_calls": {}})
+        field_path = rest[len("message.") :]
+        if field_path in ("role", "content", "name", "tool_call_id"):
+            message[field_path] = value
+        elif field_path.startswith("contents."):
+            part, _, leaf = field_path[len("contents.") :].partition(".")
+            if part.isdigit():
+                message["parts"].setdefault(int(part), {})[leaf.removeprefix("message_content.")] = value
+        elif field_path.startswith("tool_calls."):
+            call, _, leaf = field_path[len("tool_calls.") :].partition(".")
+            if call.isdigit():
+                message["tool_calls"].setdefault(int(call), {})[leaf.removeprefix("tool_call.")] = value
+    rebuilt = []
+    for _, message in sorted(messages.items()):
+        content = message.get("content")
+        if content is None and message["parts"]:
+            texts = []
+            for _, part in sorted(message["parts"].items()):
+                if part.get("type", "text") == "text" or "text" in part:
+                    texts.append(str(part.get("text", "")))
+                else:
+                    texts.append(f"[{part.get('type')}]")
+            content = "\n".join(texts)
+        entry: dict[str, Any] = {"role": message.get("role") or "user", "content": content or ""}
+        calls = [
+            {
+                "id": call.get("id"),
+                "type": "function",
+                "function": {"name": call.get("function.name"), "arguments": call.get("function.arguments")},
+            }
+            for _, call in sorted(message["tool_calls"].items())
+        ]
+        if calls:
+            entry["tool_calls"] = calls
+        for extra_key in ("name", "tool_call_id"):
+            if message.get(extra_key):
+                entry[extra_key] = message[extra_key]
+        rebuilt.append(entry)
+    return rebuilt
+
+
 def shape(span: ReadableSpan, extra: dict[str, object] | None = None) -> ReadableSpan:
     """The span as it is exported; the same object when nothing needs to change."""
     attributes = span.attributes or {}
-    if FINAL_OUTPUT_ATTRIBUTE not in attributes and not extra:
+    if not extra and not _needs_shaping(span, attributes):
         return span
-    shaped = {k: v for k, v in attributes.items() if k != FINAL_OUTPUT_ATTRIBUTE}
+    is_llm = attributes.get(SPAN_KIND) == "LLM"
+    shaped = {
+        k: v
+        for k, v in attributes.items()
+        if k != FINAL_OUTPUT_ATTRIBUTE
+        and not (is_llm and k.startswith(INPUT_MESSAGES))
+        and not (not is_llm and k.startswith(USAGE_PREFIXES))
+        and not (span.parent is not None and k == IS_APP_ROOT)
+    }
     if FINAL_OUTPUT_ATTRIBUTE in attributes:
         shaped[OUTPUT_VALUE] = attributes[FINAL_OUTPUT_ATTRIBUTE]
         shaped[OUTPUT_MIME_TYPE] = "text/plain"
+    if is_llm:
+        messages = chat_messages(attributes)
+        if messages:
+            shaped[INPUT_VALUE] = json.dumps(messages, ensure_ascii=False, default=str)
+            shaped[INPUT_MIME_TYPE] = "application/json"
     shaped.update(extra or {})
     return ReadableSpan(
         name=span.name,

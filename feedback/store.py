@@ -74,6 +74,8 @@ class ScoreRow:
     # (JSON: an evaluator's name, version and the trace of its judge call).
     string_value: str | None = None
     metadata: str | None = None
+    # When the last create of this score was sent to Langfuse (epoch seconds; 0: never).
+    remote_sent_at: float = 0.0
 
     @property
     def delivery(self) -> str:
@@ -593,17 +595,48 @@ class Store:
             ).rowcount
 
     def mark_delivered(
-        self, score_id: str, version: int, *, exists_remotely: bool, owner: str | None = None
+        self,
+        score_id: str,
+        version: int,
+        *,
+        exists_remotely: bool,
+        owner: str | None = None,
+        sent_at: float = 0.0,
     ) -> None:
+        """Langfuse took this version; `sent_at` is when a create was sent (0 for a delete)."""
         with self.transaction() as db:
             db.execute(
                 _q(
                     f"""UPDATE scores SET delivered_version = {self._LATE} ELSE
                            {_greatest("delivered_version", ":version")} END,
-                       remote_exists = :exists, delivery_error = NULL, attempts = 0, {self._RELEASE}
+                       remote_exists = :exists, delivery_error = NULL, attempts = 0,
+                       remote_sent_at = {_greatest("remote_sent_at", ":sent")}, {self._RELEASE}
                    WHERE id = :id"""
                 ),
-                {"version": version, "exists": int(exists_remotely), "id": score_id, "owner": owner},
+                {
+                    "version": version,
+                    "exists": int(exists_remotely),
+                    "id": score_id,
+                    "owner": owner,
+                    "sent": sent_at,
+                },
+            )
+
+    def delete_again_at(self, score_id: str, version: int, at: float, *, owner: str | None = None) -> None:
+        """A delete was taken while a create of the score may still land: stay pending, due at `at`.
+
+        The lease is given back either way; a score changed meanwhile is delivered as usual.
+        """
+        with self.transaction() as db:
+            db.execute(
+                _q(
+                    f"""UPDATE scores SET next_attempt_at = CASE WHEN version = :version THEN :at
+                           ELSE next_attempt_at END,
+                       delivery_error = CASE WHEN version = :version THEN NULL ELSE delivery_error END,
+                       {self._RELEASE}
+                   WHERE id = :id"""
+                ),
+                {"at": at, "id": score_id, "version": version, "owner": owner},
             )
 
     def mark_rejected(self, score_id: str, version: int, message: str, *, owner: str | None = None) -> None:
@@ -618,16 +651,24 @@ class Store:
             )
 
     def mark_retry(
-        self, score_id: str, error: str, next_attempt_at: float, *, owner: str | None = None
+        self,
+        score_id: str,
+        error: str,
+        next_attempt_at: float,
+        *,
+        owner: str | None = None,
+        sent_at: float = 0.0,
     ) -> None:
+        """Try again later; `sent_at` is when a create was sent that may still have arrived."""
         with self.transaction() as db:
             db.execute(
                 _q(
                     f"""UPDATE scores SET attempts = attempts + 1, delivery_error = :error,
-                       next_attempt_at = :at, {self._RELEASE}
+                       next_attempt_at = :at, remote_sent_at = {_greatest("remote_sent_at", ":sent")},
+                       {self._RELEASE}
                    WHERE id = :id"""
                 ),
-                {"error": error, "at": next_attempt_at, "id": score_id, "owner": owner},
+                {"error": error, "at": next_attempt_at, "id": score_id, "owner": owner, "sent": sent_at},
             )
 
     def retry_now(self) -> None:

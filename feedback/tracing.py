@@ -21,10 +21,12 @@ from openinference.instrumentation import TraceConfig
 from openinference.instrumentation.smolagents import SmolagentsInstrumentor
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCode, TraceFlags
 
+from config import __version__
 from config.settings import Settings
 from feedback.costs import Pricing
 from feedback.exporter import APP_TRACER_NAME, StoreSpanExporter
@@ -37,6 +39,26 @@ log = logging.getLogger(__name__)
 EVALUATION_TAG = "evaluation"
 
 _instrument_lock = threading.Lock()
+
+
+def service_resource(settings: Settings | None = None) -> Resource:
+    """Who sends these spans: the service, its version, environment and release.
+
+    OpenTelemetry backends read `service.*` and `deployment.environment.name`; Langfuse reads its
+    environment from `langfuse.environment` (then the deployment keys) and its release from
+    `langfuse.release`, on the span or the resource (OtelIngestionProcessor.ts extractEnvironment).
+    """
+    settings = settings or Settings()
+    release = settings.release or __version__
+    return Resource.create(
+        {
+            "service.name": settings.service_name,
+            "service.version": __version__,
+            "deployment.environment.name": settings.environment,
+            "langfuse.environment": settings.environment,
+            "langfuse.release": release,
+        }
+    )
 
 
 def register_model_class(cls: type) -> None:
@@ -53,14 +75,14 @@ def register_model_class(cls: type) -> None:
 def instrument(provider: TracerProvider) -> None:
     """Point the process-wide smolagents instrumentation at this provider.
 
-    The flattened copies of each LLM call's input messages are left out: `input.value`
-    holds the same messages (see feedback/span_shaping.py).
+    Each LLM call's input messages are recorded flattened (`llm.input_messages.*`): the span
+    shaper rebuilds them into the chat Langfuse shows (see feedback/span_shaping.py).
     """
     with _instrument_lock:
         instrumentor = SmolagentsInstrumentor()
         if instrumentor.is_instrumented_by_opentelemetry:
             instrumentor.uninstrument()
-        instrumentor.instrument(tracer_provider=provider, config=TraceConfig(hide_input_messages=True))
+        instrumentor.instrument(tracer_provider=provider, config=TraceConfig(hide_input_messages=False))
 
 
 @dataclass
@@ -120,12 +142,17 @@ class Telemetry:
         langfuse: Langfuse | None = None,
         export_delay_ms: int = 200,
         pricing: Pricing | None = None,
+        resource: Resource | None = None,
     ) -> None:
         self.trace_name = trace_name
         self.tags = list(tags)
         # Every exporter added to this provider (ours, Langfuse's) sees shaped spans, with costs.
         self.shaper = ShapingSpanProcessor(pricing)
-        self.provider = TracerProvider(active_span_processor=self.shaper, span_limits=SPAN_LIMITS)
+        self.provider = TracerProvider(
+            active_span_processor=self.shaper,
+            span_limits=SPAN_LIMITS,
+            resource=resource or service_resource(),
+        )
         self.store_processor = BatchSpanProcessor(
             StoreSpanExporter(store), schedule_delay_millis=export_delay_ms
         )
@@ -144,6 +171,8 @@ class Telemetry:
         timeout_s: float,
         trace_name: str,
         tags: tuple[str, ...] = (),
+        environment: str | None = None,
+        release: str | None = None,
         **kwargs: Any,
     ) -> Telemetry:
         telemetry = cls(store, trace_name=trace_name, tags=tags, **kwargs)
@@ -154,6 +183,8 @@ class Telemetry:
             base_url=base_url,
             timeout=max(1, int(round(timeout_s))),
             tracer_provider=telemetry.provider,
+            environment=environment,
+            release=release,
         )
         return telemetry
 
@@ -165,6 +196,7 @@ class Telemetry:
             "tags": settings.app_tags,
             "export_delay_ms": export_delay_ms,
             "pricing": Pricing.from_settings(settings),
+            "resource": service_resource(settings),
         }
         if not settings.langfuse_enabled:
             return cls(store, **common)
@@ -174,6 +206,8 @@ class Telemetry:
             secret_key=settings.langfuse_secret_key,
             base_url=settings.langfuse_base_url,
             timeout_s=settings.langfuse_timeout_s,
+            environment=settings.environment,
+            release=settings.release or __version__,
             **common,
         )
 

@@ -21,6 +21,7 @@ from app import Runtime, create_runtime  # noqa: E402
 from config.settings import Settings, settings_from_env  # noqa: E402
 from feedback.database import sqlite_url  # noqa: E402
 from tests.fakes import FakeLangfuse, ScriptedModel  # noqa: E402
+from tests.langfuse_server import SINGLE  # noqa: E402
 from tests.pg_server import PostgresServer, require_pg_bin  # noqa: E402
 
 
@@ -57,8 +58,18 @@ def store_env(store_url: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def fake_langfuse() -> Iterator[FakeLangfuse]:
-    with FakeLangfuse() as server:
+def langfuse_generation() -> str:
+    """Which Langfuse server generation the stand-in plays (tests/langfuse_server.py).
+
+    Self-hosted (one score object per call) unless a test module asks for both: the Langfuse
+    tests override this fixture with `params=GENERATIONS`.
+    """
+    return SINGLE
+
+
+@pytest.fixture
+def fake_langfuse(langfuse_generation: str) -> Iterator[FakeLangfuse]:
+    with FakeLangfuse(langfuse_generation) as server:
         yield server
 
 

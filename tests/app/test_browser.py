@@ -12,6 +12,7 @@ import pytest
 
 from feedback.votes import score_id_for
 from tests.helpers import serve, wait_for
+from tests.langfuse_server import GENERATIONS, SINGLE
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -90,6 +91,58 @@ def test_like_one_answer_and_dislike_another_with_a_reason(browser, served):
     page.fill("#comment textarea", "wrong number")
     page.click("#comment-btn")
     wait_for(lambda: store.get_score(disliked.id).comment == "Incorrect; wrong number")
+
+
+@pytest.mark.parametrize("langfuse_generation", GENERATIONS)
+def test_two_people_rate_change_and_undo_and_langfuse_ends_as_the_store(browser, served):
+    """Against both server generations, with the server's delays: every rating on its trace
+    once, a change in place, an undo within a second gone, nothing refused."""
+    url, runtime, fake = served
+    ann = browser.new_context().new_page()
+    bob = browser.new_context().new_page()
+    ann.goto(url)
+    bob.goto(url)
+    _ask(ann, "ann one")
+    _ask(ann, "ann two")
+    _ask(bob, "bob one")
+
+    ann.locator('#chat button[aria-label="Like"]').nth(0).click()
+    ann.locator('#chat button[aria-label="Feedback"]').nth(1).click()
+    ann.locator("#chat .extra-feedback-option:visible", has_text="Incorrect").click()
+    bob.locator('#chat button[aria-label^="Like"]').first.click()
+    store = runtime.feedback.store
+    runtime.feedback.telemetry.flush()
+    traces = wait_for(
+        lambda: {t["input"]: t["id"] for t in store.list_traces()} if len(store.list_traces()) == 3 else None
+    )
+    wait_for(lambda: len(store.scores()) == 3, timeout=15)
+    # Bob takes his like back within a second; Ann changes her like into a dislike.
+    bob.locator('#chat button[aria-label^="Liked"]').first.click()
+    ann.locator('#chat button[aria-label^="Dislike"]').first.click()
+
+    one, two, bobs = traces["ann one"], traces["ann two"], traces["bob one"]
+    wait_for(lambda: store.get_score(score_id_for(bobs)).deleted, timeout=15)
+    wait_for(lambda: store.get_score(score_id_for(one)).value == 0.0, timeout=15)
+
+    def final() -> dict[str, tuple[str, float, str | None]]:
+        return {r["id"]: (r["traceId"], r["value"], r.get("comment")) for r in fake.state.rows()}
+
+    expected = {
+        score_id_for(one): (one, 0.0, None),
+        score_id_for(two): (two, 0.0, "Incorrect"),
+    }
+    # The server lands creates 5 s (15 s around midnight UTC) after they arrive: the undone
+    # like must be gone within 30 s of the undo, and stay gone.
+    wait_for(
+        lambda: final() == expected and store.delivery_counts()["pending"] == 0, timeout=30, interval=0.5
+    )
+    assert final() == expected
+    assert fake.state.upsert_violations == []
+    counts = store.delivery_counts()
+    assert (counts["pending"], counts["rejected"]) == (0, 0)
+    # Only the one call in the wrong form that taught the app this server's generation.
+    assert len(fake.state.score_refusals) == (1 if fake.generation == SINGLE else 0)
+    assert {s.id: s.value for s in store.scores()} == {k: v[1] for k, v in expected.items()}
 
 
 PAYLOAD = (

@@ -1,4 +1,5 @@
-"""A dataset run in Langfuse (the fake server): dataset, items, the run linked to the agent's traces."""
+"""A dataset run in Langfuse (the stand-in server, in both of its generations): dataset, items, the
+run linked to the agent's traces, whose spans carry the run's attributes as run_experiment's do."""
 
 from __future__ import annotations
 
@@ -8,20 +9,36 @@ from argparse import Namespace
 from types import SimpleNamespace
 
 import pytest
+from sqlalchemy import text
 
+from evals import langfuse_datasets
 from evals.dataset_run import SCORE_NAME, DatasetRun, score_id
 from evals.datasets import load_dataset
 from evals.gsm8k import expected_number
 from evals.langfuse_datasets import (
+    EXPERIMENT_EVERY_SPAN,
+    EXPERIMENT_ROOTS_ONLY,
     RUN_ITEM_SPAN,
     cmd_dataset_publish,
     dataset_item_id,
     publish_run,
+    run_item_span_id,
 )
-from tests.fakes import ScriptedModel, code_reply, last_task
+from feedback.langfuse_scores import REJECTED, RETRY, Delivery, ScoresEndpoint
+from tests.fakes import RecordedSpan, ScriptedModel, code_reply, last_task
+from tests.langfuse_server import BATCH, GENERATIONS, SINGLE
 
 ITEMS = load_dataset("gsm8k")[1][:5]
 ANSWERS = {item.input: expected_number(item.expected) for item in ITEMS}
+# A price for the scripted model, so each item's trace has a cost (dollars per million tokens).
+PRICES = '{"scripted-model": {"input": 1.5, "output": 4}}'
+EXPERIMENT_KEYS = {*EXPERIMENT_EVERY_SPAN, *EXPERIMENT_ROOTS_ONLY}
+
+
+@pytest.fixture(params=GENERATIONS)
+def langfuse_generation(request: pytest.FixtureRequest) -> str:
+    """Both server generations: run scores go one object a call to one, as a list to the other."""
+    return request.param
 
 
 def right_on_even_items(messages) -> str:
@@ -80,16 +97,18 @@ def test_a_run_is_published_with_each_item_on_its_own_trace(
         assert sent["metadata"]["item_id"] == item.id
     # One run item per result, in the item's own trace (no new trace), under the agent's root span.
     run_items = list(state.experiment_items.values())
-    assert len(run_items) == 5 and len(state.spans) == spans_before + 5
+    # ... and every span the app sent during the run, sent again with the run's attributes.
+    assert report.resent == spans_before and report.without_spans == 0
+    assert len(run_items) == 5 and len(state.spans) == 2 * spans_before + 5
     experiment = {s.attributes["langfuse.experiment.id"] for s in run_items}
     assert experiment == {report.experiment_id}
     by_item = {s.attributes["langfuse.experiment.item.id"]: s for s in run_items}
     for item in ITEMS:
         span = by_item[dataset_item_id("gsm8k", item.id)]
         trace_id = rows[item.id]["trace_id"]
-        (root,) = [s for s in fake_langfuse.spans_of(trace_id) if s.parent_id is None]
+        (root_id,) = {s.span_id for s in fake_langfuse.spans_of(trace_id) if s.parent_id is None}
         assert span.name == RUN_ITEM_SPAN
-        assert span.trace_id == trace_id and span.parent_id == root.span_id
+        assert span.trace_id == trace_id and span.parent_id == root_id
         assert span.attributes["langfuse.experiment.name"] == "first"
         assert span.attributes["langfuse.experiment.dataset.id"] == dataset["id"]
         assert span.attributes["langfuse.experiment.item.root_observation_id"] == span.span_id
@@ -120,7 +139,8 @@ def test_publishing_again_adds_nothing(make_settings, make_runtime, fake_langfus
     )  # sent again
     assert _counts(state) == before  # ... and upserted: nothing new in Langfuse
     run_posts = [p for p in state.score_posts if p.get("datasetRunId")]
-    assert len({(p["id"], p["timestamp"]) for p in run_posts}) == 2  # same ids, same timestamps
+    # Same ids, same timestamps (a self-hosted server takes none: it files them by arrival).
+    assert len({(p["id"], p.get("timestamp")) for p in run_posts}) == 2
     assert state.dataset_item_duplicates == []
     assert state.experiment_item_duplicates == []
     assert state.upsert_violations == []
@@ -201,6 +221,7 @@ def test_a_run_made_without_keys_is_published_later(make_settings, make_runtime,
     assert linked == {r["trace_id"] for r in rows.values()}
 
 
+@pytest.mark.parametrize("langfuse_generation", [BATCH])  # the SDK sends scores as a list
 def test_the_fake_counts_run_experiment_items_and_its_duplicates(fake_langfuse):
     """The fake's check against the SDK's own experiment runner: run twice, run_experiment makes a
     second run item (new trace, new observation) and a second run score; publish_run must not."""
@@ -258,3 +279,147 @@ def test_dataset_run_with_keys_publishes_the_run(fake_langfuse, tmp_path, monkey
     assert summary["items"] == 2 and summary["langfuse"]["ok"] and summary["langfuse"]["linked"] == 2
     assert len(fake_langfuse.state.experiment_items) == 2
     assert len(fake_langfuse.state.dataset_items) == 2
+
+
+def _same_row(first: RecordedSpan, second: RecordedSpan) -> bool:
+    """Whether the server files `second` in `first`'s row: its events table is keyed on trace id,
+    span id and start time, which it reads to the millisecond. The store keeps times as floats (a
+    few hundred ns off), so a start within 1 us of a millisecond's edge can land on either side of
+    it: there only nearness is asked."""
+    a, b = first.start_time_unix_nano, second.start_time_unix_nano
+    if (first.trace_id, first.span_id) != (second.trace_id, second.span_id) or abs(a - b) >= 1000:
+        return False
+    near_edge = min(a % 1_000_000, 1_000_000 - a % 1_000_000) < 1000
+    return near_edge or a // 1_000_000 == b // 1_000_000
+
+
+def _sent(fake_langfuse, trace_id: str, span_id: str) -> tuple[RecordedSpan, list[RecordedSpan]]:
+    """The span as the app sent it during the run, and every copy sent with the run's attributes."""
+    copies = [s for s in fake_langfuse.spans_of(trace_id) if s.span_id == span_id]
+    (original,) = [s for s in copies if "langfuse.experiment.id" not in s.attributes]
+    return original, [s for s in copies if "langfuse.experiment.id" in s.attributes]
+
+
+@pytest.mark.parametrize("langfuse_generation", [SINGLE])  # spans go the same way to both
+def test_every_span_of_an_item_carries_the_run_so_its_cost_and_latency_are_the_traces(
+    make_settings, make_runtime, fake_langfuse, store_env
+):
+    settings, store, rows = _run(make_settings, make_runtime, fake_langfuse, MODEL_PRICES=PRICES, **store_env)
+    report = publish_run(settings, store, "first")
+    assert report.ok, report.message
+    for item in ITEMS:
+        trace_id = rows[item.id]["trace_id"]
+        item_id = dataset_item_id("gsm8k", item.id)
+        stored = store.spans_of(trace_id)
+        (root,) = [s for s in stored if s["parent_id"] is None]
+        assert len(stored) >= 3 and any(s["kind"] == "LLM" for s in stored)
+        for row in stored:
+            original, (copy,) = _sent(fake_langfuse, trace_id, row["span_id"])
+            # The server replaces the app's row with the copy, which carries the run and the item ...
+            assert _same_row(original, copy), (
+                row["name"],
+                original.start_time_unix_nano,
+                copy.start_time_unix_nano,
+            )
+            assert copy.attributes["langfuse.experiment.id"] == report.experiment_id
+            assert copy.attributes["langfuse.experiment.item.id"] == item_id
+            root_only = EXPERIMENT_ROOTS_ONLY if row is root else ()
+            assert set(copy.attributes) - set(original.attributes) == {*EXPERIMENT_EVERY_SPAN, *root_only}
+            # ... and keeps everything else the server read from the app's: attributes (span kind,
+            # token counts and cost details where they were), scope, resource, parent, times.
+            assert {
+                k: v for k, v in copy.attributes.items() if k not in EXPERIMENT_KEYS
+            } == original.attributes
+            assert (copy.name, copy.parent_id, copy.scope) == (
+                original.name,
+                original.parent_id,
+                original.scope,
+            )
+            instance = "service.instance.id"  # random per process: the server keeps it as metadata only
+            assert {k: v for k, v in copy.resource.items() if k != instance} == {
+                k: v for k, v in original.resource.items() if k != instance
+            }
+            assert abs(copy.end_time_unix_nano - original.end_time_unix_nano) < 1000
+            assert (copy.status_code == 2) == (original.status_code == 2)  # StatusCode.ERROR
+        # The item as the server sums it over the spans that carry its attributes: the trace's cost,
+        # and the root's latency (its root observation lasts as long as the agent's root span).
+        trace = store.get_trace(trace_id)
+        assert trace["cost"] and trace["cost"] > 0
+        measured = fake_langfuse.state.experiment_item(report.experiment_id, item_id)
+        assert measured["observations"] == len(stored) + 1
+        assert measured["cost"] == pytest.approx(trace["cost"], rel=1e-9)
+        assert measured["latency_s"] == pytest.approx(root["end_time"] - root["start_time"], abs=2e-6)
+        run_item = next(s for s in fake_langfuse.spans_of(trace_id) if s.name == RUN_ITEM_SPAN)
+        assert run_item.span_id == run_item_span_id(report.experiment_id, item_id)
+        assert (run_item.end_time_unix_nano - run_item.start_time_unix_nano) / 1e9 == pytest.approx(
+            root["end_time"] - root["start_time"], abs=2e-6
+        )
+
+
+@pytest.mark.parametrize("langfuse_generation", [SINGLE])  # spans go the same way to both
+def test_publishing_again_sends_the_same_spans_into_the_same_rows(make_settings, make_runtime, fake_langfuse):
+    settings, store, rows = _run(make_settings, make_runtime, fake_langfuse, MODEL_PRICES=PRICES)
+    first = publish_run(settings, store, "first")
+    second = publish_run(settings, store, "first")
+    assert first.ok and second.ok, (first.message, second.message)
+    for row in rows.values():
+        for span in store.spans_of(row["trace_id"]):
+            original, copies = _sent(fake_langfuse, row["trace_id"], span["span_id"])
+            assert len(copies) == 2 and all(_same_row(original, c) for c in copies)
+            assert copies[0].start_time_unix_nano == copies[1].start_time_unix_nano
+            assert copies[0].attributes == copies[1].attributes
+    assert second.resent == first.resent > 0
+    assert len(fake_langfuse.state.experiment_items) == 5
+    assert fake_langfuse.state.experiment_item_duplicates == []
+
+
+@pytest.mark.parametrize("langfuse_generation", [SINGLE])  # spans go the same way to both
+def test_an_item_whose_spans_were_pruned_is_still_linked_as_before(
+    make_settings, make_runtime, fake_langfuse
+):
+    settings, store, rows = _run(make_settings, make_runtime, fake_langfuse, MODEL_PRICES=PRICES)
+    pruned = rows[ITEMS[0].id]["trace_id"]
+    with store.transaction() as db:
+        db.execute(text("DELETE FROM spans WHERE trace_id = :t"), {"t": pruned})
+    spans_before = len(fake_langfuse.state.spans)
+    report = publish_run(settings, store, "first")
+    assert report.ok and report.linked == 5 and report.without_spans == 1, report.message
+    assert "1 items whose spans are no longer in the store" in report.message
+    # Its run item alone, a root of the item's trace (nothing else of it is left to send).
+    new = fake_langfuse.state.spans[spans_before:]
+    (run_item,) = [s for s in new if s.trace_id == pruned]
+    assert run_item.name == RUN_ITEM_SPAN and run_item.parent_id is None
+    assert run_item.attributes["langfuse.experiment.item.id"] == dataset_item_id("gsm8k", ITEMS[0].id)
+    assert len(fake_langfuse.state.experiment_items) == 5
+
+
+@pytest.mark.parametrize(
+    ("outcome", "expected"),
+    [
+        (RETRY, "Langfuse could not take the run's scores now (HTTP 503: busy), a later publish sends them:"),
+        (
+            REJECTED,
+            "Langfuse rejected the run's scores (accuracy: HTTP 400: no; flexible_accuracy: HTTP 400: no):",
+        ),
+    ],
+)
+@pytest.mark.parametrize("langfuse_generation", [SINGLE])
+def test_a_run_score_put_off_or_refused_is_said(
+    make_settings, make_runtime, fake_langfuse, monkeypatch, outcome, expected
+):
+    """Each run score is one call of the scores endpoint, whose outcome the report says."""
+    sent = []
+
+    class Endpoint(ScoresEndpoint):
+        def create(self, body: dict) -> Delivery:
+            sent.append(body["name"])
+            return Delivery(outcome, "HTTP 503: busy" if outcome == RETRY else "HTTP 400: no")
+
+    monkeypatch.setattr(langfuse_datasets, "ScoresEndpoint", Endpoint)
+    settings, store, _rows = _run(make_settings, make_runtime, fake_langfuse)
+    report = publish_run(settings, store, "first")
+    assert not report.ok and report.sent
+    assert report.message.startswith(expected), report.message
+    assert report.message.endswith("publish it later with python -m evals dataset publish first.")
+    # Put off: the rest waits for the next publish; refused: the others are still sent.
+    assert sent == (["accuracy"] if outcome == RETRY else ["accuracy", "flexible_accuracy"])

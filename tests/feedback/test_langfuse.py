@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+from sqlalchemy import text
+
 from app import ChatHandlers
 from feedback.votes import score_id_for
 from tests.helpers import answer_index, like, turn, wait_for
+from tests.langfuse_server import BATCH, GENERATIONS, SINGLE, VERSIONS
+
+
+@pytest.fixture(params=GENERATIONS)
+def langfuse_generation(request: pytest.FixtureRequest) -> str:
+    return request.param
 
 
 def _handlers(make_settings, make_runtime, fake_langfuse, **env):
@@ -15,6 +26,17 @@ def _handlers(make_settings, make_runtime, fake_langfuse, **env):
 def _flush(handlers):
     handlers.rt.feedback.telemetry.flush()
     assert handlers.rt.feedback.outbox.flush(10)
+
+
+def _clicks(handlers, question, *clicks, answer=None):
+    """Ask `question` (or rate `answer` again), click each vote, delivering each; the answer."""
+    if answer is None:
+        history, session, _ = turn(handlers, None, [], question)
+        answer = (session, answer_index(history, 0))
+    for liked in clicks:
+        like(handlers, *answer, liked)
+        _flush(handlers)
+    return answer
 
 
 def test_scores_reach_langfuse_on_the_rated_traces(make_settings, make_runtime, fake_langfuse):
@@ -52,22 +74,80 @@ def test_changed_vote_keeps_one_score_id_and_first_timestamp(make_settings, make
     _flush(handlers)
     posts = fake_langfuse.state.score_posts
     assert len(posts) == 2 and posts[0]["id"] == posts[1]["id"]
-    assert posts[0]["timestamp"] == posts[1]["timestamp"]
+    if fake_langfuse.generation == BATCH:
+        # Kept by this generation: the first vote's, so both land in one (day, name, id) row.
+        assert posts[0]["timestamp"] == posts[1]["timestamp"]
     assert [p["value"] for p in posts] == [1.0, 0.0]
-    assert len(fake_langfuse.state.scores) == 1
+    (row,) = fake_langfuse.state.rows()
+    assert row["value"] == 0.0
 
 
 def test_undone_vote_is_deleted_in_langfuse(make_settings, make_runtime, fake_langfuse):
     handlers = _handlers(make_settings, make_runtime, fake_langfuse)
-    history, session, _ = turn(handlers, None, [], "undo me")
+    answer = _clicks(handlers, "undo me", True)
+    assert len(fake_langfuse.state.scores) == 1
+    # Undone within a second of the like reaching the server:
+    _clicks(handlers, None, "", answer=answer)
+    # The server runs the delete at once but lands the create seconds after it arrived: the
+    # outbox deletes again once that create has surely landed (within 30 s of the undo).
+    wait_for(lambda: fake_langfuse.state.scores == {}, timeout=30, interval=0.5)
+    assert len(fake_langfuse.state.deletes) == 2
+    store = handlers.rt.feedback.store
+    wait_for(lambda: store.delivery_counts()["pending"] == 0)
+    # It stays gone: every create the server holds has landed.
+    assert fake_langfuse.state.rows() == []
+
+
+def test_vote_again_after_an_undo_is_kept(make_settings, make_runtime, fake_langfuse):
+    handlers = _handlers(make_settings, make_runtime, fake_langfuse)
+    _clicks(handlers, "make up your mind", True, "", False)
+    store = handlers.rt.feedback.store
+    wait_for(lambda: store.delivery_counts()["pending"] == 0, timeout=30, interval=0.5)
+    (row,) = fake_langfuse.state.rows()
+    assert row["value"] == 0.0
+
+
+def test_vote_changed_on_a_later_day_leaves_one_row(make_settings, make_runtime, fake_langfuse):
+    """The self-hosted server files a score under the day it received it: a change on a later
+    UTC day must not leave yesterday's row next to today's."""
+    offset = {"s": -86400.0}
+    fake_langfuse.state.clock = lambda: time.time() + offset["s"]
+    handlers = _handlers(make_settings, make_runtime, fake_langfuse)
+    history, session, _ = turn(handlers, None, [], "yesterday")
     index = answer_index(history, 0)
     like(handlers, session, index, True)
     _flush(handlers)
-    assert len(fake_langfuse.state.scores) == 1
-    like(handlers, session, index, "")
+    store = handlers.rt.feedback.store
+    (score,) = store.scores()
+    # The vote was sent yesterday, as far as both sides know.
+    with store.transaction() as db:
+        db.execute(
+            text("UPDATE scores SET remote_sent_at = remote_sent_at - 86400 WHERE id = :id"), {"id": score.id}
+        )
+    offset["s"] = 0.0
+    like(handlers, session, index, False)
     _flush(handlers)
-    assert fake_langfuse.state.scores == {}
-    assert len(fake_langfuse.state.deletes) == 1
+    wait_for(lambda: store.delivery_counts()["pending"] == 0, timeout=30, interval=0.5)
+    assert fake_langfuse.state.upsert_violations == []
+    (row,) = fake_langfuse.state.rows()
+    assert row["value"] == 0.0
+
+
+def test_server_generation_is_learnt_once(make_settings, make_runtime, fake_langfuse):
+    handlers = _handlers(make_settings, make_runtime, fake_langfuse)
+    history, session, _ = turn(handlers, None, [], "one")
+    history, session, _ = turn(handlers, session, history, "two")
+    like(handlers, session, answer_index(history, 0), True)
+    _flush(handlers)
+    like(handlers, session, answer_index(history, 1), False)
+    _flush(handlers)
+    state = fake_langfuse.state
+    # At most the first call was in the wrong form; nothing was lost to it.
+    assert len(state.score_refusals) == (1 if fake_langfuse.generation == SINGLE else 0)
+    assert len(state.scores) == 2
+    assert handlers.rt.feedback.sink.endpoint.generation == fake_langfuse.generation
+    line = handlers.rt.feedback.check_langfuse()
+    assert VERSIONS[fake_langfuse.generation] in line
 
 
 def test_turn_spans_reach_langfuse_with_trace_attributes(make_settings, make_runtime, fake_langfuse):
