@@ -129,6 +129,13 @@ def run(
     }
 
 
+def demo_judges() -> str:
+    """The default evaluators with the bundled model's LLM judges on (they are off unless asked)."""
+    path = Path(tempfile.mkdtemp(prefix="bench-evaluators-")) / "evaluators.toml"
+    path.write_text("demo_judge = true\n" + (ROOT / "evaluators.toml").read_text())
+    return str(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--turns", type=int, default=60)
@@ -152,7 +159,15 @@ def main() -> None:
             pairs.append(
                 (
                     run("local-off", url, args.local_turns, 4, None, {"EVALUATORS_FILE": "off"}, local=True),
-                    run("local-judge", url, args.local_turns, 4, None, {}, local=True),
+                    run(
+                        "local-judge",
+                        url,
+                        args.local_turns,
+                        4,
+                        None,
+                        {"EVALUATORS_FILE": demo_judges()},
+                        local=True,
+                    ),
                 )
             )
     finally:

@@ -28,11 +28,12 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 from config.settings import Settings, SettingsError, load_settings
-from evals.config import Evaluator, EvaluatorsError, load_evaluators
+from evals.config import Evaluator, EvaluatorsError, EvaluatorsFile, load_evaluators_file
 from evals.context import conversation_data, prompt_variables, render_prompt, turn_data
 from evals.jobs import STATUSES, Job, JobQueue, NewJob
 from evals.judge import Judge, judge_model
 from evals.langfuse_datasets import cmd_dataset_publish, publish_run
+from evals.online import held_back, is_demo_judge
 from evals.scheduler import (
     CONVERSATION,
     TURN,
@@ -41,6 +42,7 @@ from evals.scheduler import (
     is_dataset_trace,
     is_evaluation_trace,
     job_on_trace,
+    rating_cause,
     rating_version,
     turn_revision,
 )
@@ -96,6 +98,15 @@ def cmd_list(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     }
     for (name, version), runs in sorted(older.items()):
         out.write(f"{name:<22} v{version} (an earlier version) jobs: {sum(runs.values())}\n")
+    skipped = held_back(ctx.settings, ctx.file)
+    if skipped:
+        out.write(
+            f"Online, the LLM evaluators ({', '.join(skipped)}) do not run: the judge is the bundled demo "
+            "model. Set JUDGE_PROVIDER / JUDGE_MODEL_ID for a capable judge, or demo_judge = true in the "
+            "evaluators file to run them anyway (scores labelled as a demo judge's).\n"
+        )
+    elif is_demo_judge(ctx.settings) and any(e.kind == "llm" for e in ctx.evaluators):
+        out.write("The judge is the bundled demo model: its scores are labelled as a demo judge's.\n")
     return 0
 
 
@@ -169,6 +180,7 @@ def _as_job(job: NewJob | Job) -> Job:
         next_attempt_at=0, lease_owner=None, lease_until=0, created=time.time(), called_at=None,
         finished=None, latency_ms=None, prompt_tokens=None, completion_tokens=None, score_id=None,
         eval_trace_id=None, value=None, string_value=None, reasoning=None, error=None,
+        cause_score_id=job.cause_score_id, cause_version=job.cause_version,
     )  # fmt: skip
 
 
@@ -206,11 +218,14 @@ def backfill_jobs(ctx: Context, evaluator: Evaluator, since: float) -> tuple[lis
     for target_id, data in targets:
         if data is None or (evaluator.target == CONVERSATION and not data.turns):
             continue
+        cause: tuple[str | None, int] = (None, 0)
         if evaluator.target == CONVERSATION:
             revision = conversation_revision(len(data.turns))
         else:
-            revision = turn_revision(evaluator, rating_version(ctx.store, target_id))
-        job = decide(evaluator, data, evaluator.target, target_id, revision, "backfill")
+            version = rating_version(ctx.store, target_id)
+            revision = turn_revision(evaluator, version)
+            cause = rating_cause(evaluator, target_id, version)
+        job = decide(evaluator, data, evaluator.target, target_id, revision, "backfill", cause)
         jobs.append(job)
         if job.status == "pending" and evaluator.kind == "llm":
             prompt = render_prompt(
@@ -505,10 +520,17 @@ def cmd_compare(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
 class Context:
     """The store, the evaluators and a way to build the evaluation, for one command."""
 
-    def __init__(self, settings: Settings, store: Store, evaluators: list[Evaluator]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        evaluators: list[Evaluator],
+        file: EvaluatorsFile | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.evaluators = evaluators
+        self.file = file or EvaluatorsFile(evaluators)
         self.queue = JobQueue(store)
         self._feedback: Any = None
 
@@ -535,6 +557,8 @@ class Context:
             notify_scores=notify,
             judge_provider=self.settings.judge_provider or self.settings.model_provider,
             pricing=Pricing.from_settings(self.settings),
+            # A run by hand is asked for: it runs on the demo model too, its scores labelled so.
+            demo_judge=is_demo_judge(self.settings),
         )
 
     def _backends(self) -> Any:
@@ -648,7 +672,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         if path is None and args.command not in ("dataset", "compare"):
             print("EVALUATORS_FILE is off; give --evaluators FILE.", file=sys.stderr)
             return 2
-        evaluators = load_evaluators(path) if path is not None else []
+        file = load_evaluators_file(path) if path is not None else EvaluatorsFile([])
     except (SettingsError, EvaluatorsError) as exc:
         print(f"Configuration error: {exc}", file=sys.stderr)
         return 2
@@ -657,7 +681,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     except StoreError as exc:
         print(f"Cannot open the store: {exc}", file=sys.stderr)
         return 1
-    ctx = Context(settings, store, evaluators)
+    ctx = Context(settings, store, file.evaluators, file)
     try:
         return int(args.fn(ctx, args, out) or 0)
     finally:

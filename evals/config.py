@@ -44,7 +44,9 @@ __all__ = [
     "TARGETS",
     "Evaluator",
     "EvaluatorsError",
+    "EvaluatorsFile",
     "load_evaluators",
+    "load_evaluators_file",
 ]
 
 KINDS = ("llm", "code")
@@ -78,6 +80,8 @@ KEYS = (
     "enabled",
 )
 CONVERSATION_ONLY = ("idle_s", "messages")
+# Top-level keys of the file besides the [[evaluator]] tables.
+FILE_KEYS = ("evaluator", "demo_judge")
 # Prompt variables and filter keys that read the user's rating.
 FEEDBACK_FIELDS = frozenset({"feedback", "reason", "comment"})
 VERSION_CHARS = 10
@@ -447,8 +451,26 @@ class Evaluator:
 # ----- the file ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class EvaluatorsFile:
+    """The whole file: its evaluators, and whether its LLM judges may run on the demo model.
+
+    `demo_judge = true` (top level): with the bundled 135M model as judge, the online LLM
+    evaluators run anyway, each score labelled as a demo judge's. Without it they do not run
+    there (that model scores "Paris" unsafe); code checks always run.
+    """
+
+    evaluators: list[Evaluator]
+    demo_judge: bool = False
+
+
 def load_evaluators(path: str | Path) -> list[Evaluator]:
     """Every evaluator of the file (disabled ones too), checked; EvaluatorsError on any mistake."""
+    return load_evaluators_file(path).evaluators
+
+
+def load_evaluators_file(path: str | Path) -> EvaluatorsFile:
+    """The file's evaluators (disabled ones too) and options, checked; EvaluatorsError on any mistake."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -458,12 +480,16 @@ def load_evaluators(path: str | Path) -> list[Evaluator]:
         raise EvaluatorsError(f"The evaluators file {path} cannot be read: {exc}.", path=path) from None
     except tomllib.TOMLDecodeError as exc:
         raise EvaluatorsError(f"The evaluators file {path} is not valid TOML: {exc}.", path=path) from None
-    extra = [k for k in data if k != "evaluator"]
+    extra = [k for k in data if k not in FILE_KEYS]
     if extra:
         raise EvaluatorsError(
-            f"In {path}: unknown top-level key {extra[0]!r}; each evaluator is an [[evaluator]] table.",
+            f"In {path}: unknown top-level key {extra[0]!r}; each evaluator is an [[evaluator]] table "
+            "(the only other top-level key is demo_judge = true or false).",
             path=path,
         )
+    demo_judge = data.get("demo_judge", False)
+    if not isinstance(demo_judge, bool):
+        raise EvaluatorsError(f"In {path}: demo_judge must be true or false, not {demo_judge!r}.", path=path)
     tables = data.get("evaluator", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         raise EvaluatorsError(
@@ -490,4 +516,4 @@ def load_evaluators(path: str | Path) -> list[Evaluator]:
             raise _fail(path, label, "name", "another evaluator of this file has the same name")
         seen.add(evaluator.name)
         evaluators.append(evaluator)
-    return evaluators
+    return EvaluatorsFile(evaluators, demo_judge)

@@ -26,6 +26,7 @@ from agent.turn import stream_turn
 from evals.datasets import Item
 from evals.gsm8k import expected_number, grade
 from evals.scheduler import DATASET_TAG, job_on_trace
+from feedback.store import BY_DATASET
 
 if TYPE_CHECKING:
     from evals.worker import Evaluation
@@ -250,6 +251,7 @@ class DatasetRun:
                 note=r.error,
                 keep_note=False,
                 metadata={"dataset": self.dataset, "dataset_run": self.name, "dataset_item": r.item_id},
+                scored_by=BY_DATASET,
             )
 
     def run(

@@ -6,6 +6,11 @@ session) at one revision of it: the turn, the turn after its rating changed, the
 N turns. Its id is derived from exactly that, so a job is created once however many times the
 scheduler, a restart or a backfill asks for it, and is never run twice. Skipped jobs (filter,
 sampling) are kept too: together the rows are the evaluator log.
+
+A job that read a user's rating records its cause (the rating's score id and version), and so
+does its score: when the vote changes or is undone, the store cancels such jobs still waiting
+and deletes their scores (feedback.store.Store._withdraw), and a job finishing after that
+writes nothing (CauseWithdrawn): the status is then "cancelled".
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ COMPLETED = "completed"
 ERROR = "error"
 SKIPPED_FILTER = "skipped-filter"
 SKIPPED_SAMPLING = "skipped-sampling"
-STATUSES = (PENDING, RUNNING, DELAYED, COMPLETED, ERROR, SKIPPED_FILTER, SKIPPED_SAMPLING)
+CANCELLED = "cancelled"  # the vote that caused it changed or was undone before it finished
+STATUSES = (PENDING, RUNNING, DELAYED, COMPLETED, ERROR, SKIPPED_FILTER, SKIPPED_SAMPLING, CANCELLED)
 
 
 def job_id(evaluator: str, version: str, target_kind: str, target_id: str, revision: str) -> str:
@@ -58,6 +64,14 @@ class NewJob:
     revision: str
     trigger: str
     status: str = PENDING
+    # The rating (score id, version) this job read, when it read one: a change of that vote
+    # withdraws the job and its score.
+    cause_score_id: str | None = None
+    cause_version: int = 0
+
+    @property
+    def cause(self) -> tuple[str, int] | None:
+        return (self.cause_score_id, self.cause_version) if self.cause_score_id else None
 
     @property
     def id(self) -> str:
@@ -92,13 +106,20 @@ class Job:
     reasoning: str | None
     error: str | None
     cost: float | None = None
+    cause_score_id: str | None = None
+    cause_version: int = 0
+
+    @property
+    def cause(self) -> tuple[str, int] | None:
+        """The rating (score id, version) whose vote this job's result depends on, if any."""
+        return (self.cause_score_id, self.cause_version) if self.cause_score_id else None
 
 
 _INSERT = text(
     """INSERT INTO eval_jobs (id, evaluator, version, kind, target_kind, target_id, revision, trigger,
-           status, created, finished)
+           status, created, finished, cause_score_id, cause_version)
        VALUES (:id, :evaluator, :version, :kind, :target_kind, :target_id, :revision, :trigger,
-           :status, :created, :finished)
+           :status, :created, :finished, :cause_score_id, :cause_version)
        ON CONFLICT (id) DO NOTHING"""
 )
 
@@ -117,6 +138,8 @@ def _rows(jobs: Iterable[NewJob], now: float) -> list[dict[str, Any]]:
             "status": j.status,
             "created": now,
             "finished": now if j.status in (SKIPPED_FILTER, SKIPPED_SAMPLING) else None,
+            "cause_score_id": j.cause_score_id,
+            "cause_version": j.cause_version,
         }
         for j in jobs
     ]
@@ -180,12 +203,14 @@ class JobQueue:
         )
 
     def rating_seen(self, score_id: str, version: int, jobs: Iterable[NewJob]) -> int:
+        """Record the jobs of one rating version; none when the vote changed again meanwhile
+        (the next pass schedules the new version, and a job of the old one would be withdrawn)."""
         rows = _rows(jobs, time.time())
         with self.store.transaction() as db:
             seen = db.execute(
                 text(
                     """UPDATE scores SET eval_seen_version = :v
-                       WHERE id = :id AND eval_seen_version < :v"""
+                       WHERE id = :id AND eval_seen_version < :v AND version = :v"""
                 ),
                 {"id": score_id, "v": version},
             ).rowcount
@@ -297,7 +322,8 @@ class JobQueue:
                            prompt_tokens = :prompt_tokens, completion_tokens = :completion_tokens,
                            score_id = :score_id, eval_trace_id = :eval_trace_id, value = :value,
                            string_value = :string_value, reasoning = :reasoning, cost = :cost
-                       WHERE id = :id AND (lease_owner = :owner OR :owner IS NULL)"""
+                       WHERE id = :id AND (lease_owner = :owner OR :owner IS NULL)
+                         AND status <> 'cancelled'"""
                 ),
                 {**fields, "now": time.time(), "id": job_id, "owner": owner},
             )
@@ -313,7 +339,8 @@ class JobQueue:
                     """UPDATE eval_jobs SET status = :status, error = :error, next_attempt_at = :at,
                            finished = :finished, lease_owner = NULL, lease_until = 0,
                            latency_ms = :latency_ms, eval_trace_id = :eval_trace_id
-                       WHERE id = :id AND (lease_owner = :owner OR :owner IS NULL)"""
+                       WHERE id = :id AND (lease_owner = :owner OR :owner IS NULL)
+                         AND status <> 'cancelled'"""
                 ),
                 {
                     "status": DELAYED if retry_at is not None else ERROR,
@@ -326,6 +353,26 @@ class JobQueue:
                     "owner": owner,
                 },
             )
+
+    def cancel(self, job_id: str, owner: str | None, why: str) -> None:
+        """The vote this job read changed before it finished: it ends without a score."""
+        with self.store.transaction() as db:
+            db.execute(
+                text(
+                    """UPDATE eval_jobs SET status = 'cancelled', error = :why, finished = :now,
+                           lease_owner = NULL, lease_until = 0
+                       WHERE id = :id AND (lease_owner = :owner OR :owner IS NULL OR status = 'cancelled')"""
+                ),
+                {"id": job_id, "owner": owner, "why": why[:2000], "now": time.time()},
+            )
+
+    def cause_current(self, job: Job | NewJob) -> bool:
+        """Whether the rating this job read is still at the version it read (True: none read)."""
+        cause = job.cause
+        if cause is None:
+            return True
+        row = self.store.row("SELECT version FROM scores WHERE id = :id", {"id": cause[0]})
+        return row is not None and int(row["version"]) == cause[1]
 
     def release(self, job_id: str, owner: str) -> None:
         """Give a claimed job back untouched (the worker is stopping)."""

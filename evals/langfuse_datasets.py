@@ -64,8 +64,8 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from config.settings import Settings
 from evals.dataset_run import SCORE_NAME
 from evals.datasets import GSM8K
-from feedback.exporter import APP_TRACER_NAME
-from feedback.langfuse_scores import REJECTED, RETRY, ScoresEndpoint
+from feedback.exporter import APP_TRACER_NAME, START_NS_ATTRIBUTE
+from feedback.langfuse_scores import BATCH, REJECTED, RETRY, ScoresEndpoint
 from feedback.store import Store, StoreError
 from feedback.tracing import service_resource
 
@@ -437,6 +437,9 @@ class _Publisher:
         """One of the agent's spans as it was exported during the run, plus `extra` attributes:
         same ids, same times, same attributes (the cost details and token counts where they were)."""
         attributes = {k: v for k, v in json.loads(row["attributes"] or "{}").items() if _attribute(v)}
+        # The exact start the span was first exported with (the store's float start can fall in
+        # another millisecond, and the server keys a span on its start to the millisecond).
+        exact_start = attributes.pop(START_NS_ATTRIBUTE, None)
         attributes.update(extra)
         error = row["status"] == "ERROR"
         return ReadableSpan(
@@ -447,7 +450,7 @@ class _Publisher:
             attributes=attributes,
             kind=SpanKind.INTERNAL,
             status=Status(StatusCode.ERROR, row["status_message"]) if error else Status(StatusCode.UNSET),
-            start_time=_stored_ns(row["start_time"]),
+            start_time=exact_start if isinstance(exact_start, int) else _stored_ns(row["start_time"]),
             end_time=_stored_ns(row["end_time"]),
             instrumentation_scope=self.scope_of(attributes),
         )
@@ -613,6 +616,8 @@ class _Publisher:
                 "timestamp": timestamp,
                 "comment": comments.get(name, f"mean over the run's {n} traces"),
                 "metadata": {"run": run.name, "dataset": run.dataset, "items": n},
+                # With the traces and the ratings: Langfuse filters everything by environment.
+                "environment": self.settings.environment,
             }
             for name, value in scores.items()
             if math.isfinite(value)
@@ -626,6 +631,16 @@ class _Publisher:
         rejected = []
         try:
             for body in bodies:
+                if endpoint.generation != BATCH:
+                    # A server that drops `timestamp` files a score under the day it received it:
+                    # a publish on a later day would leave a second row. The delete runs at once,
+                    # the create lands seconds after it, so one row remains.
+                    gone = endpoint.delete(body["id"])
+                    if gone.outcome == RETRY:
+                        raise _Failed(
+                            f"Langfuse could not take the run's scores now ({gone.message[:200]}), "
+                            f"a later publish sends them: {_later(run.name)}."
+                        )
                 delivery = endpoint.create(body)
                 if delivery.outcome == RETRY:
                     raise _Failed(

@@ -2,6 +2,12 @@
 
 The app calls `build_evaluation` once; the result runs in the background, and the app only
 tells it when something happened (`wake`) and whether a chat turn is running (`busy`).
+
+With the bundled 135M model as judge the LLM judges only run when asked (`demo_judge = true` in
+the evaluators file): measured with `python -m bench.judge_agreement`, that model agrees with
+hand labels at chance level and scored nearly every answer unsafe. When asked, their scores are
+labelled as a demo judge's (scored_by = "demo-judge", metadata demo_judge = true). Code checks
+always run.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from config.settings import Settings, SettingsError
-from evals.config import EvaluatorsError, load_evaluators
+from evals.config import EvaluatorsError, EvaluatorsFile, load_evaluators_file
 from evals.jobs import JobQueue
 from evals.judge import Judge, judge_model
 from evals.worker import Evaluation
@@ -32,6 +38,33 @@ def evaluators_path(settings: Settings) -> Path | None:
     return path
 
 
+def is_demo_judge(settings: Settings) -> bool:
+    """Whether the judge would be the bundled demo model: the local provider with no model file
+    of one's own (LOCAL_MODEL_PATH), the judge's or, with no JUDGE_PROVIDER, the agent's."""
+    provider = settings.judge_provider or settings.model_provider
+    return provider == "local" and not settings.local_model_path
+
+
+def demo_judge_asked(settings: Settings, file: EvaluatorsFile) -> bool:
+    """Whether LLM judges were asked to run on the demo model: `demo_judge = true` in the
+    evaluators file (or an EVAL_DEMO_JUDGE setting, once config/settings.py has one)."""
+    return file.demo_judge or bool(getattr(settings, "eval_demo_judge", False))
+
+
+def held_back(settings: Settings, file: EvaluatorsFile) -> list[str]:
+    """The enabled LLM evaluators that do not run online: the judge is the demo model, unasked."""
+    if not is_demo_judge(settings) or demo_judge_asked(settings, file):
+        return []
+    return [e.name for e in file.evaluators if e.enabled and e.kind == "llm"]
+
+
+def _load(path: Path) -> EvaluatorsFile:
+    try:
+        return load_evaluators_file(path)
+    except EvaluatorsError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def build_evaluation(
     settings: Settings,
     feedback: FeedbackBackends,
@@ -39,14 +72,27 @@ def build_evaluation(
     busy: Callable[[], bool] = lambda: False,
     judge: Judge | None = None,
 ) -> Evaluation | None:
-    """The evaluation of this app, or None when EVALUATORS_FILE is off or lists none enabled."""
+    """The evaluation of this app, or None when EVALUATORS_FILE is off or lists none enabled.
+
+    A judge passed in (tests, embedders) is never the demo model; one built from the settings
+    is when `is_demo_judge`: its LLM evaluators are then left out unless asked for, and labelled.
+    """
     path = evaluators_path(settings)
     if path is None:
         return None
-    try:
-        evaluators = [e for e in load_evaluators(path) if e.enabled]
-    except EvaluatorsError as exc:
-        raise SettingsError(str(exc)) from None
+    file = _load(path)
+    evaluators = [e for e in file.evaluators if e.enabled]
+    demo = judge is None and is_demo_judge(settings)
+    if demo and not demo_judge_asked(settings, file):
+        skipped = [e.name for e in evaluators if e.kind == "llm"]
+        if skipped:
+            log.info(
+                "LLM evaluators off with the bundled demo model as judge (%s); demo_judge = true in %s "
+                "runs them anyway, labelled as a demo judge's",
+                ", ".join(skipped),
+                path,
+            )
+        evaluators = [e for e in evaluators if e.kind != "llm"]
     if not evaluators:
         return None
     notify = feedback.outbox.notify if feedback.outbox is not None else (lambda: None)
@@ -66,13 +112,29 @@ def build_evaluation(
         if judge is not None
         else (settings.judge_provider or settings.model_provider),
         pricing=Pricing.from_settings(settings),
+        demo_judge=demo,
     )
 
 
 def describe(evaluation: Evaluation | None, settings: Settings) -> str:
-    """The start banner's evaluation line."""
+    """The start banner's evaluation line: what runs, which judge, and what the demo model skips."""
+    path = settings.evaluators_file
+    skipped = held_back(settings, _load(path)) if path is not None and path.is_file() else []
+    hint = (
+        f"; LLM judges off ({', '.join(skipped)}): the judge would be the bundled demo model. Set "
+        f"JUDGE_PROVIDER / JUDGE_MODEL_ID for a capable judge, or demo_judge = true in {path} to run "
+        "them anyway, labelled as a demo judge's"
+        if skipped
+        else ""
+    )
     if evaluation is None:
+        if skipped:
+            return f"evaluation: off{hint}"
         return "evaluation: off (EVALUATORS_FILE=off or no enabled evaluator)"
     judge = settings.judge_model_id or settings.model_id or settings.judge_provider or settings.model_provider
     names = ", ".join(e.name for e in evaluation.evaluators)
-    return f"evaluation: {len(evaluation.evaluators)} evaluators ({names}); judge: {judge}"
+    if evaluation.demo_judge and any(e.kind == "llm" for e in evaluation.evaluators):
+        judge += " (the bundled demo model: its scores are labelled demo judge, not verdicts to trust)"
+    elif not any(e.kind == "llm" for e in evaluation.evaluators):
+        judge = "none (code checks only)"
+    return f"evaluation: {len(evaluation.evaluators)} evaluators ({names}); judge: {judge}{hint}"

@@ -20,7 +20,7 @@ from evals.context import conversation_data, turn_data
 from evals.jobs import SKIPPED_FILTER, SKIPPED_SAMPLING, JobQueue, NewJob
 from feedback.store import Store
 from feedback.tracing import EVALUATION_TAG
-from feedback.votes import SCORE_NAME
+from feedback.votes import SCORE_NAME, score_id_for
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,15 @@ def rating_version(store: Store, trace_id: str) -> int:
     return int(row["version"]) if row else 0
 
 
+def rating_cause(evaluator: Evaluator, trace_id: str, version: int) -> tuple[str | None, int]:
+    """What a job of `evaluator` on this turn depends on: the user's rating at `version` when the
+    evaluator reads it and the turn was rated (a change of that vote withdraws the job), else
+    nothing (the turn alone caused it)."""
+    if evaluator.uses_feedback and version > 0:
+        return score_id_for(trace_id), version
+    return None, 0
+
+
 def conversation_revision(turns: int) -> str:
     """A conversation is judged once per length: coming back after being judged makes a new one."""
     return f"turns-{turns}"
@@ -56,26 +65,38 @@ def job_on_trace(store: Store, evaluator: Evaluator, trace: dict[str, Any], trig
         turns = conversation_data(store, trace["session_id"])
         target_kind, target_id = CONVERSATION, trace["session_id"]
         revision = conversation_revision(len(turns.turns) if turns else 0)
+        cause: tuple[str | None, int] = (None, 0)
     else:
         target_kind, target_id = TURN, trace["id"]
-        revision = turn_revision(evaluator, rating_version(store, trace["id"]))
+        version = rating_version(store, trace["id"])
+        revision = turn_revision(evaluator, version)
+        cause = rating_cause(evaluator, trace["id"], version)
     return NewJob(
-        evaluator.name, evaluator.version, evaluator.kind, target_kind, target_id, revision, trigger
-    )
+        evaluator.name, evaluator.version, evaluator.kind, target_kind, target_id, revision, trigger,
+        cause_score_id=cause[0], cause_version=cause[1],
+    )  # fmt: skip
 
 
 def decide(
-    evaluator: Evaluator, data: Any, target_kind: str, target_id: str, revision: str, trigger: str
+    evaluator: Evaluator,
+    data: Any,
+    target_kind: str,
+    target_id: str,
+    revision: str,
+    trigger: str,
+    cause: tuple[str | None, int] = (None, 0),
 ) -> NewJob:
-    """The job for one evaluator and target, with its status: pending, or why it is skipped."""
+    """The job for one evaluator and target, with its status: pending, or why it is skipped;
+    `cause` is the rating version it reads (rating_cause)."""
     status = "pending"
     if not evaluator.sampled(target_id):
         status = SKIPPED_SAMPLING
     elif not evaluator.matches(data):
         status = SKIPPED_FILTER
     return NewJob(
-        evaluator.name, evaluator.version, evaluator.kind, target_kind, target_id, revision, trigger, status
-    )
+        evaluator.name, evaluator.version, evaluator.kind, target_kind, target_id, revision, trigger, status,
+        cause_score_id=cause[0], cause_version=cause[1],
+    )  # fmt: skip
 
 
 def _has_tag(tags: Any, tag: str) -> bool:
@@ -132,9 +153,12 @@ class Scheduler:
             if data is not None:
                 version = rating_version(self.store, trace["id"])
                 jobs = [
-                    decide(e, data, TURN, trace["id"], turn_revision(e, version), "turn")
+                    decide(
+                        e, data, TURN, trace["id"], turn_revision(e, version), "turn",
+                        rating_cause(e, trace["id"], version),
+                    )
                     for e in self.turn_evaluators
-                ]
+                ]  # fmt: skip
         session = None
         if trace.get("session_id"):
             session = (trace["session_id"], trace.get("user_id"), float(trace.get("end_time") or 0))
@@ -150,10 +174,11 @@ class Scheduler:
                 if data is not None:
                     jobs = [
                         decide(
-                            e, data, TURN, rating["trace_id"], turn_revision(e, rating["version"]), "rating"
+                            e, data, TURN, rating["trace_id"], turn_revision(e, rating["version"]), "rating",
+                            rating_cause(e, rating["trace_id"], rating["version"]),
                         )
                         for e in readers
-                    ]
+                    ]  # fmt: skip
                 created += self.queue.rating_seen(rating["id"], rating["version"], jobs)
         return created
 

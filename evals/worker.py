@@ -5,6 +5,10 @@ work there. At most EVAL_CONCURRENCY jobs run at once, judge calls stop at
 EVAL_MAX_CALLS_PER_HOUR (jobs wait, they do not vanish), a failing judge is retried with backoff
 (status delayed), and with the local model the judge waits while a chat turn runs: the chat has
 the CPU first. Each job is its own trace, and its result a score delivered by the outbox.
+
+Every score says who scored (`scored_by`: judge, demo-judge, check; also in its metadata, which
+Langfuse gets): with the bundled 135M model as judge (`demo_judge`), an LLM judge's scores are a
+demo of the machinery, never a verdict to trust, and are labelled so wherever they are shown.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from evals.jobs import Job, JobQueue, eval_score_id
 from evals.judge import Judge, JudgeError
 from evals.scheduler import CONVERSATION, Scheduler
 from feedback.costs import Pricing
+from feedback.store import BY_CHECK, BY_DEMO_JUDGE, BY_JUDGE, CauseWithdrawn
 from feedback.tracing import Telemetry
 from llms.local_llm import GaveWay
 
@@ -126,6 +131,7 @@ class Evaluation:
         pricing: Pricing | None = None,
         poll_s: float = 2.0,
         lease_s: float = 600.0,
+        demo_judge: bool = False,
     ) -> None:
         self.queue = queue
         self.store = queue.store
@@ -144,6 +150,8 @@ class Evaluation:
         self.poll_s = poll_s
         self.settle_s = min(0.3, poll_s)
         self.lease_s = lease_s
+        # The judge is the bundled demo model: its LLM scores are labelled as a demo judge's.
+        self.demo_judge = demo_judge
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = threading.Condition()
         self._stop = threading.Event()
@@ -213,7 +221,10 @@ class Evaluation:
         """Claim and run one due job; False when there was nothing this worker may run now."""
         if self.busy():
             return False  # a chat turn is running: it gets the model and the CPU first
-        job = self.queue.claim(self.owner, self.lease_s, llm=self.calls_left() > 0)
+        # No LLM evaluator here (held back with the demo judge): LLM jobs queued earlier wait for
+        # one, instead of failing as "removed".
+        llm = any(e.kind == "llm" for e in self.evaluators) and self.calls_left() > 0
+        job = self.queue.claim(self.owner, self.lease_s, llm=llm)
         if job is None:
             return False
         self.run(job)
@@ -221,8 +232,16 @@ class Evaluation:
 
     def run(self, job: Job) -> None:
         started = time.perf_counter()
+        if not self.queue.cause_current(job):
+            # The vote it would read changed after it was queued: no judge call for a stale vote.
+            self.queue.cancel(job.id, self.owner, _WITHDRAWN)
+            return
         try:
             outcome = self.evaluate(job)
+        except CauseWithdrawn:
+            # The vote changed while the judge ran: its score was not written.
+            self.queue.cancel(job.id, self.owner, _WITHDRAWN)
+            return
         except JudgeError as exc:
             if isinstance(exc.__cause__, GaveWay):
                 # Not a failure: the chat needed the model. The job waits for the next quiet moment.
@@ -272,6 +291,8 @@ class Evaluation:
             "job_id": job.id,
         }
         outcome = Outcome(scores=[])
+        by = BY_CHECK if evaluator.kind == "code" else BY_DEMO_JUDGE if self.demo_judge else BY_JUDGE
+        labels: dict[str, Any] = {"scored_by": by}
         with self.telemetry.evaluation(
             evaluator=evaluator.name, message=f"{job.target_kind} {job.target_id}", metadata=metadata
         ) as root:
@@ -282,6 +303,9 @@ class Evaluation:
                 variables = prompt_variables(data, messages=evaluator.messages)
                 outcome.prompt = render_prompt(evaluator.prompt or "", variables)
                 judge = self.judge()
+                labels["judge_model"] = judge.model_id
+                if by == BY_DEMO_JUDGE:
+                    labels["demo_judge"] = True
                 if save:
                     self.queue.mark_called(job.id)
                 verdict = judge.judge(outcome.prompt, evaluator.data_type, evaluator.categories)
@@ -322,7 +346,9 @@ class Evaluation:
                     user_id=data.user_id,
                     note=(outcome.reasoning or None),
                     keep_note=False,
-                    metadata={**metadata, "eval_trace_id": outcome.eval_trace_id},
+                    metadata={**metadata, **labels, "eval_trace_id": outcome.eval_trace_id},
+                    scored_by=by,
+                    cause=job.cause,
                 )
         return outcome
 
@@ -333,6 +359,9 @@ class Evaluation:
             if not isinstance(self._judge, Judge):
                 self._judge = self._judge()  # built on the first LLM job, not at start
             return self._judge
+
+
+_WITHDRAWN = "withdrawn: the rating it read changed or was undone before it finished"
 
 
 def _ms(started: float) -> float:

@@ -98,11 +98,12 @@ class FeedbackBackends:
         return lines
 
     def waiting_line(self) -> str:
-        """The small status line shown when deliveries to Langfuse are behind."""
+        """The small status line shown when deliveries of people's ratings to Langfuse are behind
+        (judges' scores are not the user's business: `python -m feedback status` shows them)."""
         if self.outbox is None:
             return ""
         try:
-            counts = self.store.delivery_counts()
+            counts = self.store.delivery_counts("ratings")
         except StoreError as exc:
             log.warning("Cannot count the ratings waiting for Langfuse: %s", exc)
             return "⚠️ The store cannot be reached right now; new ratings cannot be saved until it is back."

@@ -1,14 +1,17 @@
 """`python -m feedback`: see and take away the ratings without Langfuse.
 
-list [-n N] [--json]        the latest ratings with their answers
-traces [-n N] [--json]      the latest traces
-export --format csv|jsonl   every rating (and its trace) to stdout or --output FILE
-status                      delivery to Langfuse: pending, delivered, rejected
-sync                        deliver pending ratings to Langfuse now
+"Ratings" are people's votes (👍/👎, a reason, a comment); judges', code checks' and reviewers'
+scores are shown apart (--scores, or --all for both), each labelled by who scored.
+
+list [-n N] [--json]        the latest ratings with their answers (--scores: judges' scores)
+traces [-n N] [--json]      the latest chat turns (--all: judges' and dataset runs' traces too)
+export --format csv|jsonl   every rating (and its trace) to stdout or --output FILE (--scores, --all)
+status                      delivery to Langfuse: pending, delivered, rejected (ratings, then scores)
+sync                        deliver pending ratings and scores to Langfuse now
 path                        where the local store is
 prune --older-than-days N   delete spans of traces older than N days (--dry-run: only count)
 vacuum                      give the space of deleted rows back to the disk
-copy --to URL               copy every trace, span and rating into another store (e.g. Postgres)
+copy --to URL               copy every trace, span and score into another store (e.g. Postgres)
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from tqdm import tqdm
 from config.settings import SettingsError, load_settings, positive_days
 from feedback.database import normalize_url
 from feedback.retention import cutoff_for, prune
-from feedback.store import ScoreRow, Store, StoreError
+from feedback.store import ScoreRow, Store, StoreError, by_label, is_chat_turn
 from feedback.store_copy import copy_store, count_rows, same_store
 
 EXPORT_FIELDS = [
@@ -36,6 +39,7 @@ EXPORT_FIELDS = [
     "value",
     "data_type",
     "comment",
+    "by",
     "source",
     "session_id",
     "user_id",
@@ -53,11 +57,22 @@ EXPORT_FIELDS = [
 ]
 
 
-def _rows(store: Store, limit: int | None = None) -> list[dict[str, Any]]:
+# --scores / --all: which scores a command shows (Store.scores' kind).
+_KINDS = {"ratings": "ratings", "scores": "others", "all": "all"}
+_NOUNS = {"ratings": "ratings", "scores": "judge and other scores", "all": "scores (ratings and others)"}
+
+
+def _kind(args: argparse.Namespace) -> str:
+    return "all" if getattr(args, "all", False) else "scores" if getattr(args, "scores", False) else "ratings"
+
+
+def _rows(store: Store, limit: int | None = None, kind: str = "ratings") -> list[dict[str, Any]]:
     out = []
-    for score in store.scores(limit=limit):
-        trace = store.get_trace(score.trace_id) or {}
-        out.append(_row(score, trace))
+    traces: dict[str, dict[str, Any]] = {}
+    for score in store.scores(limit=limit, kind=_KINDS[kind]):
+        if score.trace_id not in traces:
+            traces[score.trace_id] = (store.get_trace(score.trace_id) if score.trace_id else None) or {}
+        out.append(_row(score, traces[score.trace_id]))
     return out
 
 
@@ -66,9 +81,11 @@ def _row(score: ScoreRow, trace: dict[str, Any]) -> dict[str, Any]:
         "score_id": score.id,
         "trace_id": score.trace_id,
         "name": score.name,
-        "value": score.value,
+        # A CATEGORICAL score's value is its category (value is None for it).
+        "value": score.shown_value,
         "data_type": score.data_type,
         "comment": score.comment,
+        "by": score.by,
         "source": score.source,
         "session_id": score.session_id,
         "user_id": score.user_id,
@@ -101,40 +118,70 @@ def _short(text: Any, width: int) -> str:
     return value if len(value) <= width else value[: width - 1] + "…"
 
 
+def _value_text(r: dict[str, Any]) -> str:
+    value = r["value"]
+    if r["by"] == "user":
+        return "👍" if value == 1 else "👎"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value) if value is not None else "-"
+
+
 def cmd_list(store: Store, args: argparse.Namespace, out: TextIO) -> int:
-    rows = _rows(store, args.n)
+    kind = _kind(args)
+    rows = _rows(store, args.n, kind)
     if args.json:
         json.dump(rows, out, indent=2, ensure_ascii=False)
         out.write("\n")
         return 0
     if not rows:
-        out.write("No ratings yet.\n")
+        out.write(f"No {_NOUNS[kind]} yet.\n")
+        if kind == "ratings":
+            others = len(store.judge_scores(limit=1))
+            if others:
+                out.write("(Judges' and checks' scores are listed apart: `list --scores`.)\n")
         return 0
     for r in rows:
-        verdict = "👍" if r["value"] == 1 else "👎"
+        who = f"by {by_label(r['by'])}"
+        if r["by"] == "user" and r["user_id"]:
+            who += f" {r['user_id']}"
+        label = "" if r["by"] == "user" else f"{r['name']} = "
+        where = f"trace {r['trace_id']}" if r["trace_id"] else f"session {r['session_id']}"
         out.write(
-            f"{r['created'][:19]}  {verdict}  trace {r['trace_id']}  {r['delivery']:<9}  "
+            f"{r['created'][:19]}  {label}{_value_text(r)}  {who}  {where}  {r['delivery']:<9}  "
             f"{_short(r['comment'], 30):<30}  Q: {_short(r['input'], 40)}  A: {_short(r['output'], 40)}\n"
         )
     return 0
 
 
 def cmd_traces(store: Store, args: argparse.Namespace, out: TextIO) -> int:
-    rows = store.list_traces(args.n)
+    rows = store.list_traces(args.n) if args.all else store.chat_turns(args.n)
+    for t in rows:
+        t["kind"] = "turn" if is_chat_turn(t.get("tags")) else _trace_kind(t.get("tags"))
     if args.json:
         json.dump(rows, out, indent=2, ensure_ascii=False)
         out.write("\n")
         return 0
+    if not rows:
+        out.write("No chat turns yet.\n" if not args.all else "No traces yet.\n")
+        return 0
     for t in rows:
+        kind = f"{t['kind']:<10}  " if args.all else ""
         out.write(
-            f"{t['id']}  {t['status']:<5}  {t['latency_ms'] or 0:>9.1f} ms  {t['total_tokens']:>6} tok  "
+            f"{t['id']}  {kind}{t['status']:<5}  {t['latency_ms'] or 0:>9.1f} ms  {t['total_tokens']:>6} tok  "
             f"{format_cost(t.get('cost')):>10}  user {t['user_id']}  Q: {_short(t['input'], 40)}\n"
         )
     return 0
 
 
+def _trace_kind(tags: Any) -> str:
+    text = tags if isinstance(tags, str) else json.dumps(tags)
+    return "evaluation" if '"evaluation"' in text else "dataset"
+
+
 def cmd_export(store: Store, args: argparse.Namespace, out: TextIO) -> int:
-    rows = _rows(store)
+    kind = _kind(args)
+    rows = _rows(store, kind=kind)
     target = open(args.output, "w", newline="", encoding="utf-8") if args.output else out
     try:
         if args.format == "csv":
@@ -148,22 +195,28 @@ def cmd_export(store: Store, args: argparse.Namespace, out: TextIO) -> int:
         if args.output:
             target.close()
     if args.output:
-        print(f"Exported {len(rows)} ratings to {args.output}", file=sys.stderr)
+        print(f"Exported {len(rows)} {_NOUNS[kind]} to {args.output}", file=sys.stderr)
     return 0
 
 
-def cmd_status(store: Store, args: argparse.Namespace, out: TextIO) -> int:
-    counts = store.delivery_counts()
+def _counts_text(counts: dict[str, Any], indent: str = "  ") -> str:
     age = counts["oldest_pending_age_s"]
+    return (
+        f"{indent}pending: {counts['pending']}\n{indent}delivered: {counts['delivered']}\n"
+        f"{indent}rejected: {counts['rejected']}\n"
+        f"{indent}oldest pending: {'-' if age is None else f'{age:.0f} s ago'}\n"
+    )
+
+
+def cmd_status(store: Store, args: argparse.Namespace, out: TextIO) -> int:
+    ratings = store.delivery_counts("ratings")
+    others = store.delivery_counts("others")
     if args.json:
-        json.dump(counts, out)
+        json.dump({"ratings": ratings, "scores": others}, out)
         out.write("\n")
         return 0
-    out.write(
-        f"pending: {counts['pending']}\ndelivered: {counts['delivered']}\n"
-        f"rejected: {counts['rejected']}\n"
-        f"oldest pending: {'-' if age is None else f'{age:.0f} s ago'}\n"
-    )
+    out.write("Ratings (people's votes) to Langfuse:\n" + _counts_text(ratings))
+    out.write("Judges', checks' and other scores to Langfuse:\n" + _counts_text(others))
     return 0
 
 
@@ -191,11 +244,17 @@ def cmd_sync(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     outbox.deliver_due(on_each=progress)
     if total:
         out.write("\n")
-    counts = store.delivery_counts()
-    out.write(
-        f"delivered: {counts['delivered']}, pending: {counts['pending']}, rejected: {counts['rejected']}\n"
-    )
-    return 0 if counts["pending"] == 0 and counts["rejected"] == 0 else 1
+    failed = False
+    for kind, noun in (("ratings", "ratings"), ("others", "judge and other scores")):
+        counts = store.delivery_counts(kind)
+        failed = failed or bool(counts["pending"] or counts["rejected"])
+        if kind == "others" and not (counts["pending"] or counts["delivered"] or counts["rejected"]):
+            continue
+        out.write(
+            f"{noun}: delivered: {counts['delivered']}, pending: {counts['pending']}, "
+            f"rejected: {counts['rejected']}\n"
+        )
+    return 1 if failed else 0
 
 
 def cmd_path(store: Store, args: argparse.Namespace, out: TextIO) -> int:
@@ -256,7 +315,8 @@ def cmd_copy(store: Store, args: argparse.Namespace, out: TextIO) -> int:
     finally:
         target.close()
     out.write(
-        f"Copied {done.traces} traces, {done.spans} spans and {done.scores} ratings from {store.where} "
+        f"Copied {done.traces} traces, {done.spans} spans and {done.scores} scores (ratings and judges') "
+        f"from {store.where} "
         f"to {target.where} (rows already there were updated, none duplicated).\n"
     )
     return 0
@@ -269,6 +329,14 @@ def _days(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number of days greater than 0, got {text!r}") from None
 
 
+def _which_scores(s: argparse.ArgumentParser) -> None:
+    group = s.add_mutually_exclusive_group()
+    group.add_argument(
+        "--scores", action="store_true", help="judges', code checks' and reviewers' scores instead of ratings"
+    )
+    group.add_argument("--all", action="store_true", help="ratings and every other score, column `by`")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m feedback", description="The app's local ratings store.")
     p.add_argument(
@@ -276,14 +344,20 @@ def parser() -> argparse.ArgumentParser:
         help="the store: a SQLite file or a database URL (default: DATABASE_URL, else DATA_DIR/feedback.sqlite3)",
     )
     sub = p.add_subparsers(dest="command", required=True)
-    for name, fn in (("list", cmd_list), ("traces", cmd_traces)):
-        s = sub.add_parser(name)
-        s.add_argument("-n", type=int, default=20, help="how many (newest first)")
-        s.add_argument("--json", action="store_true")
-        s.set_defaults(fn=fn)
-    s = sub.add_parser("export")
+    s = sub.add_parser("list", help="the latest ratings (people's votes); --scores: judges' and checks'")
+    s.add_argument("-n", type=int, default=20, help="how many (newest first)")
+    s.add_argument("--json", action="store_true")
+    _which_scores(s)
+    s.set_defaults(fn=cmd_list)
+    s = sub.add_parser("traces", help="the latest chat turns; --all: judges' and dataset runs' traces too")
+    s.add_argument("-n", type=int, default=20, help="how many (newest first)")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--all", action="store_true", help="also evaluation (judge) and dataset-run traces")
+    s.set_defaults(fn=cmd_traces)
+    s = sub.add_parser("export", help="every rating (people's votes); --scores, --all: judges' scores")
     s.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     s.add_argument("--output", "-o", help="write to this file instead of stdout")
+    _which_scores(s)
     s.set_defaults(fn=cmd_export)
     s = sub.add_parser("status")
     s.add_argument("--json", action="store_true")

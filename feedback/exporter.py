@@ -28,6 +28,10 @@ OBS_OUTPUT = "langfuse.observation.output"
 OBS_LEVEL = "langfuse.observation.level"
 OBS_STATUS_MESSAGE = "langfuse.observation.status_message"
 APP_TRACER_NAME = "smolagents-chat"
+# Kept with each stored span: its start in nanoseconds, exactly as exported (the float
+# start_time column cannot hold it), so a span sent again (a dataset run's publish) lands on the
+# same row of Langfuse, whose key holds the start.
+START_NS_ATTRIBUTE = "app.start_time_unix_nano"
 
 
 _TURN_SCOPES = (APP_TRACER_NAME, "langfuse-sdk", "openinference.instrumentation.smolagents")
@@ -95,7 +99,7 @@ def span_record(span: ReadableSpan) -> SpanRecord:
         end_time=(span.end_time or 0) / 1e9,
         status=status_name,
         status_message=span.status.description or attrs.get(OBS_STATUS_MESSAGE),
-        attributes=_stored_attributes(attrs),
+        attributes={**_stored_attributes(attrs), START_NS_ATTRIBUTE: span.start_time or 0},
         prompt_tokens=int_or_none(attrs.get("llm.token_count.prompt")),
         completion_tokens=int_or_none(attrs.get("llm.token_count.completion")),
         total_tokens=int_or_none(attrs.get("llm.token_count.total")),

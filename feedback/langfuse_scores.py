@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -42,8 +43,11 @@ SINGLE = "single"  # one JSON object per call; 200 {"id"}; drops `timestamp`
 # 5 s, or LANGFUSE_INGESTION_QUEUE_DELAY_MS (15 s by default) from 23:45 to 00:15 UTC.
 CREATE_DELAY_S = 5.0
 MIDNIGHT_DELAY_S = 15.0
-# Clocks differ and queues run late: a delete is sent again this long after the create landed.
+# Clocks differ and queues run late: a delete is sent again this long after the create landed,
 LANDING_MARGIN_S = 3.0
+# and once more this long after the create was sent (a busy worker, a self-hoster's longer
+# LANGFUSE_INGESTION_QUEUE_DELAY_MS, hosts whose clocks differ by seconds).
+RECHECK_AFTER_S = 90.0
 _MIDNIGHT_MINUTES = 16  # the server's 15 minutes either side of midnight, and one for skew
 
 
@@ -66,12 +70,21 @@ def same_server_day(first: float, second: float) -> bool:
     return not (_near_midnight(first, 2) or _near_midnight(second, 2))
 
 
+def filed_day(generation: str | None, created: str, sent_at: float) -> str:
+    """The UTC day Langfuse files a create under: the score's `timestamp` where the server keeps
+    it (the first vote's, `created`), else the day it received the call."""
+    if generation == BATCH:
+        return datetime.fromisoformat(created).astimezone(UTC).date().isoformat()
+    return datetime.fromtimestamp(sent_at, UTC).date().isoformat()
+
+
 @dataclass(frozen=True)
 class Delivery:
     """What Langfuse said to one call: accepted, rejected (never retried) or retry later."""
 
     outcome: str
     message: str = ""
+    generation: str | None = None  # the form an accepted create was sent in
 
 
 def _retryable_status(status: int | None) -> bool:
@@ -190,7 +203,7 @@ class ScoresEndpoint:
                 else:
                     single = {k: v for k, v in body.items() if k != "timestamp"}
                     response = self._http.post("/api/public/scores", json=single)
-            except httpx.HTTPError as exc:
+            except Exception as exc:  # noqa: BLE001 - transport or anything unexpected: kept, retried
                 return Delivery(RETRY, f"{type(exc).__name__}: {exc}"[:500])
             wanted = _wants(response)
             other = SINGLE if wanted == "object" else BATCH if wanted == "array" else None
@@ -213,7 +226,7 @@ class ScoresEndpoint:
         if 200 <= status < 300 and status != 207:
             with self._lock:
                 self.generation = self.generation or generation
-            return Delivery(ACCEPTED)
+            return Delivery(ACCEPTED, generation=generation)
         if status == 207:
             body = _json(response)
             errors = body.get("errors") if isinstance(body, dict) else None
@@ -223,7 +236,7 @@ class ScoresEndpoint:
             with self._lock:
                 self.generation = self.generation or generation
             if isinstance(body, dict) and not body.get("rejected"):
-                return Delivery(ACCEPTED)
+                return Delivery(ACCEPTED, generation=generation)
             return Delivery(REJECTED, (reasons or "rejected")[:500])
         if _retryable_status(status):
             return Delivery(RETRY, _error_text(response))
@@ -233,7 +246,7 @@ class ScoresEndpoint:
         """Delete one score (DELETE /api/public/scores/{id}); a 404 means already absent."""
         try:
             response = self._http.delete(f"/api/public/scores/{quote(score_id, safe='')}")
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # noqa: BLE001 - transport or anything unexpected: kept, retried
             return Delivery(RETRY, f"{type(exc).__name__}: {exc}"[:500])
         if response.status_code == 404:
             return Delivery(ACCEPTED, "already absent")

@@ -42,6 +42,11 @@ class LangfuseSink:
     def keeps_timestamp(self) -> bool:
         return self.endpoint.keeps_timestamp
 
+    @property
+    def generation(self) -> str | None:
+        """The form the server takes (langfuse_scores.BATCH or SINGLE); None until known."""
+        return self.endpoint.generation
+
     def auth_check(self) -> tuple[bool, str]:
         """Ask Langfuse whether the keys work; never raises."""
         return self.endpoint.check_keys()

@@ -376,7 +376,96 @@ def m011_score_sent_at(db: Connection) -> None:
     # When the last create of a score was sent: Langfuse lands a create seconds after it
     # arrives but runs a delete at once, so an undo must be sent again once the create landed;
     # and a server that files scores by the day it received them needs the day it was sent.
-    _run(db, "ALTER TABLE scores ADD COLUMN remote_sent_at REAL NOT NULL DEFAULT 0")
+    _run(
+        db,
+        """
+        ALTER TABLE scores ADD COLUMN remote_sent_at REAL NOT NULL DEFAULT 0;
+        ALTER TABLE scores ADD COLUMN remote_day TEXT;
+        ALTER TABLE scores ADD COLUMN remote_recheck_at REAL NOT NULL DEFAULT 0
+        """,
+    )
+    resend_refused_lists(db)
+
+
+def resend_refused_lists(db: Connection) -> None:
+    """Ratings a self-hosted server refused only because they came as a list (earlier versions
+    took that 400 as final): send them again, in the form the server takes."""
+    _run(
+        db,
+        """UPDATE scores SET rejected_version = 0, delivery_error = NULL, next_attempt_at = 0
+           WHERE delivered_version < version
+             AND substr(delivery_error, 1, 30) = 'HTTP 400: Invalid request data'""",
+    )
+
+
+# The bundled demo model's file (llms.local_llm.GGUF_NAME when this migration was written): a
+# judge span naming it marks a score as the demo judge's. feedback/ imports nothing of llms/.
+_BUNDLED_MODEL = "SmolLM2-135M-Instruct"
+
+
+def m012_score_causes(db: Connection) -> None:
+    # What caused each evaluation job and score: a job or score that read a user's rating at one
+    # version records (rating score id, version), so changing or undoing that vote cancels the
+    # jobs and deletes the scores it alone caused. `scored_by` says who scored, so "ratings"
+    # (people's votes) are never mixed with judges', code checks' or a demo judge's scores.
+    _run(
+        db,
+        """
+        ALTER TABLE eval_jobs ADD COLUMN cause_score_id TEXT;
+        ALTER TABLE eval_jobs ADD COLUMN cause_version INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE scores ADD COLUMN cause_score_id TEXT;
+        ALTER TABLE scores ADD COLUMN cause_version INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE scores ADD COLUMN scored_by TEXT;
+        CREATE INDEX eval_jobs_cause ON eval_jobs (cause_score_id, cause_version)
+            WHERE cause_score_id IS NOT NULL;
+        CREATE INDEX scores_cause ON scores (cause_score_id, cause_version) WHERE cause_score_id IS NOT NULL;
+        UPDATE eval_jobs SET
+            cause_score_id = (SELECT s.id FROM scores s
+                              WHERE s.trace_id = eval_jobs.target_id AND s.name = 'user-feedback'
+                              ORDER BY s.id LIMIT 1),
+            cause_version = CAST(SUBSTR(revision, 8) AS INTEGER)
+        WHERE target_kind = 'turn' AND SUBSTR(revision, 1, 7) = 'rating-' AND revision <> 'rating-0';
+        UPDATE scores SET scored_by = CASE
+            WHEN name = 'user-feedback' THEN 'user'
+            WHEN source = 'EVAL' AND name = 'dataset-correct' THEN 'dataset'
+            WHEN source = 'EVAL' THEN 'judge'
+            ELSE 'reviewer' END
+        """,
+    )
+    # A score takes the cause of the last job that wrote it (rating readers run once per rating
+    # version, all writing the same score id).
+    latest: dict[str, tuple[str | None, int]] = {}
+    for score_id, cause, version in db.execute(
+        text(
+            """SELECT score_id, cause_score_id, cause_version FROM eval_jobs
+               WHERE status = 'completed' AND score_id IS NOT NULL AND SUBSTR(revision, 1, 7) = 'rating-'
+               ORDER BY finished, created"""
+        )
+    ):
+        latest[score_id] = (cause, int(version or 0))
+    caused = [{"id": k, "cause": c, "v": v} for k, (c, v) in latest.items() if c is not None]
+    if caused:
+        db.execute(
+            text("UPDATE scores SET cause_score_id = :cause, cause_version = :v WHERE id = :id"), caused
+        )
+    for (name,) in db.execute(text("SELECT DISTINCT evaluator FROM eval_jobs WHERE kind = 'code'")).all():
+        db.execute(
+            text(
+                """UPDATE scores SET scored_by = 'check' WHERE source = 'EVAL'
+                   AND (name = :name OR SUBSTR(name, 1, :n) = :prefix)"""
+            ),
+            {"name": name, "n": len(name) + 1, "prefix": f"{name}."},
+        )
+    # Scores the bundled demo model judged before this migration: their judge call's span names it.
+    db.execute(
+        text(
+            """UPDATE scores SET scored_by = 'demo-judge' WHERE scored_by = 'judge' AND id IN (
+                   SELECT j.score_id FROM eval_jobs j JOIN spans s ON s.trace_id = j.eval_trace_id
+                   WHERE j.kind = 'llm' AND j.score_id IS NOT NULL AND s.kind = 'LLM'
+                     AND s.attributes LIKE :model)"""
+        ),
+        {"model": f"%{_BUNDLED_MODEL}%"},
+    )
 
 
 MIGRATIONS: list[tuple[str, Migration]] = [
@@ -391,6 +480,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("009_dataset_items", m009_dataset_items),
     ("010_dashboard", m010_dashboard),
     ("011_score_sent_at", m011_score_sent_at),
+    ("012_score_causes", m012_score_causes),
 ]
 
 

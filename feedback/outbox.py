@@ -18,7 +18,15 @@ import time
 import uuid
 from collections.abc import Callable
 
-from feedback.langfuse_scores import lands_by, same_server_day
+from feedback.langfuse_scores import (
+    BATCH,
+    RECHECK_AFTER_S,
+    RETRY,
+    SINGLE,
+    filed_day,
+    lands_by,
+    same_server_day,
+)
 from feedback.langfuse_sink import ACCEPTED, REJECTED, Delivery, LangfuseSink
 from feedback.store import ScoreRow, Store, StoreError
 
@@ -51,7 +59,8 @@ class Outbox:
         namespace, started = _identity(os.getpid())
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{namespace}:{started}:{uuid.uuid4().hex[:8]}"
         # A lease must outlast one send (deliver_due gives back what it cannot finish in time).
-        self._lease_s = max(lease_s, send_timeout_s + 5.0)
+        # (Up to three calls: a delete first, and a create that may be sent in both forms.)
+        self._lease_s = max(lease_s, 3 * send_timeout_s + 5.0)
         if lease_s < self._lease_s:
             log.warning(
                 "OUTBOX_LEASE_S=%g is shorter than one Langfuse call may take; using %g s",
@@ -127,7 +136,7 @@ class Outbox:
             if not claimed:
                 return attempted
             for i, score in enumerate(claimed):
-                if time.time() + self._send_timeout_s + 1.0 > score.lease_until:
+                if time.time() + 3 * self._send_timeout_s + 1.0 > score.lease_until:
                     # Not enough lease left for one more try: give the rest back, claim anew.
                     self._store.release(self.owner, [s.id for s in claimed[i:]])
                     break
@@ -159,7 +168,10 @@ class Outbox:
                 log.info("Took over %d rating(s) from outbox %s, whose process has ended", freed, owner)
 
     def deliver(self, score: ScoreRow) -> Delivery:
-        sent_at = 0.0
+        now = time.time()
+        if score.deleted and score.remote_recheck_at and score.delivered_version >= score.version:
+            return self._recheck_delete(score, now)
+        sent_at, day = 0.0, None
         if score.deleted:
             if not score.remote_exists:
                 # Never sent, so there is nothing in Langfuse to delete.
@@ -167,21 +179,46 @@ class Outbox:
                 return Delivery(ACCEPTED, "never sent")
             result = self._sink.delete(score.id)
             exists_after = False
-            again = lands_by(score.remote_sent_at)
-            if result.outcome == ACCEPTED and score.remote_sent_at and time.time() < again:
+            sent = score.remote_sent_at
+            if result.outcome == ACCEPTED and sent and now < lands_by(sent):
                 # Langfuse ran the delete at once, but the last create may land after it and
                 # bring the score back: delete once more when that create has surely landed.
-                self._store.delete_again_at(score.id, score.version, again, owner=self.owner)
+                self._store.due_again_at(score.id, score.version, lands_by(sent), owner=self.owner)
                 return Delivery(ACCEPTED, "deleted; deleting again once the last create has landed")
+            if result.outcome == ACCEPTED and sent and now < sent + RECHECK_AFTER_S:
+                # Done, with one late check should that create land later than it ought to.
+                self._store.mark_delivered(
+                    score.id,
+                    score.version,
+                    exists_remotely=False,
+                    owner=self.owner,
+                    recheck_at=sent + RECHECK_AFTER_S,
+                )
+                return result
         else:
-            result = self._replace_from_earlier_day(score)
-            if result is None:
+            first = self._replace_from_earlier_day(score, now)
+            if first is _LATER:
+                return Delivery(RETRY, "waiting for the last create to land before replacing it")
+            if isinstance(first, Delivery):
+                result = first
+            else:
                 sent_at = time.time()
                 result = self._sink.send(score)
+                if result.outcome == ACCEPTED:
+                    day = filed_day(result.generation, score.created, sent_at)
+                    if first is None and score.remote_exists and score.remote_day not in (None, day):
+                        # The server changed form meanwhile (an upgrade): this create is filed
+                        # under another day than the last. The delete runs before it lands.
+                        self._drop_old_row(score)
             exists_after = True
         if result.outcome == ACCEPTED:
             self._store.mark_delivered(
-                score.id, score.version, exists_remotely=exists_after, owner=self.owner, sent_at=sent_at
+                score.id,
+                score.version,
+                exists_remotely=exists_after,
+                owner=self.owner,
+                sent_at=sent_at,
+                day=day,
             )
         elif result.outcome == REJECTED:
             log.warning("Langfuse rejected score %s: %s", score.id, result.message)
@@ -199,20 +236,51 @@ class Outbox:
             )
         return result
 
-    def _replace_from_earlier_day(self, score: ScoreRow) -> Delivery | None:
-        """Delete a score first when the server would file its new state as a second row.
+    def _drop_old_row(self, score: ScoreRow) -> None:
+        gone = self._sink.delete(score.id)
+        if gone.outcome != ACCEPTED:
+            log.warning("Score %s may show twice in Langfuse (an old row): %s", score.id, gone.message)
 
-        A server that drops `timestamp` files a score under the day it received it, and keeps
-        one row per (day, name, id): a vote changed on a later UTC day would be counted twice.
-        The delete runs at once and the create lands seconds later, so one row remains.
-        Returns the failed delete's outcome, or None to go on with the create.
+    def _recheck_delete(self, score: ScoreRow, now: float) -> Delivery:
+        """The late second delete of an undone score (see RECHECK_AFTER_S); tried until taken."""
+        result = self._sink.delete(score.id)
+        recheck = 0.0 if result.outcome != RETRY else now + backoff_s(1, self._retry_max_s)
+        self._store.mark_delivered(
+            score.id, score.version, exists_remotely=False, owner=self.owner, recheck_at=recheck
+        )
+        return result
+
+    def _replace_from_earlier_day(self, score: ScoreRow, now: float) -> Delivery | object | None:
+        """Delete a score first when Langfuse would file its new state as a second row.
+
+        Langfuse keeps one row per (day, name, id): the day of the score's `timestamp` where the
+        server keeps it, else the day it received the call. When the next create would be filed
+        under another day than the last one, the delete runs first (at once) and the create
+        lands seconds later, so one row remains. If the last create may not have landed yet,
+        the score waits until it has (a delete before it lands would find nothing).
+        Returns None to go on with the create, _LATER when the score waits, or the failed
+        delete's outcome.
         """
-        if not score.remote_exists or not score.remote_sent_at or self._sink.keeps_timestamp:
+        if not score.remote_exists or not score.remote_sent_at:
             return None
-        if same_server_day(score.remote_sent_at, time.time()):
+        generation = self._sink.generation
+        known = score.remote_day or filed_day(SINGLE, score.created, score.remote_sent_at)
+        forms = [generation] if generation else [BATCH, SINGLE]
+        predicted = {filed_day(form, score.created, now) for form in forms}
+        # Clocks differ: a call within two minutes of midnight may be filed under either day.
+        unsure = generation != BATCH and not same_server_day(now, now)
+        if predicted == {known} and not unsure:
             return None
+        if now < lands_by(score.remote_sent_at):
+            self._store.due_again_at(
+                score.id, score.version, lands_by(score.remote_sent_at), owner=self.owner
+            )
+            return _LATER
         result = self._sink.delete(score.id)
         return None if result.outcome == ACCEPTED else result
+
+
+_LATER = object()
 
 
 def _alive(pid: int) -> bool:

@@ -53,7 +53,10 @@ COST_DETAILS = "langfuse.observation.cost_details"
 TRACE_COST = "langfuse.trace.metadata.cost_usd"
 UNKNOWN = "unknown"
 # OpenTelemetry's default is 128 and drops the oldest attributes silently past it.
-SPAN_LIMITS = SpanLimits(max_span_attributes=1024, max_event_attributes=256, max_link_attributes=128)
+# An LLM call's flattened messages grow with the chat (about three attributes per message, the
+# agent keeps the session's memory): the SDK would drop the oldest ones (the system prompt first)
+# before the shaper sees them, so the limit is far above any chat; the shaper then folds them.
+SPAN_LIMITS = SpanLimits(max_span_attributes=100_000, max_event_attributes=256, max_link_attributes=128)
 # Traces whose root has not ended yet, with their running cost (bounded: a root always ends,
 # but a leak must not grow without limit).
 _OPEN_TRACES = 10_000
@@ -162,7 +165,8 @@ def shape(span: ReadableSpan, extra: dict[str, object] | None = None) -> Readabl
         shaped[OUTPUT_MIME_TYPE] = "text/plain"
     if is_llm:
         messages = chat_messages(attributes)
-        if messages:
+        # Only a complete chat replaces OpenInference's input (message 0 is the system prompt).
+        if messages and f"{INPUT_MESSAGES}0.message.role" in attributes:
             shaped[INPUT_VALUE] = json.dumps(messages, ensure_ascii=False, default=str)
             shaped[INPUT_MIME_TYPE] = "application/json"
     shaped.update(extra or {})

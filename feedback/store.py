@@ -33,7 +33,97 @@ from feedback.migrations import migrate
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ScoreRow", "SpanRecord", "Store", "StoreError", "TraceRecord"]
+__all__ = [
+    "BY_CHECK",
+    "BY_DATASET",
+    "BY_DEMO_JUDGE",
+    "BY_JUDGE",
+    "BY_REVIEWER",
+    "BY_USER",
+    "CHAT_TURN_SQL",
+    "DEMO_JUDGE_SQL",
+    "RATING_NAME",
+    "RATING_SQL",
+    "CauseWithdrawn",
+    "ScoreRow",
+    "SpanRecord",
+    "Store",
+    "StoreError",
+    "TraceRecord",
+    "by_label",
+    "is_chat_turn",
+    "scored_by_default",
+]
+
+# ----- what "a rating" is, and who scored ---------------------------------------------------
+# One definition for the CLI, the app's status line and the dashboard: a *rating* is a person's
+# vote (👍/👎, a reason, a comment), the `user-feedback` score; every other score (an LLM judge's,
+# a code check's, a dataset run's grade, a reviewer's) is shown apart, labelled by who scored.
+
+RATING_NAME = "user-feedback"  # feedback.votes.SCORE_NAME; no evaluator may take this name
+BY_USER = "user"
+BY_JUDGE = "judge"
+BY_DEMO_JUDGE = "demo-judge"  # the bundled 135M model as judge: a demo of the machinery only
+BY_CHECK = "check"
+BY_DATASET = "dataset"
+BY_REVIEWER = "reviewer"
+_BY_LABELS = {
+    BY_USER: "user",
+    BY_JUDGE: "judge",
+    BY_DEMO_JUDGE: "demo judge",
+    BY_CHECK: "code check",
+    BY_DATASET: "dataset run",
+    BY_REVIEWER: "reviewer",
+}
+_DATASET_SCORE = "dataset-correct"  # evals.dataset_run.SCORE_NAME
+
+# SQL conditions on a `scores` row (write `s.` in front of nothing: use `alias` in the helpers).
+RATING_SQL = f"name = '{RATING_NAME}'"
+"""A score row that is a person's vote (use `rating_sql("s")` for an aliased table)."""
+DEMO_JUDGE_SQL = f"scored_by = '{BY_DEMO_JUDGE}'"
+"""A score row written by the bundled demo judge (label it, or leave it out of "worst")."""
+CHAT_TURN_SQL = """(tags IS NULL OR (tags NOT LIKE '%"evaluation"%' AND tags NOT LIKE '%"dataset"%'))"""
+"""A `traces` row that is a chat turn: not a judge's own trace (tag "evaluation",
+feedback.tracing.EVALUATION_TAG) nor an offline dataset item's (tag "dataset"). Tags are stored as
+a JSON list, so a tag is matched with its quotes ("re-evaluation" is not "evaluation")."""
+
+
+def rating_sql(alias: str = "") -> str:
+    """`RATING_SQL` for a table alias: `rating_sql("s")` -> `s.name = 'user-feedback'`."""
+    return f"{alias}.{RATING_SQL}" if alias else RATING_SQL
+
+
+def chat_turn_sql(alias: str = "") -> str:
+    """`CHAT_TURN_SQL` for a table alias (`chat_turn_sql("t")`)."""
+    return CHAT_TURN_SQL.replace("tags", f"{alias}.tags") if alias else CHAT_TURN_SQL
+
+
+def is_chat_turn(tags: Any) -> bool:
+    """The Python twin of CHAT_TURN_SQL, for a trace's `tags` (a JSON text or a list)."""
+    if isinstance(tags, str):
+        try:
+            tags = json.loads(tags)
+        except ValueError:
+            return True
+    return not (isinstance(tags, list) and ("evaluation" in tags or "dataset" in tags))
+
+
+def scored_by_default(name: str, source: str) -> str:
+    """Who scored, when the writer does not say: a vote, a dataset grade, a judge or a reviewer."""
+    if name == RATING_NAME:
+        return BY_USER
+    if source == "EVAL":
+        return BY_DATASET if name == _DATASET_SCORE else BY_JUDGE
+    return BY_REVIEWER
+
+
+def by_label(scored_by: str | None) -> str:
+    """Who scored, as people read it ("demo judge", "code check"...)."""
+    return _BY_LABELS.get(scored_by or "", scored_by or "unknown")
+
+
+class CauseWithdrawn(Exception):
+    """A score caused by one version of a rating arrived after that rating changed: not written."""
 
 
 def utc_now() -> str:
@@ -76,6 +166,31 @@ class ScoreRow:
     metadata: str | None = None
     # When the last create of this score was sent to Langfuse (epoch seconds; 0: never).
     remote_sent_at: float = 0.0
+    # The UTC day Langfuse filed the last create under (its dedupe key has the day), and when to
+    # delete an undone score once more in case its create landed later than expected.
+    remote_day: str | None = None
+    remote_recheck_at: float = 0.0
+    # The rating (score id, version) whose vote caused this score (a judge that read it); a
+    # change or undo of that vote deletes it.
+    cause_score_id: str | None = None
+    cause_version: int = 0
+    # Who scored: user, judge, demo-judge, check, dataset, reviewer (see BY_*).
+    scored_by: str | None = None
+
+    @property
+    def by(self) -> str:
+        """Who scored (BY_*), also for a row written before `scored_by` existed."""
+        return self.scored_by or scored_by_default(self.name, self.source)
+
+    @property
+    def is_rating(self) -> bool:
+        """A person's vote (not a judge's, a check's or a reviewer's score)."""
+        return self.name == RATING_NAME
+
+    @property
+    def shown_value(self) -> str | float | None:
+        """The value as exported: a CATEGORICAL score's category, else the number."""
+        return self.string_value if self.data_type == "CATEGORICAL" else self.value
 
     @property
     def delivery(self) -> str:
@@ -430,10 +545,28 @@ class Store:
         keep_note: bool = True,
         string_value: str | None = None,
         metadata: dict[str, Any] | None = None,
+        scored_by: str | None = None,
+        cause: tuple[str, int] | None = None,
     ) -> ScoreRow:
-        """Write a score's new state; a changed score keeps its id and its first `created`."""
+        """Write a score's new state; a changed score keeps its id and its first `created`.
+
+        `cause` (rating score id, version): the score exists because of that vote; it is written
+        only while the rating is still at that version (else CauseWithdrawn), so a judge that
+        finishes after the vote changed never brings back what the change withdrew. A new
+        version of a score withdraws whatever its older versions caused (see `_withdraw`).
+        """
         now = utc_now()
         with self.transaction() as db:
+            if cause is not None:
+                lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+                current = db.execute(
+                    _q(f"SELECT version FROM scores WHERE id = :id{lock}"), {"id": cause[0]}
+                ).first()
+                if current is None or int(current.version) != int(cause[1]):
+                    raise CauseWithdrawn(
+                        f"score {score_id} was caused by rating {cause[0]} at version {cause[1]}, "
+                        f"which is now at {None if current is None else current.version}"
+                    )
             old = db.execute(_q("SELECT note FROM scores WHERE id = :id"), {"id": score_id}).first()
             if old is not None and keep_note and note is None:
                 note = old.note
@@ -443,16 +576,19 @@ class Store:
                     _q(
                         """INSERT INTO scores (id, trace_id, session_id, user_id, name, value, data_type,
                        reason, note, comment, source, created, updated, deleted, version,
-                       string_value, metadata)
+                       string_value, metadata, scored_by, cause_score_id, cause_version)
                    VALUES (:id, :trace_id, :session_id, :user_id, :name, :value, :data_type,
-                       :reason, :note, :comment, :source, :now, :now, 0, 1, :string_value, :metadata)
+                       :reason, :note, :comment, :source, :now, :now, 0, 1, :string_value, :metadata,
+                       :scored_by, :cause_score_id, :cause_version)
                    ON CONFLICT (id) DO UPDATE SET
                        value = excluded.value, reason = excluded.reason, note = excluded.note,
                        string_value = excluded.string_value, metadata = excluded.metadata,
                        comment = excluded.comment, session_id = excluded.session_id,
                        user_id = excluded.user_id, updated = excluded.updated, deleted = 0,
+                       scored_by = excluded.scored_by, cause_score_id = excluded.cause_score_id,
+                       cause_version = excluded.cause_version,
                        version = scores.version + 1, delivery_error = NULL, attempts = 0,
-                       next_attempt_at = 0
+                       next_attempt_at = 0, remote_recheck_at = 0
                    RETURNING *"""
                     ),
                     {
@@ -470,15 +606,23 @@ class Store:
                         "comment": comment,
                         "source": source,
                         "now": now,
+                        "scored_by": scored_by or scored_by_default(name, source),
+                        "cause_score_id": cause[0] if cause is not None else None,
+                        "cause_version": int(cause[1]) if cause is not None else 0,
                     },
                 )
                 .mappings()
                 .one()
             )
+            self._withdraw(db, score_id, int(row["version"]), now)
         return _score(row)
 
     def delete_score(self, score_id: str) -> ScoreRow | None:
-        """Mark a score deleted (the outbox then deletes it in Langfuse); None if unknown."""
+        """Mark a score deleted (the outbox then deletes it in Langfuse); None if unknown.
+
+        What the deleted score caused goes with it (an undone vote's judge scores: `_withdraw`).
+        """
+        now = utc_now()
         with self.transaction() as db:
             row = (
                 db.execute(
@@ -487,27 +631,96 @@ class Store:
                            delivery_error = NULL, attempts = 0, next_attempt_at = 0
                        WHERE id = :id AND deleted = 0 RETURNING *"""
                     ),
-                    {"now": utc_now(), "id": score_id},
+                    {"now": now, "id": score_id},
                 )
                 .mappings()
                 .first()
             )
+            if row is not None:
+                self._withdraw(db, score_id, int(row["version"]), now)
         return _score(row) if row is not None else None
+
+    @staticmethod
+    def _withdraw(db: Connection, score_id: str, version: int, now: str) -> None:
+        """Cancel the evaluation jobs and delete the scores that older versions of this score
+        (a vote since changed or undone) alone caused; the new version schedules its own.
+
+        Deleted scores are delivered as deletes by the outbox, like an undone vote. Both lookups
+        use a partial index that holds only caused rows: a score that caused nothing costs two
+        index probes.
+        """
+        db.execute(
+            _q(
+                """UPDATE eval_jobs SET status = 'cancelled', lease_owner = NULL, lease_until = 0,
+                       finished = :at, error = 'withdrawn: the rating that caused it changed or was undone'
+                   WHERE cause_score_id = :id AND cause_version < :v
+                     AND status IN ('pending', 'delayed', 'running')"""
+            ),
+            {"id": score_id, "v": version, "at": time.time()},
+        )
+        db.execute(
+            _q(
+                """UPDATE scores SET deleted = 1, updated = :now, version = version + 1,
+                       delivery_error = NULL, attempts = 0, next_attempt_at = 0
+                   WHERE cause_score_id = :id AND cause_version < :v AND deleted = 0"""
+            ),
+            {"id": score_id, "v": version, "now": now},
+        )
 
     def get_score(self, score_id: str) -> ScoreRow | None:
         row = self.row("SELECT * FROM scores WHERE id = :id", {"id": score_id})
         return _score(row) if row else None
 
-    def scores(self, *, include_deleted: bool = False, limit: int | None = None) -> list[ScoreRow]:
-        sql = "SELECT * FROM scores"
+    def scores(
+        self, *, include_deleted: bool = False, limit: int | None = None, kind: str = "all"
+    ) -> list[ScoreRow]:
+        """Scores, newest first; kind "ratings" (people's votes), "others" (judges, checks,
+        reviewers, dataset grades) or "all"."""
+        where = [_KIND_SQL[kind]]
         if not include_deleted:
-            sql += " WHERE deleted = 0"
-        sql += " ORDER BY created DESC, id"
+            where.append("deleted = 0")
+        sql = f"SELECT * FROM scores WHERE {' AND '.join(where)} ORDER BY created DESC, id"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        return [_score(r) for r in self.rows(sql)]
+        return [_score(r) for r in self.rows(sql, {"rating": RATING_NAME})]
 
-    _DUE = """delivered_version < version AND rejected_version < version AND next_attempt_at <= :now"""
+    def ratings(self, *, include_deleted: bool = False, limit: int | None = None) -> list[ScoreRow]:
+        """People's votes only (what "ratings" means in the CLI, the status line, the dashboard)."""
+        return self.scores(include_deleted=include_deleted, limit=limit, kind="ratings")
+
+    def judge_scores(self, *, include_deleted: bool = False, limit: int | None = None) -> list[ScoreRow]:
+        """Every score that is not a person's vote: judges', demo judge's, checks', reviewers',
+        dataset grades; `ScoreRow.by` says who scored each."""
+        return self.scores(include_deleted=include_deleted, limit=limit, kind="others")
+
+    def judge_reasoning(self, trace_ids: Iterable[str]) -> dict[str, dict[str, str]]:
+        """Per trace, each judge's reasoning by score name: {trace_id: {name: reasoning}}.
+
+        For showing which judge said what (never all of them joined into one text). Only live
+        scores that are not votes and have a reasoning; the worker keeps it as the score's note.
+        """
+        out: dict[str, dict[str, str]] = {}
+        ids = list(dict.fromkeys(trace_ids))
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            binds = ", ".join(f":t{i}" for i in range(len(chunk)))
+            for r in self.rows(
+                f"""SELECT trace_id, name, note FROM scores
+                    WHERE trace_id IN ({binds}) AND deleted = 0 AND NOT ({RATING_SQL})
+                      AND note IS NOT NULL AND note <> '' ORDER BY name""",
+                {f"t{i}": t for i, t in enumerate(chunk)},
+            ):
+                out.setdefault(r["trace_id"], {})[r["name"]] = r["note"]
+        return out
+
+    def chat_turns(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest chat turns (CHAT_TURN_SQL: no judge's or dataset item's trace), newest first."""
+        return self.rows(
+            f"SELECT * FROM traces WHERE {CHAT_TURN_SQL} ORDER BY start_time DESC LIMIT :n", {"n": limit}
+        )
+
+    _DUE = """((delivered_version < version AND rejected_version < version AND next_attempt_at <= :now)
+              OR (remote_recheck_at > 0 AND remote_recheck_at <= :now))"""
 
     def pending_scores(self, now: float | None = None, limit: int = 100) -> list[ScoreRow]:
         """Scores whose current version Langfuse has neither accepted nor rejected, due now."""
@@ -602,15 +815,20 @@ class Store:
         exists_remotely: bool,
         owner: str | None = None,
         sent_at: float = 0.0,
+        day: str | None = None,
+        recheck_at: float = 0.0,
     ) -> None:
-        """Langfuse took this version; `sent_at` is when a create was sent (0 for a delete)."""
+        """Langfuse took this version; `sent_at` is when a create was sent (0 for a delete), `day`
+        the day Langfuse files it under; an undo is checked once more at `recheck_at` (0: never)."""
         with self.transaction() as db:
             db.execute(
                 _q(
                     f"""UPDATE scores SET delivered_version = {self._LATE} ELSE
                            {_greatest("delivered_version", ":version")} END,
                        remote_exists = :exists, delivery_error = NULL, attempts = 0,
-                       remote_sent_at = {_greatest("remote_sent_at", ":sent")}, {self._RELEASE}
+                       remote_sent_at = {_greatest("remote_sent_at", ":sent")},
+                       remote_day = COALESCE(:day, remote_day), remote_recheck_at = :recheck,
+                       {self._RELEASE}
                    WHERE id = :id"""
                 ),
                 {
@@ -619,11 +837,14 @@ class Store:
                     "id": score_id,
                     "owner": owner,
                     "sent": sent_at,
+                    "day": day,
+                    "recheck": recheck_at,
                 },
             )
 
-    def delete_again_at(self, score_id: str, version: int, at: float, *, owner: str | None = None) -> None:
-        """A delete was taken while a create of the score may still land: stay pending, due at `at`.
+    def due_again_at(self, score_id: str, version: int, at: float, *, owner: str | None = None) -> None:
+        """Stay pending until `at`: a delete taken while a create of the score may still land, or a
+        create waiting for the last one to land before replacing it.
 
         The lease is given back either way; a score changed meanwhile is delivered as usual.
         """
@@ -676,15 +897,18 @@ class Store:
         with self.transaction() as db:
             db.execute(_q("UPDATE scores SET next_attempt_at = 0 WHERE delivered_version < version"))
 
-    def delivery_counts(self) -> dict[str, Any]:
+    def delivery_counts(self, kind: str = "all") -> dict[str, Any]:
+        """Deliveries to Langfuse: pending, delivered, rejected and the oldest pending's age (s);
+        kind "ratings" counts people's votes only, "others" every other score, "all" both."""
         row = (
             self.row(
-                """SELECT
+                f"""SELECT
                  SUM(CASE WHEN delivered_version < version AND rejected_version < version THEN 1 ELSE 0 END) AS pending,
                  SUM(CASE WHEN delivered_version >= version THEN 1 ELSE 0 END) AS delivered,
                  SUM(CASE WHEN delivered_version < version AND rejected_version >= version THEN 1 ELSE 0 END) AS rejected,
                  MIN(CASE WHEN delivered_version < version AND rejected_version < version THEN updated END) AS oldest
-               FROM scores"""
+               FROM scores WHERE {_KIND_SQL[kind]}""",
+                {"rating": RATING_NAME},
             )
             or {}
         )
@@ -698,6 +922,10 @@ class Store:
             "rejected": int(row.get("rejected") or 0),
             "oldest_pending_age_s": age,
         }
+
+
+_KIND_SQL = {"all": "1 = 1", "ratings": "name = :rating", "others": "name <> :rating"}
+_IN_CHUNK = 50
 
 
 @functools.lru_cache(maxsize=256)

@@ -2,6 +2,8 @@
 
 The trace id always comes from the server-side map of the session, never from the browser.
 A vote is committed to the local store before `record` returns; delivery happens later.
+Changing or undoing a vote withdraws, in the same transaction, the evaluation jobs and judge
+scores the earlier vote alone caused (Store._withdraw): a dislike's `dislike-reason` goes with it.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from feedback.sanitize import clean_text
-from feedback.store import ScoreRow, Store
+from feedback.store import BY_USER, RATING_NAME, ScoreRow, Store
 
 log = logging.getLogger(__name__)
 
-SCORE_NAME = "user-feedback"
+SCORE_NAME = RATING_NAME  # a person's vote: what "a rating" means everywhere
 DATA_TYPE = "BOOLEAN"
 _SCORE_NAMESPACE = uuid.UUID("7f6d4bb8-7f8f-4a53-9d89-0c3f1f1b6a51")
 
@@ -93,6 +95,7 @@ class VoteRecorder:
             session_id=session_id,
             user_id=user_id,
             reason=vote.reason,
+            scored_by=BY_USER,
         )
 
     def comment(self, *, trace_id: str, text: str) -> ScoreRow | None:

@@ -209,7 +209,8 @@ class FakeLangfuseState:
     """What the stand-in received; `mode` switches how it answers score and dataset calls."""
 
     generation: str = SINGLE
-    clock: Callable[[], float] = time.time
+    # Read at each call (not bound once), so a test that moves time.time moves this clock too.
+    clock: Callable[[], float] = lambda: time.time()  # noqa: E731
     spans: list[RecordedSpan] = field(default_factory=list)
     score_posts: list[dict[str, Any]] = field(default_factory=list)
     score_refusals: list[dict[str, Any]] = field(default_factory=list)
@@ -230,6 +231,8 @@ class FakeLangfuseState:
     # anything else for the same experiment and item is a second run item.
     experiment_items: dict[tuple[str, str, int], RecordedSpan] = field(default_factory=dict)
     experiment_item_duplicates: list[RecordedSpan] = field(default_factory=list)
+    # getDelay is a minimum: a busy worker takes longer to land a create.
+    busy_worker_s: float = 0.0
     mode: str = "ok"  # ok | error500 | hang | reject | unauthorized
     hang_s: float = 10.0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -504,7 +507,11 @@ class _Handler(_JSONHandler):
         with self.state.lock:
             self.state.events.append(
                 _ScoreEvent(
-                    arrival + create_delay_s(arrival), len(self.state.events), "create", row["id"], row
+                    arrival + create_delay_s(arrival) + self.state.busy_worker_s,
+                    len(self.state.events),
+                    "create",
+                    row["id"],
+                    row,
                 )
             )
         return row
@@ -619,10 +626,12 @@ class FakeLangfuse:
     the same port, with everything it recorded kept.
     """
 
-    def __init__(self, generation: str = SINGLE, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, generation: str = SINGLE, *, clock: Callable[[], float] | None = None) -> None:
         if generation not in GENERATIONS:
             raise ValueError(f"unknown Langfuse generation {generation!r}")
-        self.state = FakeLangfuseState(generation=generation, clock=clock)
+        self.state = FakeLangfuseState(generation=generation)
+        if clock is not None:
+            self.state.clock = clock
         self._handler = type("Handler", (_Handler,), {"state": self.state})
         self.server: ThreadingHTTPServer | None = _ReusableServer(("127.0.0.1", 0), self._handler)
         self.port = self.server.server_address[1]

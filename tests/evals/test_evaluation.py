@@ -165,17 +165,22 @@ def test_turns_ratings_and_conversations_are_judged_and_reach_langfuse(
     assert not {j.target_id for j in jobs_of(handlers)} & {t["id"] for t in eval_traces}
     assert row_trace(store, meta["eval_trace_id"]) and meta["eval_trace_id"] in {t["id"] for t in eval_traces}
 
-    # A dislike that comes later runs the dislike judge on that turn; a like afterwards does not.
+    # A dislike that comes later runs the dislike judge on that turn; a like afterwards does not,
+    # and withdraws the dislike judge's score (issue 22: it was caused by the dislike alone).
     like(handlers, session, answer_index(history, 0), False)
     wait_for(lambda: any(s.name == "why-disliked" for s in store.scores()), 20)
     (why,) = [s for s in store.scores() if s.name == "why-disliked"]
     assert (why.trace_id, why.value, why.string_value, why.data_type) == (first, None, "wrong", "CATEGORICAL")
+    wait_for(lambda: why.id in fake_langfuse.state.scores, 20)
+    assert fake_langfuse.state.scores[why.id]["value"] == "wrong"
+    assert fake_langfuse.state.scores[why.id]["dataType"] == "CATEGORICAL"
     like(handlers, session, answer_index(history, 0), True)
     wait_for(lambda: len(jobs_of(handlers, "why-disliked")) == 4 and settled(handlers), 20)
     assert Counter(j.status for j in jobs_of(handlers, "why-disliked")) == {
         "skipped-filter": 3,
         "completed": 1,
     }
+    assert [s.name for s in store.scores() if s.name == "why-disliked"] == []
 
     # The conversation falls idle: judged once; the user comes back: judged again, both kept.
     wait_for(lambda: len([s for s in store.scores() if s.name == "goal"]) == 1, 20)
@@ -190,7 +195,7 @@ def test_turns_ratings_and_conversations_are_judged_and_reach_langfuse(
     wait_for(lambda: store.delivery_counts()["pending"] == 0 and settled(handlers), 20)
     sent = fake_langfuse.state.scores
     assert sent[quality[first].id]["traceId"] == first and sent[quality[first].id]["value"] == 0.75
-    assert sent[why.id]["value"] == "wrong" and sent[why.id]["dataType"] == "CATEGORICAL"
+    assert why.id not in sent  # withdrawn with the dislike that caused it: deleted there too
     for goal in goals:
         assert sent[goal.id]["sessionId"] == session.session_id and "traceId" not in sent[goal.id]
         assert sent[goal.id]["dataType"] == "BOOLEAN" and sent[goal.id]["value"] == 1.0

@@ -115,3 +115,32 @@ def test_service_version_environment_and_release(runtime, fake_langfuse):
     assert runtime.feedback.outbox.flush(10)
     (row,) = fake_langfuse.state.rows()
     assert row["environment"] == "staging"
+
+
+def test_a_long_chat_keeps_every_message_of_an_llm_call(tmp_path):
+    """Three attributes per message: past the SDK's attribute limit the oldest (the system
+    prompt first) would be dropped before the shaper folds them into one input."""
+    from feedback.store import Store
+    from feedback.tracing import Telemetry
+
+    store = Store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    telemetry = Telemetry(store, trace_name="t")
+    tracer = telemetry.provider.get_tracer("openinference.instrumentation.smolagents")
+    flattened: dict[str, Any] = {
+        "openinference.span.kind": "LLM",
+        "input.value": "{'messages': ['ChatMessage(...)']}",
+    }
+    for i in range(600):
+        prefix = f"llm.input_messages.{i}.message"
+        flattened[f"{prefix}.role"] = "system" if i == 0 else ("user" if i % 2 else "assistant")
+        flattened[f"{prefix}.contents.0.message_content.type"] = "text"
+        flattened[f"{prefix}.contents.0.message_content.text"] = f"m{i}"
+    with tracer.start_as_current_span("Model.generate", attributes=flattened) as span:
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    telemetry.flush_to_store()
+    (row,) = store.rows("SELECT attributes FROM spans WHERE trace_id = :t", {"t": trace_id})
+    messages = json.loads(json.loads(row["attributes"])["input.value"])
+    assert len(messages) == 600
+    assert messages[0] == {"role": "system", "content": "m0"} and messages[-1]["content"] == "m599"
+    telemetry.shutdown()
+    store.close()

@@ -245,7 +245,7 @@ def test_copy_moves_a_sqlite_store_into_postgres_and_can_run_again(tmp_path, pg_
         "--db", str(db), "copy", "--to", pg_url.replace("postgresql+psycopg://", "postgresql://")
     )
     assert done.returncode == 0, done.stderr
-    assert "Copied 603 traces, 1206 spans and 4 ratings" in done.stdout
+    assert "Copied 603 traces, 1206 spans and 4 scores" in done.stdout  # ratings and judges': "scores"
     assert "postgres at 127.0.0.1" in done.stdout and "1813/1813" in done.stderr  # the progress bar
     remote = Store(pg_url)
     try:
