@@ -41,7 +41,7 @@ from sandbox.confine import start_child, stop_child
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-EVENT_LIMIT = 16 * 1024 * 1024  # one chat event (a step's messages) at most
+EVENT_LIMIT = 16 * 1024 * 1024  # one chat event (a step's summary) at most
 START_TIMEOUT_S = 180.0  # imports, the store, the code sandbox's zygote, on 2 busy cores
 # A turn whose agent process says nothing for this long is given up (its model and code
 # steps have their own, shorter, time limits: this catches a process that hangs).

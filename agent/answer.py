@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-GIVE_UP = "I could not work this out; try rephrasing, or configure a larger model: see Settings."
+GIVE_UP = "I could not work this out; please try rephrasing. (A larger model answers better: see Settings in the README.)"
 
 _FALLBACK_ERROR = "Error in generating final LLM output"
 # The shape of the agent's own protocol: a JSON action, a code call, or the ReAct labels.

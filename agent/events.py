@@ -1,7 +1,7 @@
 """An agent's run as a stream of plain chat events, the same in the app and in an agent process.
 
-A turn's chat only needs: the text the model is writing (at most every LIVE_INTERVAL_S), each
-finished step's messages, and how the run ended. Those are JSON-safe dicts, so an agent can
+A turn's chat only needs: the text the model is writing (at most every LIVE_INTERVAL_S), a summary
+of each finished step, and how the run ended. Those are JSON-safe dicts, so an agent can
 run in another process (agent.agent_process) and send them over a socket unchanged.
 
 The generator must be advanced inside the turn's context: the agent's spans take the span
@@ -20,7 +20,7 @@ from smolagents.memory import ActionStep, FinalAnswerStep, PlanningStep
 from smolagents.models import ChatMessageStreamDelta
 from smolagents.utils import AgentMaxStepsError
 
-from agent.steps import answer_text, messages_from_step
+from agent.steps import answer_text, step_summary
 from feedback.span_shaping import FINAL_OUTPUT_ATTRIBUTE
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def run_events(agent: Any, message: str) -> Iterator[Event]:
     """Run one task; yield {"ev": "live" | "step" | "end", ...}. Exceptions propagate.
 
     - live: {"text": what the model wrote so far in this step, "step": its number}
-    - step: {"messages": the chat messages of a finished step}
+    - step: {"step": what the chat shows of a finished step (agent.steps.step_summary)}
     - end: {"answer": the raw final answer or None, "max_steps": bool, "trust": bool}
     """
     run = agent.run(message, stream=True, reset=False)
@@ -83,7 +83,9 @@ def run_events(agent: Any, message: str) -> Iterator[Event]:
                 mark_final_output(agent_span, answer)
             elif isinstance(step, (ActionStep, PlanningStep)):
                 written, shown_at = "", 0.0
-                yield {"ev": "step", "messages": messages_from_step(step)}
+                summary = step_summary(step)
+                if summary is not None:
+                    yield {"ev": "step", "step": summary}
         yield {
             "ev": "end",
             "answer": answer,

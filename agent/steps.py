@@ -1,7 +1,12 @@
 """Agent steps -> chat messages, as pure functions (no Gradio objects, easy to test).
 
-Thoughts, code and observations are collapsible messages (a `metadata.title`); the final
-answer is a plain assistant message and always comes last.
+An answer is one collapsed "how I got this" message (a `metadata.title`) holding every step
+as compact text (thought, code, what it printed or returned, its error), then the answer
+itself as a plain assistant message, always last. Three panels per step buried even "Hello"
+under a pile of clicks, and the last step's output only repeated the answer.
+
+A step crosses processes (agent.agent_process) as a small JSON-safe summary (`step_summary`);
+the chat message is drawn from the summaries in the app (`how_message`).
 """
 
 from __future__ import annotations
@@ -21,10 +26,6 @@ def as_text(value: str) -> str:
     """Show text as text: HTML in a message (the user's or the model's) is never rendered,
     while markdown still is. Code blocks are fenced and need no escaping."""
     return html.escape(value, quote=False)
-
-
-def _collapsible(title: str, content: str) -> Message:
-    return {"role": "assistant", "content": content, "metadata": {"title": title, "status": "done"}}
 
 
 def _thought(model_output: str | None) -> str:
@@ -109,23 +110,84 @@ def live_message(model_output: str, step_number: int) -> Message:
     }
 
 
-def messages_from_step(step: Any) -> list[Message]:
-    """The chat messages that show one agent step."""
-    out: list[Message] = []
-    if isinstance(step, ActionStep):
-        label = f"Step {step.step_number}"
-        thought = _thought(step.model_output)
-        if thought:
-            out.append(_collapsible(f"💭 {label}: thought", as_text(thought)))
-        if step.code_action:
-            out.append(_collapsible(f"🛠️ {label}: code", _fenced(step.code_action, "python")))
-        if step.observations and step.observations.strip():
-            out.append(_collapsible(f"📝 {label}: observations", _fenced(step.observations)))
-        if step.error is not None:
-            out.append(_collapsible(f"💥 {label}: error", as_text(str(step.error))))
-    elif isinstance(step, PlanningStep):
-        out.append(_collapsible("🧭 Plan", as_text(str(step.plan))))
-    return out
+_LOGS = "Execution logs:"
+_LAST_OUTPUT = "Last output from code snippet:"
+HOW_TITLE = "🔎 How I got this"
+_MAX_PART = 1500  # characters of one step's logs, output or error shown in the chat
+
+
+def _split_observations(observations: str | None) -> tuple[str, str]:
+    """smolagents' "Execution logs:\n<prints>Last output from code snippet:\n<value>" ->
+    (prints, value)."""
+    text = observations or ""
+    logs, marker, output = text.partition(_LAST_OUTPUT)
+    if not marker:
+        logs, output = text, ""
+    return logs.strip().removeprefix(_LOGS).strip(), output.strip()
+
+
+def _short(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= _MAX_PART else text[: _MAX_PART - 1] + "…"
+
+
+def step_summary(step: Any) -> dict[str, Any] | None:
+    """What the chat shows of one step, JSON-safe; None for a step it does not show.
+
+    The final step's returned value is the answer, shown right below: it is left out here.
+    """
+    if isinstance(step, PlanningStep):
+        return {"plan": _short(str(step.plan))}
+    if not isinstance(step, ActionStep):
+        return None
+    logs, output = _split_observations(step.observations)
+    if getattr(step, "is_final_answer", False):
+        output = ""
+    return {
+        "number": step.step_number,
+        "thought": _short(_thought(step.model_output)),
+        "code": (step.code_action or "").strip(),
+        "logs": _short(logs),
+        "output": _short(output),
+        "error": _short(str(step.error)) if step.error is not None else "",
+    }
+
+
+def _step_text(summary: dict[str, Any]) -> str:
+    if "plan" in summary:
+        return f"**Plan**\n{as_text(str(summary['plan']))}"
+    thought = str(summary.get("thought") or "")
+    head = f"**Step {summary.get('number')}**" + (f" · {as_text(thought)}" if thought else "")
+    lines = [head]
+    if summary.get("code"):
+        lines.append(_fenced(str(summary["code"]), "python"))
+    if summary.get("logs"):
+        lines.append("Printed:\n" + _fenced(str(summary["logs"])))
+    if summary.get("output"):
+        lines.append(f"→ {as_text(str(summary['output']))}")
+    if summary.get("error"):
+        lines.append("⚠️ Error:\n" + _fenced(str(summary["error"])))
+    return "\n".join(lines)
+
+
+def how_title(steps: list[dict[str, Any]]) -> str:
+    """E.g. "🔎 How I got this (2 steps, 1 error)"."""
+    actions = sum("plan" not in s for s in steps)
+    errors = sum(bool(s.get("error")) for s in steps)
+    detail = f"{actions} step" + ("" if actions == 1 else "s")
+    if errors:
+        detail += f", {errors} error" + ("" if errors == 1 else "s")
+    return f"{HOW_TITLE} ({detail})"
+
+
+def how_message(steps: list[dict[str, Any]]) -> list[Message]:
+    """The one collapsed message that shows how an answer was reached ([] before any step)."""
+    if not steps:
+        return []
+    content = "\n\n".join(_step_text(s) for s in steps)
+    return [
+        {"role": "assistant", "content": content, "metadata": {"title": how_title(steps), "status": "done"}}
+    ]
 
 
 def answer_text(step: FinalAnswerStep | Any) -> str:

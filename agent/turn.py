@@ -14,16 +14,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from opentelemetry import trace as otel_trace
+
 from agent.agent_process import AgentProcessError, RemoteAgent
 from agent.answer import GIVE_UP, is_usable
 from agent.events import Event, run_events
 from agent.session import ChatSession
-from agent.steps import Message, as_text, live_message
+from agent.steps import Message, as_text, how_message, live_message
 from llms.llama_engine import LocalModelError
 
 log = logging.getLogger(__name__)
 
 THINKING = "⏳ Working on it…"
+# The root span's attribute that keeps what the agent really ended with when the chat showed
+# the give-up sentence instead (the trace's output is what the user saw).
+RAW_OUTPUT_ATTRIBUTE = "app.raw_output"
 BUSY = "⏳ Your previous message is still being answered; send this one when it is done."
 
 
@@ -76,6 +81,23 @@ class _Trace:
         except Exception:  # noqa: BLE001
             log.exception("Could not record %s on the trace", method)
 
+    def set_attribute(self, key: str, value: str) -> None:
+        """One attribute on the root span (the current span in the turn's context)."""
+        if self.turn is None:
+            return
+
+        def put() -> None:
+            span = otel_trace.get_current_span()
+            if format(span.get_span_context().span_id, "016x") != getattr(self.turn, "span_id", None):
+                log.warning("The turn's root is not the current span; %s not recorded", key)
+                return
+            span.set_attribute(key, value)
+
+        try:
+            self.ctx.run(put)
+        except Exception:  # noqa: BLE001 - telemetry must never break a chat turn
+            log.exception("Could not record %s on the trace", key)
+
     def close(self) -> None:
         if self.cm is None:
             return
@@ -124,6 +146,25 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _record_answer(trace: _Trace, end: Event) -> str:
+    """The answer the chat shows, recorded on the trace as shown.
+
+    When the agent ended with no usable answer the chat shows the give-up sentence: the
+    trace's output is that sentence (what the user saw, what votes and checks judge), its
+    level WARNING with the reason, and the raw output is kept in `app.raw_output`.
+    """
+    raw = str(end.get("answer") or "")
+    max_steps = bool(end.get("max_steps"))
+    if is_usable(raw, max_steps_reached=max_steps, trust_fallback=bool(end.get("trust", True))):
+        trace.call("set_output", raw)
+        return as_text(raw)
+    why = "reached the step limit" if max_steps else "its output was not a usable answer"
+    trace.call("set_output", GIVE_UP)
+    trace.set_attribute(RAW_OUTPUT_ATTRIBUTE, raw)
+    trace.call("set_warning", f"No usable answer: the agent {why}; the chat showed the give-up message.")
+    return GIVE_UP
+
+
 def stream_turn(
     session: ChatSession,
     message: str,
@@ -134,7 +175,7 @@ def stream_turn(
     """Run one turn; yield the growing chat. Every message of the answer maps to its trace.
 
     The model's tokens are shown as they arrive (at most every events.LIVE_INTERVAL_S), in an
-    open message that collapses into the step's messages when the step ends.
+    open message that folds into the answer's one "how I got this" message when the step ends.
     """
     history = [*history, {"role": "user", "content": as_text(message)}]
     if not session.lock.acquire(blocking=False):
@@ -149,7 +190,7 @@ def stream_turn(
         session.forget_from(first - 1)
         trace.open(tracer, session, message, metadata)
         trace_id = trace.trace_id
-        steps: list[Message] = []
+        steps: list[dict[str, Any]] = []  # agent.steps.step_summary of each finished step
         pending = {"role": "assistant", "content": THINKING}
         if trace_id:
             session.map_answer(range(first, first + 1), trace_id)
@@ -166,10 +207,11 @@ def stream_turn(
                 # once; it is not sent (each costs the server a few ms for every user).
                 if kind == "live" and not event.get("more"):
                     live = live_message(str(event.get("text", "")), int(event.get("step") or 1))
-                    yield TurnUpdate([*history, *steps, live], trace_id)
+                    yield TurnUpdate([*history, *how_message(steps), live], trace_id)
                 elif kind == "step":
-                    steps.extend(event.get("messages") or [])
-                    shown = [*history, *steps, pending]
+                    if isinstance(event.get("step"), dict):
+                        steps.append(event["step"])
+                    shown = [*history, *how_message(steps), pending]
                     if trace_id:
                         session.map_answer(range(first, len(shown)), trace_id)
                     if not event.get("more"):
@@ -186,32 +228,22 @@ def stream_turn(
         if cost is not None:
             trace.call("add_cost", cost)
         if error is None:
-            raw = str(end.get("answer") or "")
-            trace.call("set_output", raw)  # the trace keeps what the agent really ended with
-            max_steps = bool(end.get("max_steps"))
-            if is_usable(raw, max_steps_reached=max_steps, trust_fallback=bool(end.get("trust", True))):
-                shown_answer = as_text(raw)
-            else:
-                shown_answer = GIVE_UP
-                why = "reached the step limit" if max_steps else "its output was not a usable answer"
-                trace.call(
-                    "set_warning", f"No usable answer: the agent {why}; the chat showed the give-up message."
-                )
-            history = [*history, *steps, {"role": "assistant", "content": shown_answer}]
+            shown_answer = _record_answer(trace, end)
+            history = [*history, *how_message(steps), {"role": "assistant", "content": shown_answer}]
             if trace_id:
                 session.map_answer(range(first, len(history)), trace_id)
         else:
             trace.call("set_error", error[:2000])
-            # An error is not an answer: votes on it are ignored.
-            session.unmap(range(first, first + len(steps) + 2))
             history = [
                 *history,
-                *steps,
+                *how_message(steps),
                 {
                     "role": "assistant",
                     "content": f"⚠️ Sorry, this turn failed and has no answer. Reason: {error}",
                 },
             ]
+            # An error is not an answer: votes on it are ignored.
+            session.unmap(range(first, len(history)))
         trace.close()
         finished = True
         yield TurnUpdate(history, trace_id, done=True, error=error)

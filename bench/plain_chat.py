@@ -1,8 +1,8 @@
 """Plain Gradio, for bench.load to compare against: a bare `gr.ChatInterface`, no agent, no tracing.
 
 Its function is a generator that streams what the app streams for one turn with the scripted
-model: a "working" message, then each step's thought, code and observations, then the answer,
-with the app's message texts and titles. PLAIN_UPDATES is the number of chatbot updates per turn
+model: a "working" message, each step while it is written, then one collapsed "how I got this"
+group and the answer, with the app's message texts and titles. PLAIN_UPDATES is the number of chatbot updates per turn
 (3 by default: working, one step, answer; bench.load sets it to what it counted from the app).
 Started by bench.load in its own process like app.py, on GRADIO_SERVER_PORT, with the same queue
 concurrency as the app.
@@ -40,27 +40,27 @@ def _collapsible(title: str, content: str) -> dict[str, Any]:
 
 
 def respond(message: str, history: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    """The updates the app yields for a scripted turn (see agent/turn.py): working, steps, answer."""
+    """The updates the app yields for a scripted turn (see agent/turn.py and agent/steps.py):
+    working, each step as it is written, then one collapsed "how I got this" group and the answer."""
     answer = f"Answer to: {message}"
     code = f"final_answer({answer!r})"
     pending = {"role": "assistant", "content": THINKING}
-    steps: list[dict[str, Any]] = []
+    steps: list[str] = []
     yield [pending]
     for n in range(1, UPDATES - 1):
         if BURN_S and n == 1:
             burn(BURN_S)
-        steps += [
-            _collapsible(
-                f"💭 Step {n}: thought", f"Thought: I will answer.\n&lt;code&gt;\n{code}\n&lt;/code&gt;"
-            ),
-            _collapsible(f"🛠️ Step {n}: code", f"```python\n{code}\n```"),
-            _collapsible(
-                f"📝 Step {n}: observations",
-                f"```\nExecution logs:\nLast output from code snippet:\n{answer}\n```",
-            ),
-        ]
-        yield [*steps, pending]
-    yield [*steps, {"role": "assistant", "content": answer}]
+        steps.append(f"**Step {n}.** I will answer.\n```python\n{code}\n```")
+        writing = {
+            "role": "assistant",
+            "content": f"Thought: I will answer.\n```python\n{code}\n```",
+            "metadata": {"title": f"✍️ Step {n}: writing…", "status": "pending"},
+        }
+        yield [writing, pending]
+    group = _collapsible(
+        f"🔎 How I got this ({len(steps)} step{'s' if len(steps) != 1 else ''})", "\n\n".join(steps)
+    )
+    yield [group, {"role": "assistant", "content": answer}]
 
 
 def build() -> gr.ChatInterface:

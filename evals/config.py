@@ -63,7 +63,7 @@ FILTER_KEYS = (
     "metadata",
     "min_latency_ms",
 )
-STATUSES = ("OK", "ERROR")
+STATUSES = ("OK", "WARNING", "ERROR")
 # Keys of an [[evaluator]] table; `idle_s` and `messages` only for conversations.
 KEYS = (
     "name",
@@ -201,7 +201,9 @@ def _filter(raw: Any, fail: Callable[[str, str], EvaluatorsError]) -> Mapping[st
         elif key == "status":
             statuses = _strings(value, key, fail)
             if any(s not in STATUSES for s in statuses):
-                raise fail("filter.status", f'filter status must be "OK" or "ERROR", not {value!r}')
+                raise fail(
+                    "filter.status", f'filter status must be "OK", "WARNING" or "ERROR", not {value!r}'
+                )
             out[key] = statuses
         elif key in ("reason", "tags", "tool", "model", "user_id"):
             out[key] = _strings(value, key, fail)

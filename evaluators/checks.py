@@ -13,8 +13,8 @@ from agent.answer import GIVE_UP
 
 
 def no_error(turn: dict[str, Any]) -> bool:
-    """The turn ended without an error (its trace is not marked ERROR)."""
-    return turn.get("status") != "ERROR"
+    """The turn ended with an answer and no error: a give-up (status WARNING) is not one."""
+    return turn.get("status") not in ("ERROR", "WARNING")
 
 
 def answer_not_empty(turn: dict[str, Any]) -> bool:

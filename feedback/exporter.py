@@ -88,7 +88,14 @@ def span_record(span: ReadableSpan) -> SpanRecord:
     attrs = dict(span.attributes or {})
     status = span.status.status_code
     level = attrs.get(OBS_LEVEL)
-    status_name = "ERROR" if status == StatusCode.ERROR or level == "ERROR" else "OK"
+    # WARNING: the turn ended without a usable answer (a give-up): not an error, not a success.
+    status_name = (
+        "ERROR"
+        if status == StatusCode.ERROR or level == "ERROR"
+        else "WARNING"
+        if level == "WARNING"
+        else "OK"
+    )
     return SpanRecord(
         trace_id=_hex_trace(span.context.trace_id),
         span_id=_hex_span(span.context.span_id),

@@ -212,7 +212,10 @@ class LocalLlamaModel(Model):
     ) -> ChatMessage:
         written: list[str] = []
         usage = TokenUsage(input_tokens=0, output_tokens=0)
-        for delta in self._deltas(messages, stop_sequences, response_format, stop_on_loop=False):
+        # A JSON reply (the judge's verdict) that starts repeating itself is stopped and still
+        # closed per its schema (llms.llama_engine); free text (the final summary) runs on.
+        json_reply = bool(response_format and response_format.get("type") == "json_schema")
+        for delta in self._deltas(messages, stop_sequences, response_format, stop_on_loop=json_reply):
             written.append(delta.content or "")
             usage = delta.token_usage or usage
         return ChatMessage(role=MessageRole.ASSISTANT, content="".join(written), token_usage=usage)
@@ -226,7 +229,7 @@ class LocalLlamaModel(Model):
         **kwargs: Any,
     ) -> Iterator[ChatMessageStreamDelta]:
         """Yield the reply token by token, so the chat shows it while it is written (a reply
-        that starts repeating itself is stopped)."""
+        that starts repeating itself is stopped; a JSON one still ends closed)."""
         yield from self._deltas(messages, stop_sequences, response_format, stop_on_loop=True)
 
 

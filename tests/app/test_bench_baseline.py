@@ -46,8 +46,8 @@ def test_the_baseline_chats_with_its_memory_and_times_what_the_user_waits_for(
         # The chat so far reached the server: every earlier message is in the answer's chat.
         assert _user_texts(history) == [f"question {i}" for i in range(n + 1)]
         assert history[-1]["content"][0]["text"] == f"Answer to: question {n}"
-        # Per turn: the question, two steps of three collapsed messages each, the answer.
-        assert len(history) == 8 * (n + 1)
+        # Per turn, as the app: the question, one collapsed "how I got this" group, the answer.
+        assert len(history) == 3 * (n + 1)
         assert 0 < streamed <= waited
         if lean:
             assert streamed == waited

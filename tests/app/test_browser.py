@@ -256,3 +256,168 @@ def test_a_message_sent_while_the_page_still_loads_can_be_rated(
         (trace,) = wait_for(lambda: store.list_traces())
         score = wait_for(lambda: store.get_score(score_id_for(trace["id"])), timeout=15)
         assert score.value == 1.0
+
+
+def _thumbs(page) -> list[str | None]:
+    """What each answer's thumbs show: "Liked", "Disliked" or None (bot groups, in order)."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('#chat .message-buttons-left')].map(group => {
+            const labels = [...group.querySelectorAll('button[aria-label]')].map(b => b.getAttribute('aria-label'));
+            return labels.includes('Liked') ? 'Liked' : labels.includes('Disliked') ? 'Disliked' : null;
+        })"""
+    )
+
+
+def _busy(page) -> bool:
+    return page.evaluate("document.querySelector('#msg textarea').disabled")
+
+
+@pytest.fixture
+def streaming(make_settings, make_runtime):
+    """Answers that stream for about three seconds, so a vote can be made while one is written."""
+    from tests.fakes import StreamingScriptedModel
+
+    runtime = make_runtime(make_settings(), StreamingScriptedModel(chunk_chars=2, chunk_delay_s=0.06))
+    with serve(runtime) as url:
+        yield url, runtime
+
+
+def test_a_vote_made_while_the_answer_streams_is_pressed_on_the_finished_answer(browser, streaming):
+    url, runtime = streaming
+    page = browser.new_page()
+    page.goto(url)
+    store = runtime.feedback.store
+    page.fill("#msg textarea", "first question")
+    page.keyboard.press("Enter")
+    # The thumbs show under the answer being written; 👎 is clicked at once.
+    page.locator('#chat button[aria-label="Dislike"]').first.click(timeout=10_000)
+    assert _busy(page), "the answer had already arrived: the vote was not made mid-stream"
+    page.get_by_text("Answer to: first question", exact=True).wait_for(timeout=30_000)
+    page.wait_for_function("!document.querySelector('#msg textarea').disabled", timeout=30_000)
+    page.wait_for_timeout(500)
+    assert _thumbs(page) == ["Disliked"]
+    runtime.feedback.telemetry.flush()
+    (trace,) = wait_for(lambda: store.list_traces())
+    assert store.get_score(score_id_for(trace["id"])).value == 0.0
+    assert "It stays on the answer when it is finished" in page.inner_text("#status")
+
+    # A vote on an earlier answer made while the next one streams stays too.
+    page.fill("#msg textarea", "second question")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelectorAll('#chat .message-buttons-left').length === 2")
+    assert _busy(page)
+    page.locator("#chat .message-buttons-left").first.locator('button[aria-label="Like"]').click()
+    page.get_by_text("Answer to: second question", exact=True).wait_for(timeout=30_000)
+    page.wait_for_function("!document.querySelector('#msg textarea').disabled", timeout=30_000)
+    page.wait_for_timeout(500)
+    assert _thumbs(page) == ["Liked", None]
+    assert store.get_score(score_id_for(trace["id"])).value == 1.0
+
+    # A reload starts a fresh chat (the page keeps no history): nothing of the old one is shown.
+    page.reload()
+    page.wait_for_selector("#msg textarea")
+    page.wait_for_timeout(1000)
+    assert page.locator("#chat .message-row").count() == 0
+    assert page.inner_text("#comment label").startswith("Comment: rate an answer first")
+    assert "Saved" not in page.inner_text("#status") and "Rating" not in page.inner_text("#status")
+    page.fill("#msg textarea", "after the reload")
+    page.keyboard.press("Enter")
+    page.get_by_text("Answer to: after the reload", exact=True).wait_for(timeout=30_000)
+    page.wait_for_timeout(500)
+    assert _thumbs(page) == [None]
+    assert store.get_score(score_id_for(trace["id"])).value == 1.0  # the stored vote is kept
+
+
+def _color(locator) -> str:
+    return locator.evaluate("b => getComputedStyle(b).color")
+
+
+def test_a_dislike_reason_keeps_the_thumb_pressed_and_is_stored_with_it(browser, served):
+    url, runtime, _ = served
+    page = browser.new_page()
+    page.goto(url)
+    _ask(page, "pick a reason")
+    page.locator('#chat button[aria-label="Feedback"]').first.click()
+    page.locator("#chat .extra-feedback-option:visible", has_text="Incorrect").click()
+    store = runtime.feedback.store
+    runtime.feedback.telemetry.flush()
+    (trace,) = wait_for(lambda: store.list_traces())
+    sid = score_id_for(trace["id"])
+    wait_for(lambda: store.get_score(sid) is not None, timeout=15)
+    assert (store.get_score(sid).value, store.get_score(sid).reason) == (0.0, "Incorrect")
+
+    dislike = page.locator('#chat button[aria-label^="Dislike"]').first
+    like = page.locator('#chat button[aria-label^="Like"]').first
+    flag = page.locator('#chat button[aria-label="Feedback"]').first
+
+    def pressed() -> bool:
+        """The 👎 has the accent colour of the chosen flag, not the colour of the unchosen 👍."""
+        return _color(dislike) == _color(flag) != _color(like)
+
+    wait_for(pressed, timeout=5)
+    # Still pressed after the chat is redrawn by another turn.
+    _ask(page, "another question")
+    page.wait_for_timeout(500)
+    assert pressed()
+    # Clicking the pressed 👎 undoes the vote, like any pressed thumb.
+    dislike.click()
+    wait_for(lambda: store.get_score(sid).deleted, timeout=15)
+    wait_for(lambda: not pressed() and _color(dislike) == _color(like), timeout=5)
+    assert "Rating removed" in page.inner_text("#status")
+
+
+def test_the_comment_box_says_which_answer_a_comment_goes_to(browser, served):
+    url, runtime, _ = served
+    page = browser.new_page()
+    page.goto(url)
+    _ask(page, "question one")
+    _ask(page, "question two")
+    label = page.locator("#comment label")
+    assert label.inner_text().startswith("Comment: rate an answer first")
+    page.locator('#chat button[aria-label="Like"]').nth(0).click()
+    page.wait_for_function(
+        "document.querySelector('#comment label').innerText.includes('question one')", timeout=10_000
+    )
+    assert "Saved 👍 on the answer to “question one”" in page.inner_text("#status")
+    page.locator('#chat button[aria-label="Dislike"]').nth(1).click()
+    page.wait_for_function(
+        "document.querySelector('#comment label').innerText.includes('question two')", timeout=10_000
+    )
+    assert label.inner_text() == "Comment on your 👎 of the answer to “question two”"
+    # Undone: the comment now goes to the answer still showing a rating, and says so.
+    page.locator('#chat button[aria-label="Disliked"]').first.click()
+    page.wait_for_function(
+        "document.querySelector('#comment label').innerText.includes('question one')", timeout=10_000
+    )
+    assert label.inner_text() == "Comment on your 👍 of the answer to “question one”"
+    page.fill("#comment textarea", "clear and right")
+    page.click("#comment-btn")
+    store = runtime.feedback.store
+    traces = {t["input"]: t["id"] for t in store.list_traces()}
+    wait_for(lambda: store.get_score(score_id_for(traces["question one"])).comment == "clear and right")
+    assert "Comment saved with your 👍 of the answer to “question one”" in page.inner_text("#status")
+
+
+LINK_PAYLOAD = (
+    '<a href="https://evil.example">link</a> https://plain.example www.evil.example '
+    "me@evil.example [md](https://md.example) ![img](https://img.example/i.png)"
+)
+
+
+def test_links_and_images_in_messages_are_shown_as_text(browser, served):
+    url, _, _ = served
+    page = browser.new_page()
+    page.goto(url)
+    page.fill("#msg textarea", LINK_PAYLOAD)
+    page.keyboard.press("Enter")
+    page.wait_for_function("!document.querySelector('#msg textarea').disabled", timeout=30_000)
+    page.get_by_text("Answer to:", exact=False).first.wait_for(timeout=30_000)
+    page.wait_for_timeout(500)
+    # Neither the user's message nor the model's answer (which repeats it) makes a link or an image.
+    assert page.locator("#chat .message-row a, #chat .message-row img").count() == 0
+    shown = page.inner_text("#chat")
+    assert '<a href="https://evil.example">link</a>' in shown
+    assert "[md](https://md.example) ![img](https://img.example/i.png)" in shown
+    # Gradio's footer: no "Use via API", no "Settings" (its theme panel), no "Runs" page.
+    footer = page.inner_text("footer")
+    assert "API" not in footer and "Settings" not in footer and "Runs" not in footer

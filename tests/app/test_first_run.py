@@ -111,8 +111,14 @@ def test_no_usable_answer_shows_the_give_up_sentence_and_the_trace_keeps_the_raw
     assert text_of(history[-1]) == GIVE_UP
     assert len(model.prompts) == 2  # two steps, no extra call for a summary nobody would see
     runtime.feedback.telemetry.flush()
-    (trace,) = wait_for(lambda: runtime.feedback.store.list_traces())
-    assert trace["output"] == broken and "No usable answer" in (trace["status_message"] or "")
+    store = runtime.feedback.store
+    (trace,) = wait_for(lambda: store.list_traces())
+    # The trace shows what the user saw; the model's raw output is kept on the root span.
+    assert trace["output"] == GIVE_UP and "No usable answer" in (trace["status_message"] or "")
+    (root,) = store.rows(
+        "SELECT attributes FROM spans WHERE trace_id = :t AND parent_id IS NULL", {"t": trace["id"]}
+    )
+    assert json.loads(root["attributes"])["app.raw_output"] == broken
     # A later turn in the same chat still works, and the answer is rated like any other.
     history, session, _ = turn(handlers, session, history, "Hello")
     assert text_of(history[-1]) == GIVE_UP

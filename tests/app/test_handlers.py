@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from agent.steps import HOW_TITLE
 from agent.turn import THINKING
 from app import ChatHandlers
 from feedback.votes import SCORE_NAME, score_id_for
@@ -31,8 +32,10 @@ def test_turn_streams_steps_then_answer_and_reenables_input(handlers):
     assert history[0] == {"role": "user", "content": "What is 2+2?"}
     assert history[-1]["content"] == "Answer to: What is 2+2?"
     assert all(m["content"] != THINKING for m in history)
-    titles = [m.get("metadata", {}).get("title", "") for m in history]
-    assert any("code" in t for t in titles)
+    # The steps are one collapsed "how I got this" group holding the code, above the answer.
+    groups = [m for m in history if m.get("metadata", {}).get("title")]
+    assert [g["metadata"]["title"] for g in groups] == [f"{HOW_TITLE} (1 step)"]
+    assert "```python" in groups[0]["content"] and history[-2] is groups[0]
     # Input is disabled while the turn runs, enabled at the end.
     assert outputs[0][0]["interactive"] is False
     assert outputs[-1][0]["interactive"] is True
@@ -253,3 +256,117 @@ def test_a_signed_in_user_keeps_their_name_when_the_first_message_makes_the_sess
     profile = SimpleNamespace(username="alice")
     made = list(handlers.respond("hi", [], None, "", tab, profile))[-1][2]
     assert handlers.on_load("", tab, profile)[1] is made and made.user_id == "alice"
+
+
+def _plain(markdown: str) -> str:
+    """A status line as the page shows it: Markdown's backslash escapes dropped."""
+    return markdown.replace("\\", "")
+
+
+def _vote(handlers, session, index, liked, click=None):
+    import gradio as gr
+
+    return handlers.on_vote(
+        session, gr.LikeData(None, {"index": index, "value": None, "liked": liked}), click
+    )
+
+
+def test_the_status_line_says_what_each_vote_did(handlers):
+    history, session, _ = turn(handlers, None, [], "q1")
+    index = answer_index(history, 0)
+    _, status = like(handlers, session, index, True)
+    assert "Saved 👍 on the answer to “q1”." in _plain(status)
+    _, status = like(handlers, session, index, False)
+    assert "Rating changed to 👎 on the answer to “q1”." in _plain(status)
+    assert "Say why with ⚑" in status
+    _, status = like(handlers, session, index, "Incorrect")
+    assert "Saved 👎 (Incorrect) on the answer to “q1”." in _plain(status)
+    _, status = like(handlers, session, index, "")
+    assert "Rating removed from the answer to “q1”." in _plain(status)
+    _, status = like(handlers, session, index, "")
+    assert "The answer to “q1” has no rating." in _plain(status)
+
+
+def test_a_question_quoted_in_the_status_line_is_shown_as_text(handlers):
+    question = "see <b>this</b> [here](https://evil.example) and www.evil.example"
+    history, session, _ = turn(handlers, None, [], question)
+    _, status = like(handlers, session, answer_index(history, 0), True)
+    # Every punctuation mark escaped: no HTML, no Markdown link, no autolink.
+    assert "\\<b\\>" in status and "\\]\\(https\\:\\/\\/evil" in status and "www\\.evil" in status
+    assert question[:40] in _plain(status)
+
+
+def test_the_page_gets_each_answers_stored_thumb_and_where_a_comment_goes(make_settings, make_runtime):
+    model = ScriptedModel()
+    handlers = ChatHandlers(make_runtime(make_settings(), model))
+    history, session, _ = turn(handlers, None, [], "q1")
+    model.enqueue(RuntimeError("model server exploded"))
+    history, session, _ = turn(handlers, session, history, "q2")  # an error: no answer to rate
+    history, session, _ = turn(handlers, session, history, "q3")
+    like(handlers, session, answer_index(history, 0), True)
+    like(handlers, session, answer_index(history, 2), "Incorrect")
+    chat, comment = handlers.show_ratings(session, history)
+    assert chat["feedback_value"] == ["Like", None, "Incorrect"]
+    assert comment["label"] == "Comment on your 👎 (Incorrect) of the answer to “q3”"
+    like(handlers, session, answer_index(history, 2), "")
+    chat, comment = handlers.show_ratings(session, history)
+    assert chat["feedback_value"] == ["Like", None, None]
+    assert comment["label"] == "Comment on your 👍 of the answer to “q1”"
+    # A new chat shows no rating and nowhere for a comment to go.
+    _, fresh, _, _ = handlers.on_new_chat(session, "b")
+    chat, comment = handlers.show_ratings(fresh, [])
+    assert chat["feedback_value"] == [] and comment["label"].startswith("Comment: rate an answer first")
+
+
+def test_a_vote_made_while_the_answer_streams_is_shown_on_the_finished_answer(handlers):
+    updates = handlers.respond("stream me", [], None, "b")
+    _, history, session, _ = next(updates)  # the turn has started, its answer is pending
+    _, status = like(handlers, session, len(history) - 1, False)
+    assert "the answer being written" in _plain(status) and "It stays on the answer" in status
+    chat, _ = handlers.show_ratings(session, history)
+    assert chat["feedback_value"] == ["Dislike"]
+    final = list(updates)[-1][1]
+    chat, comment = handlers.show_ratings(session, final)
+    assert chat["feedback_value"] == ["Dislike"]
+    assert comment["label"] == "Comment on your 👎 of the answer to “stream me”"
+
+
+def test_a_comment_after_an_undo_goes_to_the_answer_still_showing_a_rating(handlers):
+    history, session, _ = turn(handlers, None, [], "q1")
+    history, session, _ = turn(handlers, session, history, "q2")
+    like(handlers, session, answer_index(history, 0), True)
+    like(handlers, session, answer_index(history, 1), False)
+    like(handlers, session, answer_index(history, 1), "")  # the last rating is undone
+    text, session, status = handlers.on_comment("a fine answer", session)
+    assert text == "" and "Comment saved with your 👍 of the answer to “q1”." in _plain(status)
+    store = handlers.rt.feedback.store
+    assert store.get_score(score_id_for(_trace_of(handlers, "q1")["id"])).comment == "a fine answer"
+    like(handlers, session, answer_index(history, 0), "")
+    text, session, status = handlers.on_comment("nothing rated now", session)
+    assert text == "nothing rated now" and "Rate an answer first" in status
+
+
+def test_a_click_on_a_dislike_shown_with_its_reason_undoes_it(handlers):
+    history, session, _ = turn(handlers, None, [], "why not")
+    index = answer_index(history, 0)
+    trace = _trace_of(handlers, "why not")
+    store = handlers.rt.feedback.store
+    _vote(handlers, session, index, "Not helpful", 1)
+    # The page shows the pressed 👎; Gradio sends a click on it as a plain dislike.
+    _, status = _vote(handlers, session, index, False, 2)
+    assert store.get_score(score_id_for(trace["id"])).deleted
+    assert "Rating removed" in status
+    # An API caller's plain dislike is a dislike (without the reason).
+    _vote(handlers, session, index, "Not helpful")
+    _vote(handlers, session, index, False)
+    score = store.get_score(score_id_for(trace["id"]))
+    assert (score.deleted, score.value, score.reason) == (False, 0.0, None)
+
+
+def test_a_refused_message_leaves_the_status_line_when_the_next_one_is_sent(make_settings, make_runtime):
+    handlers = ChatHandlers(make_runtime(make_settings(MAX_INPUT_CHARS=50)))
+    *_, (_, _, session, status) = handlers.respond("x" * 51, [], None, "b")
+    assert "limit is 50" in status
+    outputs = list(handlers.respond("short", [], session, "b"))
+    assert outputs[0][3] == handlers.status()  # set when the turn starts, the refusal gone
+    assert all("limit is 50" not in str(out[3]) for out in outputs)

@@ -89,3 +89,37 @@ def test_stale_index_after_new_chat_through_the_queue_api(live):
     assert q.new_chat().success
     assert q.vote(2, True).success  # index 2 of the old chat
     assert runtime.feedback.store.scores() == []
+
+
+LINKS = (
+    '<a href="https://evil.example">link</a> https://plain.example/x HTTP://upper.example '
+    "www.w.example me@mail.example [md](https://md.example) ![img](https://img.example/i.png) "
+    "[ref][1]\n[1]: https://ref.example"
+)
+
+
+def test_nothing_in_a_message_becomes_a_link_and_the_trace_keeps_what_was_typed(make_settings, make_runtime):
+    from app import unlinked
+
+    handlers = ChatHandlers(make_runtime(make_settings()))
+    *_, (_, history, _, _) = handlers.page_respond(LINKS, [], None, "b")
+    user, answer = history[0]["content"], history[-1]["content"]
+    for shown in (user, answer):
+        assert "https\\://evil.example" in shown and "https://" not in shown.replace("https\\://", "")
+        assert "HTTP\\://upper" in shown and "www\\.w" in shown and "me\\@mail" in shown
+        assert "[md]\\(https" in shown and "![img]\\(https" in shown and "[ref]\\[1]" in shown
+        assert "[1]\\: https" in shown
+        assert unlinked(shown) == shown  # applied again (the next turn sends it back): unchanged
+    handlers.rt.feedback.telemetry.flush()
+    (trace,) = handlers.rt.feedback.store.list_traces()
+    assert trace["input"] == LINKS
+
+
+def test_code_and_plain_text_are_shown_unchanged():
+    from app import unlinked
+
+    code = "```python\nrequests.get('https://example.com')  # me@x.org [a](b)\n```"
+    assert unlinked(code) == code
+    assert unlinked("call `open('https://x.org')` now") == "call `open('https://x.org')` now"
+    assert unlinked("a list [1, 2] and 3 < 4: fine") == "a list [1, 2] and 3 < 4: fine"
+    assert unlinked("``a`b`` https://y") == "``a`b`` https\\://y"

@@ -222,7 +222,7 @@ def test_an_empty_file_has_no_evaluators(tmp_path):
         (
             'name = "x"\nkind = "llm"\nprompt = "{input}"\nfilter = { status = "FAILED" }',
             "filter.status",
-            'filter status must be "OK" or "ERROR"',
+            'filter status must be "OK", "WARNING" or "ERROR"',
         ),
         (
             'name = "x"\nkind = "llm"\nprompt = "{input}"\nfilter = { tags = [1] }',

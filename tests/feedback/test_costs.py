@@ -44,7 +44,7 @@ def test_unknown_price_is_unknown_not_zero(make_settings, make_runtime):
     assert trace["cost"] is None
     assert json.loads(trace["metadata"])["cost_usd"] == "unknown"
     out = io.StringIO()
-    feedback_cli.cmd_traces(store, type("A", (), {"n": 5, "json": False})(), out)
+    feedback_cli.cmd_traces(store, type("A", (), {"n": 5, "json": False, "all": False})(), out)
     assert "cost ?" in out.getvalue() and "$0" not in out.getvalue()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -119,10 +120,15 @@ def test_vote_changed_on_a_later_day_leaves_one_row(make_settings, make_runtime,
     _flush(handlers)
     store = handlers.rt.feedback.store
     (score,) = store.scores()
-    # The vote was sent yesterday, as far as both sides know.
+    # The vote was sent yesterday, as far as both sides know (filed under yesterday's date in
+    # either form: the batch form's timestamp is the first vote's, the single form's the arrival).
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
     with store.transaction() as db:
         db.execute(
-            text("UPDATE scores SET remote_sent_at = remote_sent_at - 86400 WHERE id = :id"), {"id": score.id}
+            text(
+                "UPDATE scores SET remote_sent_at = remote_sent_at - 86400, remote_day = :day WHERE id = :id"
+            ),
+            {"id": score.id, "day": yesterday},
         )
     offset["s"] = 0.0
     like(handlers, session, index, False)
