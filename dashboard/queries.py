@@ -13,6 +13,10 @@ days of rows takes over a second on 2 cores; the cached days about a tenth of th
 
 Unknown is never zero: a turn whose cost is unknown (a model without a price) is left out of the
 cost sum and counted next to it, and a sum with no known cost at all is None.
+
+A rating is a person's vote (the `user-feedback` score with source "user"): like rates, rating
+counts and ratings waiting for Langfuse never include a judge's score. Judges are counted apart,
+by name, the bundled demo judge's scores (marked in their metadata) under their own label.
 """
 
 from __future__ import annotations
@@ -36,9 +40,13 @@ from evals.dataset_run import list_runs
 from feedback.store import Store
 from feedback.votes import SCORE_NAME as RATING
 
-__all__ = ["Filters", "dataset_runs", "filter_choices", "overview", "worst_answers"]
+__all__ = ["Filters", "dataset_runs", "filter_choices", "overview", "run_items", "worst_answers"]
 
 DAY_S = 86400
+HOUR_S = 3600
+# The longest range read hour by hour when asked ("Last 24 hours" ends a minute from now); a
+# longer one goes by the day whatever is asked (hours are never cached: always read from rows).
+HOURLY_MAX_S = 25 * HOUR_S
 DATASET_SCORE = "dataset-correct"  # evals.dataset_run.SCORE_NAME (importing it pulls the agent in)
 NO_REASON = "no reason given"
 TEXT_LIMIT = 2000  # characters of a question, answer, comment or reasoning returned
@@ -49,18 +57,34 @@ PER_DAY_LIMIT = 5000  # rows of (day, model) or (day, evaluator)
 REASONS_LIMIT = 30
 WORST_LIMIT = 200
 RUNS_LIMIT = 200
+RUN_ITEMS_LIMIT = 500
+METADATA_LIMIT = 10_000  # a score's metadata read to find the demo-judge mark (the worker's is small)
 FILTER_TEXT_LIMIT = 500  # a longer filter value matches nothing (the choices offered are shorter)
 # The cached facts' layout: a change to what a fact holds or how turns are selected bumps it,
 # so facts cached by an older version are recomputed, never misread.
-FORMAT = "1"
+FORMAT = "2"  # 2: ratings are people's votes only; demo judges' means apart
 
 # The judges' own traces and the offline runs' are not chat turns. Tags are stored as a JSON
 # list (json.dumps), so a tag is matched with its quotes: "evaluation" never matches
 # "re-evaluation" nor a tag holding an escaped quote.
 _CHAT = """(t.tags IS NULL OR (t.tags NOT LIKE '%"evaluation"%' AND t.tags NOT LIKE '%"dataset"%'))"""
 
+# A rating is a person's vote: the `user-feedback` score a person wrote (source "user"). A judge's
+# score is never one, whatever its name: like rates, rating counts and "not sent" counts are
+# people's alone. (Written here against the table until feedback.store defines it for everyone.)
+_RATING = f"s.name = '{RATING}' AND s.source = 'user'"
+
 # A low judge score: below the middle of a NUMERIC (0 to 1) or BOOLEAN scale.
 _LOW_JUDGE = f"s.source = 'EVAL' AND s.data_type IN ('NUMERIC', 'BOOLEAN') AND s.name <> '{DATASET_SCORE}'"
+
+# A score the bundled demo judge wrote: the worker marks its metadata `"demo_judge": true` (JSON as
+# json.dumps writes it). Scores written before that marker existed have none: taken as a judge's.
+DEMO_KEY = "demo_judge"
+DEMO_LABEL = "demo judge"
+# The escaped colon keeps SQLAlchemy from reading ":true" as a bind parameter; COALESCE makes no
+# metadata no mark (NOT of a comparison with NULL would drop the score).
+_DEMO = """(COALESCE(s.metadata, '') LIKE '%"demo_judge": true%'
+            OR COALESCE(s.metadata, '') LIKE '%"demo_judge"\\:true%')"""
 
 
 @dataclass(frozen=True)
@@ -94,6 +118,13 @@ def _day(epoch: float) -> int:
 
 def _day_text(day: int) -> str:
     return datetime.fromtimestamp(day * DAY_S, UTC).date().isoformat()
+
+
+def _bucket_text(index: int, size: int) -> str:
+    """A bucket's start as the charts read it: the UTC date, or the date and hour."""
+    if size == DAY_S:
+        return _day_text(index)
+    return datetime.fromtimestamp(index * size, UTC).strftime("%Y-%m-%d %H:00")
 
 
 def _iso(epoch: float) -> str:
@@ -291,12 +322,13 @@ class Fact:
 Key = tuple[int, str | None, str | None]  # (day, model, tags)
 
 
-def _day_sql(dialect: str) -> str:
-    """The UTC day number of t.start_time in SQL, as `_day` and migration 010's triggers compute
-    it: SQLite's CAST truncates (it has no FLOOR without its math extension), Postgres' rounds."""
+def _day_sql(dialect: str, size: int = DAY_S) -> str:
+    """The UTC day (or hour, size 3600) number of t.start_time in SQL, as `_day` and migration
+    010's triggers compute it: SQLite's CAST truncates (it has no FLOOR without its math
+    extension), Postgres' rounds."""
     if dialect == "postgresql":
-        return "CAST(FLOOR(t.start_time / 86400) AS INTEGER)"
-    return "CAST(t.start_time / 86400 AS INTEGER)"
+        return f"CAST(FLOOR(t.start_time / {int(size)}) AS INTEGER)"
+    return f"CAST(t.start_time / {int(size)} AS INTEGER)"
 
 
 def _latency_list_sql(dialect: str) -> str:
@@ -307,14 +339,17 @@ def _latency_list_sql(dialect: str) -> str:
     return "GROUP_CONCAT(t.latency_ms)"
 
 
-def _live_facts(db: Connection, f: _Checked, since: float, until: float) -> dict[Key, Fact]:
-    """The facts of [since, until) from the rows (user and session filters applied).
+def _live_facts(
+    db: Connection, f: _Checked, since: float, until: float, size: int = DAY_S
+) -> dict[Key, Fact]:
+    """The facts of [since, until) from the rows (user and session filters applied), per UTC day
+    (or per hour with size 3600: the key's first part is then the hour's number).
 
     The database groups the rows (a day's turns come back as a few groups, their latencies as
     one text each): Python work per turn held a chat thread of the same process up on the GIL.
     """
     where, params = _where(f, since, until, all_filters=False)
-    day = _day_sql(db.dialect.name)
+    day = _day_sql(db.dialect.name, size)
     facts: dict[Key, Fact] = {}
     for r in db.execute(
         _q(
@@ -336,16 +371,17 @@ def _live_facts(db: Connection, f: _Checked, since: float, until: float) -> dict
             cost_unknown=_int(r[8]),
             latencies=[np.array(r[9].split(","), dtype="<f8")] if r[9] else [],
         )
-    for d, model, tags, name, high, reason, total, n in db.execute(
+    for d, model, tags, name, rating, demo, high, reason, total, n in db.execute(
         _q(
-            f"""SELECT {day}, t.model, t.tags, s.name, CASE WHEN s.value >= 0.5 THEN 1 ELSE 0 END,
-                   CASE WHEN s.name = '{RATING}' AND s.value < 0.5 THEN s.reason END,
+            f"""SELECT {day}, t.model, t.tags, s.name, CASE WHEN {_RATING} THEN 1 ELSE 0 END,
+                   CASE WHEN {_DEMO} THEN 1 ELSE 0 END, CASE WHEN s.value >= 0.5 THEN 1 ELSE 0 END,
+                   CASE WHEN {_RATING} AND s.value < 0.5 THEN s.reason END,
                    SUM(s.value), COUNT(*)
                 FROM scores s JOIN traces t ON t.id = s.trace_id
                 WHERE s.deleted = 0 AND s.value IS NOT NULL
-                  AND (s.name = '{RATING}' OR (s.source = 'EVAL' AND s.name <> '{DATASET_SCORE}'))
+                  AND (({_RATING}) OR (s.source = 'EVAL' AND s.name <> '{DATASET_SCORE}'))
                   AND {where}
-                GROUP BY 1, 2, 3, 4, 5, 6"""
+                GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"""
         ),
         params,
     ):
@@ -353,7 +389,7 @@ def _live_facts(db: Connection, f: _Checked, since: float, until: float) -> dict
         if x is None:
             continue  # a score on a turn the first query did not see yet (written in between)
         n = int(n)
-        if name == RATING:
+        if rating:
             if high:
                 x.likes += n
             else:
@@ -361,10 +397,27 @@ def _live_facts(db: Connection, f: _Checked, since: float, until: float) -> dict
                 label = (reason or "").strip()[:NAME_LIMIT]
                 x.reasons[label] = x.reasons.get(label, 0) + n
             continue
-        entry = x.judges.setdefault(str(name)[:NAME_LIMIT], [0.0, 0])
+        entry = x.judges.setdefault(judge_label(str(name), bool(demo)), [0.0, 0])
         entry[0] += float(total)
         entry[1] += n
     return facts
+
+
+def judge_label(name: str, demo: bool) -> str:
+    """An evaluator's name as shown, its scores by the demo judge apart and said so."""
+    name = name[:NAME_LIMIT]
+    return f"{name} ({DEMO_LABEL})" if demo else name
+
+
+def is_demo(metadata: Any) -> bool:
+    """Whether a score's metadata (JSON text) marks it as the demo judge's; none says no."""
+    if not metadata:
+        return False
+    try:
+        data = json.loads(metadata) if isinstance(metadata, str) else metadata
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get(DEMO_KEY) is True
 
 
 # Days decoded from the cache, per store: (store url, day) -> (version, facts). A refresh reads
@@ -474,8 +527,9 @@ def _save(store: Store, days: Mapping[int, tuple[int, dict[Key, Fact]]]) -> None
             )
 
 
-def _facts(store: Store, f: _Checked, now: float) -> dict[Key, Fact]:
-    """The facts of the filtered range: ended whole days from the cache, the rest from rows."""
+def _facts(store: Store, f: _Checked, now: float, size: int = DAY_S) -> dict[Key, Fact]:
+    """The facts of the filtered range: ended whole days from the cache, the rest from rows;
+    by the hour (size 3600) all from the rows (a short range: a day's turns at most)."""
     facts: dict[Key, Fact] = {}
 
     def merge(found: Mapping[Key, Fact]) -> None:
@@ -492,9 +546,9 @@ def _facts(store: Store, f: _Checked, now: float) -> dict[Key, Fact]:
     def live(since: float, until: float) -> None:
         if since < until:
             with store.read() as db:
-                merge(_live_facts(db, f, since, until))
+                merge(_live_facts(db, f, since, until, size))
 
-    if f.user_id is not None or f.session_id is not None:
+    if size != DAY_S or f.user_id is not None or f.session_id is not None:
         live(f.since, f.until)  # few turns, found by index: no cache needed
         return facts
     first = math.ceil(f.since / DAY_S)
@@ -515,10 +569,17 @@ def _facts(store: Store, f: _Checked, now: float) -> dict[Key, Fact]:
 # ----- overview --------------------------------------------------------------------------
 
 
-def overview(store: Store, f: Filters) -> dict[str, Any]:
-    """Totals, the figures per day and model, dislike reasons and judges' means per day."""
+def overview(store: Store, f: Filters, *, hourly: bool = False) -> dict[str, Any]:
+    """Totals, the figures per day and model, dislike reasons and judges' means per day.
+
+    With `hourly` (the page asks for it for ranges of a day: one day would be a single point)
+    they are grouped by the hour instead, if the range is HOURLY_MAX_S or shorter: `bucket` says
+    which, and each row's "day" is then its UTC hour ("2024-03-01 13:00").
+    """
     checked = _check(f)
-    facts = _facts(store, checked, time.time())
+    hourly = hourly and checked.until - checked.since <= HOURLY_MAX_S
+    size = HOUR_S if hourly else DAY_S
+    facts = _facts(store, checked, time.time(), size)
     tag_lists: dict[str | None, tuple[str, ...]] = {}
     by_day_model: dict[tuple[int, str | None], Fact] = {}
     judges: dict[tuple[int, str], list[float]] = {}
@@ -536,7 +597,7 @@ def overview(store: Store, f: Filters) -> dict[str, Any]:
             entry = judges.setdefault((day, name), [0.0, 0])
             entry[0] += value_sum
             entry[1] += n
-    for key, entry in _conversation_judges(store, checked).items():
+    for key, entry in _conversation_judges(store, checked, size).items():
         judges.setdefault(key, [0.0, 0])
         judges[key][0] += entry[0]
         judges[key][1] += entry[1]
@@ -549,7 +610,7 @@ def overview(store: Store, f: Filters) -> dict[str, Any]:
         known = fact.turns - fact.cost_unknown
         per_day.append(
             {
-                "day": _day_text(day),
+                "day": _bucket_text(day, size),
                 "model": _trim(model, NAME_LIMIT),
                 "turns": fact.turns,
                 "errors": fact.errors,
@@ -567,16 +628,17 @@ def overview(store: Store, f: Filters) -> dict[str, Any]:
             }
         )
     totals = _totals(total)
-    totals["outbox_waiting"] = _outbox_waiting(store)
+    totals.update(_outbox_waiting(store))
     totals.update(_backlog(store))
     reasons = sorted(total.reasons.items(), key=lambda kv: (-kv[1], kv[0] or NO_REASON))
     return {
         "filters": {"since": checked.since, "until": checked.until},
+        "bucket": "hour" if hourly else "day",
         "totals": totals,
         "per_day": per_day[:PER_DAY_LIMIT],
         "dislike_reasons": [{"reason": r or NO_REASON, "count": n} for r, n in reasons[:REASONS_LIMIT]],
         "evaluators": [
-            {"day": _day_text(day), "evaluator": name, "mean": value_sum / n, "n": int(n)}
+            {"day": _bucket_text(day, size), "evaluator": name, "mean": value_sum / n, "n": int(n)}
             for (day, name), (value_sum, n) in sorted(judges.items())
             if n
         ][:PER_DAY_LIMIT],
@@ -612,11 +674,13 @@ def _totals(total: Fact) -> dict[str, Any]:
     }
 
 
-def _conversation_judges(store: Store, f: _Checked) -> dict[tuple[int, str], list[float]]:
-    """Judges of whole conversations (scores with no trace), by the day they were written; only
-    with no model or tag filter (a conversation has neither)."""
+def _conversation_judges(store: Store, f: _Checked, size: int = DAY_S) -> dict[tuple[int, str], list[float]]:
+    """Judges of whole conversations (scores with no trace), by the day (or hour) they were
+    written; only with no model or tag filter (a conversation has neither)."""
     if f.model is not None or f.tag is not None:
         return {}
+    # scores.created is ISO text ("2024-03-01T13:05:00.123+00:00"): its date, or date and hour.
+    chars, rest = (10, "T00:00:00+00:00") if size == DAY_S else (13, ":00:00+00:00")
     where = ["s.created >= :since", "s.created < :until"]
     params: dict[str, Any] = {"since": _iso(f.since), "until": _iso(f.until)}
     for column in ("user_id", "session_id"):
@@ -626,24 +690,28 @@ def _conversation_judges(store: Store, f: _Checked) -> dict[tuple[int, str], lis
             params[column] = value
     out: dict[tuple[int, str], list[float]] = {}
     for r in store.rows(
-        f"""SELECT SUBSTR(s.created, 1, 10) AS day, s.name AS name, SUM(s.value) AS total, COUNT(*) AS n
+        f"""SELECT SUBSTR(s.created, 1, {chars}) AS day, s.name AS name,
+                   CASE WHEN {_DEMO} THEN 1 ELSE 0 END AS demo, SUM(s.value) AS total, COUNT(*) AS n
             FROM scores s
             WHERE s.trace_id = '' AND s.source = 'EVAL' AND s.deleted = 0 AND s.value IS NOT NULL
               AND {" AND ".join(where)}
-            GROUP BY SUBSTR(s.created, 1, 10), s.name""",
+            GROUP BY SUBSTR(s.created, 1, {chars}), s.name, CASE WHEN {_DEMO} THEN 1 ELSE 0 END""",
         params,
     ):
-        day = _day(datetime.fromisoformat(f"{r['day']}T00:00:00+00:00").timestamp())
-        out[(day, str(r["name"])[:NAME_LIMIT])] = [float(r["total"]), _int(r["n"])]
+        bucket = int(datetime.fromisoformat(f"{r['day']}{rest}").timestamp() // size)
+        out[(bucket, judge_label(str(r["name"]), bool(r["demo"])))] = [float(r["total"]), _int(r["n"])]
     return out
 
 
-def _outbox_waiting(store: Store) -> int:
-    """Scores whose current version Langfuse has not taken yet (Store.delivery_counts' pending)."""
+def _outbox_waiting(store: Store) -> dict[str, int]:
+    """Scores whose current version Langfuse has not taken yet (Store.delivery_counts' pending):
+    all of them, people's ratings among them, and every other score (judges', checks')."""
     row = store.row(
-        "SELECT COUNT(*) AS n FROM scores WHERE delivered_version < version AND rejected_version < version"
+        f"""SELECT COUNT(*) AS n, SUM(CASE WHEN {_RATING} THEN 1 ELSE 0 END) AS ratings
+            FROM scores s WHERE s.delivered_version < s.version AND s.rejected_version < s.version"""
     )
-    return _int(row["n"]) if row else 0
+    n, ratings = (_int(row["n"]), _int(row["ratings"])) if row else (0, 0)
+    return {"outbox_waiting": n, "ratings_waiting": ratings, "judge_scores_waiting": n - ratings}
 
 
 def _backlog(store: Store) -> dict[str, int]:
@@ -690,30 +758,45 @@ def filter_choices(store: Store) -> dict[str, list[str]]:
 
 
 def worst_answers(store: Store, f: Filters, limit: int = 50) -> list[dict[str, Any]]:
-    """Recent answers a user disliked or a judge scored low, newest first, with every score."""
+    """The answers people disliked, newest first; then, as room allows, answers only a judge
+    scored low, newest first. A demo judge's low score alone never lists an answer (the bundled
+    judge called "Paris" unsafe): its verdicts are shown on the rows, marked as a demo judge's.
+    Each row carries the person's rating and every judge's verdict and reasoning, by judge."""
     if isinstance(limit, bool) or not isinstance(limit, int):
         raise ValueError("The number of answers to show must be a whole number.")
     limit = max(1, min(limit, WORST_LIMIT))
     checked = _check(f)
     where, params = _where(checked, checked.since, checked.until, all_filters=True)
+    # People's dislikes as a set the database builds once (one pass over the scores): checked per
+    # turn instead, a range with none walked all its turns (190 ms over 100,000 turns, against a
+    # steady 30 to 40 ms this way; bench.dashboard's store, SQLite).
+    # (feedback/migrations.py m013: a partial index of exactly these rows.)
+    disliked = f"""t.id IN (SELECT s.trace_id FROM scores s WHERE s.name = '{RATING}' AND s.source = 'user'
+                       AND s.deleted = 0 AND s.value < 0.5)"""
+    not_disliked = f"""NOT EXISTS (SELECT 1 FROM scores s WHERE s.trace_id = t.id AND s.deleted = 0
+                           AND s.value < 0.5 AND {_RATING})"""
+    judged_low = f"""EXISTS (SELECT 1 FROM scores s WHERE s.trace_id = t.id AND s.deleted = 0
+                         AND s.value < 0.5 AND {_LOW_JUDGE} AND NOT {_DEMO})"""
+    select = f"""SELECT t.id AS trace_id, t.start_time AS start_time,
+                     SUBSTR(t.input, 1, {TEXT_LIMIT + 1}) AS question,
+                     SUBSTR(t.output, 1, {TEXT_LIMIT + 1}) AS answer
+                 FROM traces t WHERE {where}"""
+    order = "ORDER BY t.start_time DESC, t.id LIMIT :limit"
     with store.read() as db:
-        traces = _fetch(
-            db,
-            f"""SELECT t.id AS trace_id, t.start_time AS start_time,
-                   SUBSTR(t.input, 1, {TEXT_LIMIT + 1}) AS question,
-                   SUBSTR(t.output, 1, {TEXT_LIMIT + 1}) AS answer
-                FROM traces t
-                WHERE {where} AND EXISTS (
-                    SELECT 1 FROM scores s WHERE s.trace_id = t.id AND s.deleted = 0 AND s.value < 0.5
-                      AND (s.name = '{RATING}' OR ({_LOW_JUDGE})))
-                ORDER BY t.start_time DESC, t.id LIMIT :limit""",
-            {**params, "limit": limit},
-        )
+        # Two walks down the time index, each stopping at `limit` (one ORDER BY over "disliked
+        # first" would read every candidate of the range).
+        traces = _fetch(db, f"{select} AND {disliked} {order}", {**params, "limit": limit})
+        if len(traces) < limit:
+            traces += _fetch(
+                db,
+                f"{select} AND {judged_low} AND {not_disliked} {order}",
+                {**params, "limit": limit - len(traces)},
+            )
         scores = _scores_of(db, [t["trace_id"] for t in traces])
     out = []
     for t in traces:
         own = scores.get(t["trace_id"], [])
-        rating = next((s for s in own if s["name"] == RATING), None)
+        rating = next((s for s in own if s["name"] == RATING and s["source"] == "user"), None)
         judges = [s for s in own if s["source"] == "EVAL" and s["name"] != DATASET_SCORE]
         out.append(
             {
@@ -735,6 +818,7 @@ def worst_answers(store: Store, f: Filters, limit: int = 50) -> list[dict[str, A
                         # The worker writes the judge's reasoning as the score's note (and in
                         # its eval_jobs row).
                         "reasoning": _trim(s["note"]),
+                        "demo": is_demo(s["metadata"]),
                     }
                     for s in sorted(judges, key=lambda s: s["name"])[:20]
                 ],
@@ -750,7 +834,8 @@ def _scores_of(db: Connection, trace_ids: Iterable[str]) -> dict[str, list[dict[
     ids = list(trace_ids)
     binds = ", ".join(f":id{i}" for i in range(_IN_CHUNK))
     sql = f"""SELECT trace_id, name, source, value, SUBSTR(string_value, 1, {NAME_LIMIT + 1}) AS string_value,
-                  SUBSTR(reason, 1, {TEXT_LIMIT + 1}) AS reason, SUBSTR(note, 1, {TEXT_LIMIT + 1}) AS note
+                  SUBSTR(reason, 1, {TEXT_LIMIT + 1}) AS reason, SUBSTR(note, 1, {TEXT_LIMIT + 1}) AS note,
+                  CASE WHEN LENGTH(metadata) <= {METADATA_LIMIT} THEN metadata END AS metadata
               FROM scores WHERE deleted = 0 AND trace_id IN ({binds})"""
     out: dict[str, list[dict[str, Any]]] = {}
     for start in range(0, len(ids), _IN_CHUNK):
@@ -788,3 +873,31 @@ def dataset_runs(store: Store) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def run_items(store: Store, run: str) -> list[dict[str, Any]]:
+    """One dataset run item by item, as `python -m evals dataset show RUN` lists them: the
+    question, the expected and given answers, right or wrong, the error and the item's trace."""
+    if not isinstance(run, str) or not _matchable(run):
+        return []
+    rows = store.rows(
+        f"""SELECT item_id, SUBSTR(input, 1, {TEXT_LIMIT + 1}) AS question,
+                   SUBSTR(expected, 1, {TEXT_LIMIT + 1}) AS expected,
+                   SUBSTR(answer, 1, {TEXT_LIMIT + 1}) AS answer, trace_id, strict, graded,
+                   SUBSTR(error, 1, {TEXT_LIMIT + 1}) AS error, latency_ms
+            FROM dataset_results WHERE run = :run ORDER BY item_id LIMIT {RUN_ITEMS_LIMIT}""",
+        {"run": run},
+    )
+    return [
+        {
+            "item_id": _trim(r["item_id"], NAME_LIMIT),
+            "question": _trim(r["question"]),
+            "expected": _trim(r["expected"]),
+            "answer": _trim(r["answer"]),
+            "correct": bool(r["strict"]) if _int(r["graded"]) else None,
+            "error": _trim(r["error"]),
+            "latency_ms": _float(r["latency_ms"]),
+            "trace_id": r["trace_id"] or None,
+        }
+        for r in rows
+    ]

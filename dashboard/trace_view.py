@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from dashboard.bidi import visible_controls
+from dashboard.queries import is_demo as queries_is_demo
 from evals.context import Step, json_or, steps_from_spans
 from feedback.store import Store, StoreError
 from feedback.votes import SCORE_NAME
@@ -232,7 +233,7 @@ def _scores(store: Store, trace: Mapping[str, Any]) -> list[dict[str, Any]]:
     reasoning: dict[str, dict[str, Any]] = {}
     for target in targets:
         for job in store.rows(
-            """SELECT score_id, evaluator, reasoning, error, finished FROM eval_jobs
+            """SELECT score_id, evaluator, kind, reasoning, error, finished FROM eval_jobs
                WHERE target_id = :t AND score_id IS NOT NULL ORDER BY finished""",
             {"t": target},
         ):
@@ -242,7 +243,34 @@ def _scores(store: Store, trace: Mapping[str, Any]) -> list[dict[str, Any]]:
         if job is not None:
             row["reasoning"] = job.get("reasoning")
             row["evaluator"] = job.get("evaluator")
+            row["evaluator_kind"] = job.get("kind")
+    # People's ratings first, then every other score by name.
+    scores.sort(key=lambda r: (not _is_rating(r), bool(r.get("conversation"))))
     return scores
+
+
+def _is_rating(row: Mapping[str, Any]) -> bool:
+    """A person's vote: the user-feedback score a person wrote (a judge's score never is)."""
+    return row.get("name") == SCORE_NAME and row.get("source") == "user"
+
+
+def scored_by(row: Mapping[str, Any]) -> str:
+    """Who wrote a score, as the Scores table says it: a person, a judge (an LLM), the bundled
+    demo judge (marked in the score's metadata; old scores have no mark), a code check."""
+    source = str(row.get("source") or "")
+    if _is_rating(row):
+        return "person"
+    if source != "EVAL":
+        return source or "unknown"
+    if queries_is_demo(row.get("metadata")):
+        return "demo judge"
+    meta = json_or(row.get("metadata"), {})
+    kind = row.get("evaluator_kind") or (meta.get("scored_by") if isinstance(meta, dict) else None)
+    if kind in ("code", "check"):
+        return "code check"
+    if isinstance(meta, dict) and meta.get("dataset_run"):
+        return "dataset run"
+    return "judge"
 
 
 def load_trace(store: Store, trace_id: str) -> TraceData | None:
@@ -437,7 +465,7 @@ def _score_value(row: Mapping[str, Any]) -> str:
     value = _float(row.get("value"))
     if value is None:
         return "(none)"
-    if row.get("name") == SCORE_NAME:
+    if _is_rating(row):
         return "liked" if value >= 0.5 else "disliked"
     return f"{value:g}"
 
@@ -452,7 +480,7 @@ def _scores_html(data: TraceData) -> str:
         if row.get("conversation"):
             name += " (conversation)"
         source = str(row.get("source") or "")
-        by = {"user": "user", "EVAL": "judge"}.get(source, source)
+        by = scored_by(row)
         if source == "user":
             comment = "; ".join(p for p in (row.get("reason"), row.get("note")) if p)
             reasoning = ""

@@ -43,6 +43,60 @@ CONCURRENCY = 2
 BUSY = "The dashboard is busy with other requests; try again in a moment."
 
 _EMPTY_NOTE = "Nothing to show for this range and these filters."
+_NO_TRACE = "Pick an answer in Worst answers, or paste a trace id."
+# The x axis of every time chart: days or hours, always UTC (the store's days are UTC days).
+TIME_AXIS = "time (UTC)"
+
+
+def _nothing_is_no_value(value: Any) -> Any:
+    """An empty table as no value: Gradio then shows an empty box (and the note under the chart
+    says why) instead of bare axes that look like a broken chart."""
+    return None if isinstance(value, pd.DataFrame) and value.empty else value
+
+
+def _single_points(frame: pd.DataFrame, x: str, color: str | None) -> bool:
+    """Whether a series of this chart has a single point in time (a line through it is not drawn)."""
+    if color:
+        return bool((frame.groupby(color, sort=False)[x].nunique() < 2).any())
+    return frame[x].nunique() < 2
+
+
+def _drawn(plot: Any, *, points_when_single: bool = False) -> Any:
+    """A Gradio native plot that shows an empty box for an empty table and, for a line chart,
+    draws points instead of lines while a series has a single point in time: Vega draws no line
+    through one point, so the first day of data (or a model new today) was an empty chart.
+
+    Gradio takes the mark from the plot's value (PlotData.mark), so it is chosen per update. Done
+    on the instance: a Component subclass makes Gradio write a .pyi stub next to this file at
+    import, which fails where the project's folder is read-only.
+    """
+    draw = plot.postprocess
+
+    def postprocess(value: Any) -> Any:
+        value = _nothing_is_no_value(value)
+        data = draw(value)
+        if (
+            points_when_single
+            and isinstance(value, pd.DataFrame)
+            and data is not None
+            and not isinstance(data, dict)
+            and _single_points(value, plot.x, plot.color)
+        ):
+            data = data.model_copy(update={"mark": "point"})
+        return data
+
+    plot.postprocess = postprocess
+    return plot
+
+
+def bar_plot(**kwargs: Any) -> gr.BarPlot:
+    """Gradio's bar chart; an empty table is no value."""
+    return _drawn(gr.BarPlot(**kwargs))
+
+
+def line_plot(**kwargs: Any) -> gr.LinePlot:
+    """Gradio's line chart; points while a series has one point in time, no value when empty."""
+    return _drawn(gr.LinePlot(**kwargs), points_when_single=True)
 
 
 @dataclass
@@ -62,6 +116,11 @@ class Outputs:
     runs: Any
     run_a: Any
     run_b: Any
+    notes: list[Any]
+    runs_note: Any
+    run_names: Any
+    run_items: Any
+    run_item_ids: Any
 
     def all(self) -> list[Any]:
         return [
@@ -78,16 +137,29 @@ class Outputs:
             self.runs,
             self.run_a,
             self.run_b,
+            *self.notes,
+            self.runs_note,
+            self.run_names,
+            self.run_items,
+            self.run_item_ids,
         ]
 
 
 PLOT_COUNT = 8
+# The charts in the order a refresh returns their tables (and charts.chart_notes their notes).
+NOTE_ORDER = ["turns", "likes", "reasons", "evaluators", "latency", "tokens", "cost", "errors"]
+RUN_ITEMS_LABEL = "Items of the run (click a run above)"
 
 
 def _shown(values: list[str]) -> list[tuple[str, str]]:
     """Dropdown choices as (what is shown, the value): names from the store are shown with their
     bidirectional controls visible, and still filter by the name itself."""
     return [(visible_controls(v), v) for v in values]
+
+
+def _range_days(range_name: Any) -> int:
+    """The days of a time range's name (the default range's for anything else)."""
+    return RANGES.get(range_name if isinstance(range_name, str) else "", RANGES[DEFAULT_RANGE])
 
 
 def _choice(value: Any) -> str | None:
@@ -138,7 +210,8 @@ class DashboardHandlers:
         """The chat page's link to the dashboard, shown only to whoever may open it."""
         if self.access.viewer(request, profile, None) is None:
             return ""
-        return f'<a href="{PAGE_PATH}" id="dash-link-a">Dashboard</a>'
+        # A new tab: the chat and its unrated answers stay where they were.
+        return f'<a href="{PAGE_PATH}" id="dash-link-a" target="_blank" rel="noopener">Dashboard</a>'
 
     def refused(self, viewer: Viewer | None) -> list[Any]:
         """What every output of a refresh gets for a caller who may not look: nothing."""
@@ -156,10 +229,15 @@ class DashboardHandlers:
             pd.DataFrame(columns=charts.RUN_COLUMNS),
             gr.update(choices=[], value=None),
             gr.update(choices=[], value=None),
+            *[gr.update(value="")] * PLOT_COUNT,
+            gr.update(value=""),
+            gr.update(value=[]),
+            gr.update(value=pd.DataFrame(columns=charts.RUN_ITEM_COLUMNS), label=RUN_ITEMS_LABEL),
+            gr.update(value=[]),
         ]
 
     def _filters(self, range_name: Any, model: Any, user: Any, tag: Any, session: Any) -> queries.Filters:
-        days = RANGES.get(range_name if isinstance(range_name, str) else "", RANGES[DEFAULT_RANGE])
+        days = _range_days(range_name)
         now = self.clock()
         session_id = session.strip() if isinstance(session, str) and session.strip() else None
         return queries.Filters(
@@ -198,7 +276,8 @@ class DashboardHandlers:
     ) -> list[Any]:
         try:
             filters = self._filters(range_name, model, user, tag, session)
-            data = queries.overview(self.store, filters)
+            # A day or less by the hour: by the day it would be one or two points.
+            data = queries.overview(self.store, filters, hourly=_range_days(range_name) <= 1)
             worst = queries.worst_answers(self.store, filters, WORST_ROWS)
             choices = queries.filter_choices(self.store)
             runs = queries.dataset_runs(self.store)
@@ -225,13 +304,15 @@ class DashboardHandlers:
             charts.error_rate_per_day(per_day),
         ]
         table, ids = charts.worst_frame(worst)
+        evaluation = self.settings.evaluators_file is not None
         headline = charts.headline(
-            data["totals"],
-            langfuse=self.settings.langfuse_enabled,
-            evaluation=self.settings.evaluators_file is not None,
+            data["totals"], langfuse=self.settings.langfuse_enabled, evaluation=evaluation
         )
         if not per_day:
             headline = f"{_EMPTY_NOTE}\n\n{headline}"
+        bucket = "hour" if data.get("bucket") == "hour" else "day"
+        headline += f"\n\ncharts: one point or bar per **{bucket}** (UTC)"
+        notes = charts.chart_notes(data, evaluation=evaluation)
         run_names = [r["name"] for r in runs]
 
         def dropdown(values: list[str], current: Any) -> Any:
@@ -252,6 +333,11 @@ class DashboardHandlers:
             charts.runs_frame(runs),
             gr.update(choices=_shown(run_names), value=run_names[1] if len(run_names) > 1 else None),
             gr.update(choices=_shown(run_names), value=run_names[0] if run_names else None),
+            *[gr.update(value=note) for note in notes],
+            gr.update(value=charts.runs_note(runs)),
+            gr.update(value=run_names),
+            gr.update(),  # an open run stays open
+            gr.update(),
         ]
 
     def sign_in(
@@ -273,10 +359,12 @@ class DashboardHandlers:
             None,
             "Signed out.",
             gr.update(visible=self.access.gate.enabled),
-            message_html("Pick an answer in Worst answers, or paste a trace id."),
+            message_html(_NO_TRACE),
             "",
             "",
             None,
+            gr.update(value=pd.DataFrame(columns=charts.RUN_ITEM_COLUMNS), label=RUN_ITEMS_LABEL),
+            [],
         )
 
     def show_login(
@@ -321,23 +409,75 @@ class DashboardHandlers:
         """A row of the worst answers opens its trace (the row's id is the server's, not the browser's)."""
         if self._viewer(request, profile, grant, "trace") is None:
             return message_html(self.access.refusal()), "", gr.update()
-        index = getattr(evt, "index", None)
-        row = index[0] if isinstance(index, list | tuple) and index else index
-        if (
-            not isinstance(row, int)
-            or isinstance(row, bool)
-            or not isinstance(ids, list)
-            or not 0 <= row < len(ids)
-        ):
+        return self._open_row(ids, evt)
+
+    def _open_row(self, ids: Any, evt: Any) -> tuple[str, str, Any]:
+        """The trace of the picked row, from the server's list of the table's trace ids."""
+        row = _row(evt, ids)
+        if row is None:
             return (
                 message_html("That row is not in the table any more; refresh and pick again."),
                 "",
                 gr.update(),
             )
+        if not ids[row]:
+            return message_html("That item has no trace (it was not run)."), "", gr.update()
         trace_id = str(ids[row])
         return self._trace(trace_id), trace_id, gr.Tabs(selected="trace")
 
     # ----- dataset runs ------------------------------------------------------------------
+
+    def pick_run(
+        self,
+        names: Any,
+        grant: Any,
+        evt: gr.SelectData,
+        request: gr.Request = None,  # type: ignore[assignment]  # injected by Gradio
+        profile: gr.OAuthProfile | None = None,
+    ) -> tuple[Any, list[str | None]]:
+        """A row of the runs opens the run: its items (as `python -m evals dataset show`), each
+        opening its trace. The run's name comes from the server's list, not from the browser."""
+        empty = pd.DataFrame(columns=charts.RUN_ITEM_COLUMNS)
+        if self._viewer(request, profile, grant, "dataset run") is None:
+            return gr.update(value=empty, label=self.access.refusal()), []
+        row = _row(evt, names)
+        if row is None:
+            return gr.update(
+                value=empty, label="That run is not in the table any more; refresh and pick again."
+            ), []
+        name = str(names[row])
+        if not self._slots.acquire(blocking=False):
+            return gr.update(value=empty, label=BUSY), []
+        try:
+            items = queries.run_items(self.store, name)
+        except StoreError as exc:
+            log.exception("Dashboard: the store could not be read")
+            return gr.update(value=empty, label=f"The store could not be read ({exc.reason})."), []
+        finally:
+            self._slots.release()
+        graded = [i for i in items if i["correct"] is not None]
+        right = sum(1 for i in graded if i["correct"])
+        shown = visible_controls(name[:200])
+        label = (
+            f"Items of run {shown}: {right} right of {len(graded)} graded, {len(items)} in all. "
+            "Click an item to open its trace."
+            if items
+            else f"Run {shown} has no items yet."
+        )
+        return gr.update(value=charts.run_items_frame(items), label=label), [i["trace_id"] for i in items]
+
+    def pick_run_item(
+        self,
+        ids: Any,
+        grant: Any,
+        evt: gr.SelectData,
+        request: gr.Request = None,  # type: ignore[assignment]  # injected by Gradio
+        profile: gr.OAuthProfile | None = None,
+    ) -> tuple[str, str, Any]:
+        """An item of the open run opens its trace (the id is the server's, not the browser's)."""
+        if self._viewer(request, profile, grant, "trace") is None:
+            return message_html(self.access.refusal()), "", gr.update()
+        return self._open_row(ids, evt)
 
     def compare_runs(
         self,
@@ -352,6 +492,8 @@ class DashboardHandlers:
             return self.access.refusal(), None
         if not isinstance(run_a, str) or not isinstance(run_b, str) or not run_a or not run_b:
             return "Pick two runs to compare.", None
+        if run_a == run_b:
+            return "Pick two different runs: a run compared with itself shows no change.", None
         if not self._slots.acquire(blocking=False):
             return BUSY, None
         try:
@@ -372,6 +514,20 @@ class DashboardHandlers:
         # The chart draws the names with matplotlib, which reads $...$ in a label as math: a name
         # such as "$$" failed to draw and "${{{...$" recursed without end.
         return visible_controls(describe(result)), comparison_figure(result)
+
+
+def _row(evt: Any, ids: Any) -> int | None:
+    """The picked row's index when it is one of `ids` (the server's list), else None."""
+    index = getattr(evt, "index", None)
+    row = index[0] if isinstance(index, list | tuple) and index else index
+    if (
+        not isinstance(row, int)
+        or isinstance(row, bool)
+        or not isinstance(ids, list)
+        or not 0 <= row < len(ids)
+    ):
+        return None
+    return row
 
 
 def dashboard_link(demo: gr.Blocks, handlers: DashboardHandlers) -> None:
@@ -401,6 +557,8 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
         gr.Navbar(visible="hidden")  # type: ignore[arg-type]  # False would not hide it (gradio 6.31)
         grant = gr.State(None)
         worst_ids = gr.State([])
+        run_names = gr.State([])  # the runs table's run names, in order (kept on the server)
+        run_item_ids = gr.State([])  # the open run's items' trace ids, in order
         gr.Markdown("## Dashboard\n[← back to the chat](./)")
         gate = gr.Markdown("Checking who you are…", elem_id="dash-gate")
         if access.hf_sign_in:
@@ -426,75 +584,97 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
             headline = gr.Markdown("", elem_id="dash-headline")
             with gr.Tabs(elem_id="dash-tabs") as tabs:
                 with gr.Tab("Overview", id="overview"):
+                    note_of: dict[str, Any] = {}
+
+                    def note(name: str) -> None:
+                        """The sentence under a chart when it has nothing (visible) to draw."""
+                        note_of[name] = gr.Markdown("", elem_id=f"note-{name}", elem_classes="dash-note")
+
+                    # Numbers as "3,000", "25", "0.0001" (Vega wrote "25.000000" for a flat line).
+                    time_axis: dict[str, Any] = {"x": "day", "x_title": TIME_AXIS, "y_axis_format": ",~r"}
                     with gr.Row():
-                        turns_plot = gr.BarPlot(
-                            x="day",
-                            y="turns",
-                            color="model",
-                            title="Turns per day",
-                            elem_id="plot-turns",
-                        )
-                        like_plot = gr.LinePlot(
-                            x="day",
-                            y="percent",
-                            color="series",
-                            title="Like rate per day (%), 95% interval",
-                            tooltip=["day", "series", "percent", "ratings"],
-                            y_lim=[0, 100],
-                            elem_id="plot-likes",
-                        )
+                        with gr.Column():
+                            turns_plot = bar_plot(
+                                **time_axis, y="turns", color="model", title="Turns", elem_id="plot-turns"
+                            )
+                            note("turns")
+                        with gr.Column():
+                            errors_plot = line_plot(
+                                **time_axis,
+                                y="percent",
+                                title="Error rate (%)",
+                                tooltip=["day", "percent", "turns"],
+                                elem_id="plot-errors",
+                            )
+                            note("errors")
                     with gr.Row():
-                        reasons_plot = gr.BarPlot(
-                            # Bars side by side start from the smallest otherwise (stacked ones from 0).
-                            y_lim=[0, None],
-                            x="reason",
-                            y="dislikes",
-                            title="Dislike reasons",
-                            elem_id="plot-reasons",
-                        )
-                        eval_plot = gr.LinePlot(
-                            x="day",
-                            y="mean",
-                            color="evaluator",
-                            title="Evaluators' mean score per day",
-                            tooltip=["day", "evaluator", "mean", "scores"],
-                            elem_id="plot-evaluators",
-                        )
+                        with gr.Column():
+                            like_plot = line_plot(
+                                **time_axis,
+                                y="percent",
+                                color="series",
+                                title="Like rate (%) from people's ratings, 95% interval",
+                                tooltip=["day", "series", "percent", "ratings"],
+                                y_lim=[0, 100],
+                                elem_id="plot-likes",
+                            )
+                            note("likes")
+                        with gr.Column():
+                            reasons_plot = bar_plot(
+                                # Bars side by side start from the smallest otherwise (stacked ones from 0).
+                                y_lim=[0, None],
+                                y_axis_format=",~r",
+                                x="reason",
+                                y="dislikes",
+                                title="Dislike reasons (people's)",
+                                elem_id="plot-reasons",
+                            )
+                            note("reasons")
+                    # The two charts with a legend entry per evaluator or per model and percentile
+                    # take the whole width: Vega lays a legend out in one row and cuts what overflows.
+                    eval_plot = line_plot(
+                        **time_axis,
+                        y="mean",
+                        color="evaluator",
+                        title="Judges' and checks' mean score",
+                        tooltip=["day", "evaluator", "mean", "scores"],
+                        elem_id="plot-evaluators",
+                    )
+                    note("evaluators")
+                    latency_plot = line_plot(
+                        **time_axis,
+                        y="ms",
+                        color="series",
+                        title="Latency p50 / p95 (ms)",
+                        elem_id="plot-latency",
+                    )
+                    note("latency")
                     with gr.Row():
-                        latency_plot = gr.LinePlot(
-                            x="day",
-                            y="ms",
-                            color="series",
-                            title="Latency p50 / p95 (ms)",
-                            elem_id="plot-latency",
-                        )
-                        errors_plot = gr.LinePlot(
-                            x="day",
-                            y="percent",
-                            title="Error rate per day (%)",
-                            tooltip=["day", "percent", "turns"],
-                            elem_id="plot-errors",
-                        )
-                    with gr.Row():
-                        tokens_plot = gr.BarPlot(
-                            x="day",
-                            y="tokens",
-                            color="model",
-                            title="Tokens per day by model",
-                            tooltip=["day", "model", "tokens", "per turn"],
-                            elem_id="plot-tokens",
-                        )
-                        cost_plot = gr.BarPlot(
-                            x="day",
-                            y="usd",
-                            color="model",
-                            title="Cost per day by model (USD, known prices only)",
-                            tooltip=["day", "model", "usd", "per turn", "turns of unknown cost"],
-                            elem_id="plot-cost",
-                        )
+                        with gr.Column():
+                            tokens_plot = bar_plot(
+                                **time_axis,
+                                y="tokens",
+                                color="model",
+                                title="Tokens by model",
+                                tooltip=["day", "model", "tokens", "per turn"],
+                                elem_id="plot-tokens",
+                            )
+                            note("tokens")
+                        with gr.Column():
+                            cost_plot = bar_plot(
+                                **time_axis,
+                                y="usd",
+                                color="model",
+                                title="Cost by model (USD, known prices only)",
+                                tooltip=["day", "model", "usd", "per turn", "turns of unknown cost"],
+                                elem_id="plot-cost",
+                            )
+                            note("cost")
                 with gr.Tab("Worst answers", id="worst"):
                     gr.Markdown(
-                        "Recent answers a user disliked or a judge scored low. Click a row to open its trace."
+                        "Answers people disliked, newest first; then answers only a judge scored low "
+                        "(a demo judge's low score alone lists nothing). Each judge's verdict and "
+                        "reasoning is named. Click a row to open its trace."
                     )
                     worst = gr.Dataframe(
                         pd.DataFrame(columns=charts.WORST_COLUMNS),
@@ -510,15 +690,26 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
                         trace_id = gr.Textbox(label="Trace id", max_lines=1, elem_id="dash-trace-id", scale=4)
                         open_btn = gr.Button("Open", elem_id="dash-open-trace", scale=1)
                     trace_view = gr.HTML(
-                        message_html("Pick an answer in Worst answers, or paste a trace id."),
+                        message_html(_NO_TRACE),
                         elem_id="dash-trace",
                     )
                 with gr.Tab("Dataset runs", id="runs"):
+                    runs_note = gr.Markdown("", elem_id="dash-runs-note")
                     runs = gr.Dataframe(
                         pd.DataFrame(columns=charts.RUN_COLUMNS),
                         interactive=False,
                         elem_id="dash-runs",
                         datatype="str",
+                    )
+                    run_items = gr.Dataframe(
+                        pd.DataFrame(columns=charts.RUN_ITEM_COLUMNS),
+                        label=RUN_ITEMS_LABEL,
+                        show_label=True,
+                        interactive=False,
+                        wrap=True,
+                        elem_id="dash-run-items",
+                        datatype="str",
+                        max_height=500,
                     )
                     with gr.Row():
                         run_a = gr.Dropdown(
@@ -557,6 +748,11 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
             runs=runs,
             run_a=run_a,
             run_b=run_b,
+            notes=[note_of[name] for name in NOTE_ORDER],
+            runs_note=runs_note,
+            run_names=run_names,
+            run_items=run_items,
+            run_item_ids=run_item_ids,
         ).all()
         filters = [range_box, model, user, tag, session]
         show_login = {"fn": handlers.show_login, "inputs": [grant], "outputs": [login_row], **private}
@@ -575,13 +771,27 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
             trigger(
                 handlers.sign_in, [password, grant], [password, grant, login_note, login_row], **private
             ).then(handlers.refresh, [*filters, grant], outputs, **private)
-        signed_out = [grant, login_note, login_row, trace_view, trace_id, comparison, comparison_plot]
+        signed_out = [
+            grant,
+            login_note,
+            login_row,
+            trace_view,
+            trace_id,
+            comparison,
+            comparison_plot,
+            run_items,
+            run_item_ids,
+        ]
         signout_btn.click(handlers.sign_out, [grant], signed_out, **private).then(
             handlers.refresh, [*filters, grant], outputs, **private
         )
         for trigger in (open_btn.click, trace_id.submit):
             trigger(handlers.open_trace, [trace_id, grant], [trace_view], **private)
         worst.select(handlers.pick_worst, [worst_ids, grant], [trace_view, trace_id, tabs], **private)
+        runs.select(handlers.pick_run, [run_names, grant], [run_items, run_item_ids], **private)
+        run_items.select(
+            handlers.pick_run_item, [run_item_ids, grant], [trace_view, trace_id, tabs], **private
+        )
         compare_btn.click(
             handlers.compare_runs,
             [run_a, run_b, grant],

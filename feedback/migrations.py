@@ -468,6 +468,16 @@ def m012_score_causes(db: Connection) -> None:
     )
 
 
+def m013_ratings_index(db: Connection) -> None:
+    # The dashboard's Worst answers reads people's dislikes as one set: a partial index of the
+    # live ratings keeps it from walking every score (judge scores outnumber votes).
+    _run(
+        db,
+        """CREATE INDEX scores_live_ratings ON scores (trace_id, value)
+           WHERE name = 'user-feedback' AND source = 'user' AND deleted = 0""",
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_traces_and_spans", m001_traces_and_spans),
     ("002_scores", m002_scores),
@@ -481,6 +491,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("010_dashboard", m010_dashboard),
     ("011_score_sent_at", m011_score_sent_at),
     ("012_score_causes", m012_score_causes),
+    ("013_ratings_index", m013_ratings_index),
 ]
 
 

@@ -367,15 +367,16 @@ def test_bad_filters_are_refused_with_a_sentence(store):
 
 def test_worst_answers_newest_first(store):
     got = worst_answers(store, ALL)
-    assert [w["trace_id"] for w in got] == [trace_id(n) for n in ("t5", "t3", "t2")]
-    t5, t3, t2 = got
+    # People's dislikes first (newest first), then what only a judge scored low (issue 22).
+    assert [w["trace_id"] for w in got] == [trace_id(n) for n in ("t3", "t2", "t5")]
+    t3, t2, t5 = got
     assert (t2["question"], t2["answer"], t2["feedback"], t2["reason"], t2["comment"], t2["judge"]) == (
         "question t2", "answer t2", 0, "Incorrect", "wrong number", [],
     )  # fmt: skip
     assert (t3["feedback"], t3["reason"], t3["comment"]) == (0, None, None)
-    assert t3["judge"] == [{"name": "helpfulness", "value": 0.2, "reasoning": "vague"}]
+    assert t3["judge"] == [{"name": "helpfulness", "value": 0.2, "reasoning": "vague", "demo": False}]
     assert t5["feedback"] is None and t5["judge"] == [
-        {"name": "helpfulness", "value": 0.4, "reasoning": "too short"}
+        {"name": "helpfulness", "value": 0.4, "reasoning": "too short", "demo": False}
     ]
     assert t5["start_time"] == TURNS["t5"][0]
 
@@ -384,12 +385,12 @@ def test_worst_answers_filters_and_bounds(store):
     def ids(**kw):
         return [w["trace_id"][-2:] for w in worst_answers(store, Filters(ALL.since, ALL.until, **kw))]
 
-    assert ids(model="m-b") == ["t5", "t3"]
+    assert ids(model="m-b") == ["t3", "t5"]  # the disliked first
     assert ids(user_id="alice") == ["t2"]
     assert ids(tag="beta") == ["t2"]
     assert ids(tag="b_ta") == []
     assert ids(session_id="s2") == ["t3"]
-    assert [w["trace_id"][-2:] for w in worst_answers(store, ALL, limit=2)] == ["t5", "t3"]
+    assert [w["trace_id"][-2:] for w in worst_answers(store, ALL, limit=2)] == ["t3", "t2"]
     assert [w["trace_id"][-2:] for w in worst_answers(store, Filters(D1_S, D1_S + DAY))] == ["t5"]
     write_turn(
         store, "t7", (D1_S + 20000, "m-a", "eve", "s7", CHAT, "OK", 1.0, (1, 1, 0.0)), question="?" * 9000

@@ -340,12 +340,14 @@ def test_headline_says_unknown_never_zero():
         "turns": 7, "ratings": 6, "like_rate": 0.5, "like_rate_low": 0.188, "like_rate_high": 0.812,
         "error_rate": 1 / 7, "latency_p50_ms": 950.0, "latency_p95_ms": 12_000.0, "tokens": 750,
         "tokens_per_turn": 750 / 7, "cost": 0.004, "cost_per_turn": 0.004 / 6, "cost_known_turns": 6,
-        "cost_unknown_turns": 1, "outbox_waiting": 2, "eval_backlog": 5,
+        "cost_unknown_turns": 1, "outbox_waiting": 9, "ratings_waiting": 2, "judge_scores_waiting": 7,
+        "eval_backlog": 5,
     }  # fmt: skip
     text_ = charts.headline(totals, langfuse=True)
     assert "**7** turns" in text_ and "50.0% (95% interval 18.8% to 81.2%) from 6 ratings" in text_
     assert "errors **14.3%**" in text_ and "p50 **950 ms**" in text_ and "p95 **12.0 s**" in text_
-    assert "$0.004 for 6 turns + unknown for 1" in text_ and "2 waiting for Langfuse" in text_
+    assert "$0.004 for 6 turns + unknown for 1" in text_ and "ratings **2 waiting for Langfuse**" in text_
+    assert "judge and check scores **7 waiting**" in text_  # apart from people's ratings (issue 22)
     assert "evaluation backlog **5**" in text_
     none_known = charts.headline(
         {**totals, "cost": None, "cost_per_turn": None, "cost_known_turns": 0, "cost_unknown_turns": 7},
