@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import secrets
 import signal
 import sys
@@ -25,6 +24,9 @@ from smolagents import Model, Tool
 from agent.agent_process import AgentProcessError
 from agent.session import ChatSession, close_session
 from agent.turn import stream_turn
+from chat.markdown import md_literal, unlinked_message
+from chat.model_note import model_note
+from chat.ratings import COMMENT_NOBODY, RatingsView, vote_words
 from config.settings import Settings, SettingsError, load_settings
 from dashboard.access import Access
 from dashboard.ui import DashboardHandlers, build_dashboard, dashboard_link
@@ -32,9 +34,8 @@ from evals.judge import Judge
 from evals.online import build_evaluation, describe
 from feedback.backends import FeedbackBackends
 from feedback.sanitize import clean_text
-from feedback.store import ScoreRow, StoreError
-from feedback.votes import Vote, score_id_for, vote_from_liked
-from llms.models import ModelChoice
+from feedback.store import StoreError
+from feedback.votes import Vote, vote_from_liked
 from runtime.runtime import Runtime, isolation_line
 from runtime.runtime import create_runtime as build_runtime
 from sandbox.confine import set_dumpable
@@ -117,12 +118,6 @@ PAGE_CSS = f"""
 # inputs as "[object Object]". Only "Built with Gradio" stays; run history is off.
 FOOTER_LINKS: list[Any] = ["gradio"]
 
-COMMENT_NOBODY = "Comment: rate an answer first, then say why here"
-
-# Where the README's settings are read: on a Space its README.md, at the section's anchor (a
-# relative link cannot work there: the page runs in an iframe on another domain, *.hf.space).
-SPACE_README = "https://huggingface.co/spaces/{space_id}/blob/main/README.md#settings"
-
 
 class ChatBlocks(gr.Blocks):
     """The chat's Blocks: however it is launched (python app.py, a Space, tests, an embedder),
@@ -135,236 +130,6 @@ class ChatBlocks(gr.Blocks):
         if kwargs.get("run_history") is None:
             kwargs["run_history"] = False
         return super().launch(*args, **kwargs)
-
-
-def model_note(settings: Settings, choice: ModelChoice) -> str:
-    """One line saying the bundled offline model is a tiny demo and how to set a capable one
-    (Markdown; empty for any other model)."""
-    if choice.provider != "local" or settings.local_model_path:
-        return ""
-    if settings.space_id:
-        where = f"[Settings]({SPACE_README.format(space_id=settings.space_id)}) in the README"
-    else:
-        where = "Settings in README.md"
-    return (
-        f"🧪 **Tiny demo model**: `{choice.model_id}` runs offline and is often wrong; it shows the "
-        f"pipeline (traces, ratings), not a smart agent. For real answers set `HF_TOKEN` or "
-        f"`OPENAI_BASE_URL` (see {where})."
-    )
-
-
-# Text Gradio's Markdown would turn into a link: a URL (GFM autolinks any http(s)://, ftp:// or
-# www.), an e-mail address, and a `]` opening an inline link, an image, a reference or its
-# definition. Each gets a backslash before it, which Markdown shows as nothing.
-_LINKABLE = re.compile(r"(?i)(?:https?|ftp)(?=://)|www(?=\.)|(?<=[\w.+-])(?=@[\w-])|\](?=[(\[:])")
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-_TICKS = re.compile(r"`+")
-
-
-def _escape_links(text: str) -> str:
-    return _LINKABLE.sub(lambda m: m.group() + "\\", text)
-
-
-def _unlink_line(line: str) -> str:
-    """One line, its code spans left as they are (a backslash would show inside them)."""
-    parts: list[str] = []
-    done = start = 0
-    while (ticks := _TICKS.search(line, start)) is not None:
-        close = re.compile(rf"(?<!`){ticks.group()}(?!`)").search(line, ticks.end())
-        if close is None:
-            start = ticks.end()
-            continue
-        parts += [_escape_links(line[done : ticks.start()]), line[ticks.start() : close.end()]]
-        done = start = close.end()
-    parts.append(_escape_links(line[done:]))
-    return "".join(parts)
-
-
-def unlinked(text: str) -> str:
-    """Markdown text in which nothing becomes a link or an image: a link in a chat message comes
-    from whoever wrote it (a user, or a model reading a hostile web page), so it is shown as text.
-
-    Shown the same (Markdown drops the backslashes), code blocks and spans untouched, and applying
-    it twice changes nothing.
-    """
-    out: list[str] = []
-    fence = ""
-    for line in text.splitlines(keepends=True):
-        opening = _FENCE.match(line)
-        if fence:
-            body = line.strip()
-            if body and body == body[0] * len(body) and body[0] == fence[0] and len(body) >= len(fence):
-                fence = ""
-            out.append(line)
-        elif opening:
-            fence = opening.group(1)
-            out.append(line)
-        else:
-            out.append(_unlink_line(line))
-    return "".join(out)
-
-
-def _unlinked_message(message: Any) -> Any:
-    if not isinstance(message, dict):
-        return message
-    shown = dict(message)
-    content = shown.get("content")
-    if isinstance(content, str):
-        shown["content"] = unlinked(content)
-    elif isinstance(content, list):
-        shown["content"] = [
-            {**part, "text": unlinked(part["text"])}
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
-            else part
-            for part in content
-        ]
-    metadata = shown.get("metadata")
-    if isinstance(metadata, dict) and isinstance(metadata.get("title"), str):
-        shown["metadata"] = {**metadata, "title": unlinked(metadata["title"])}
-    return shown
-
-
-def _md_literal(text: str) -> str:
-    """Text shown literally in Markdown: every ASCII punctuation mark escaped (no HTML, no link)."""
-    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", text)
-
-
-def _snippet(text: str, limit: int = 60) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def answer_groups(history: Any) -> list[int]:
-    """The chat index of the first message of each answer group, in order, as Gradio's Chatbot
-    groups them (consecutive assistant messages; only user and assistant messages count)."""
-    firsts: list[int] = []
-    previous = None
-    for index, message in enumerate(history if isinstance(history, list) else []):
-        role = message.get("role") if isinstance(message, dict) else None
-        if role not in ("user", "assistant"):
-            continue
-        if role == "assistant" and previous != "assistant":
-            firsts.append(index)
-        previous = role
-    return firsts
-
-
-def shown_vote(row: ScoreRow | None, reasons: tuple[str, ...]) -> str | None:
-    """What the page shows for a stored rating: "Like", "Dislike", a dislike reason, or None."""
-    if row is None or row.deleted or row.value is None:
-        return None
-    if row.value >= 1.0:
-        return "Like"
-    return row.reason if row.reason in reasons else "Dislike"
-
-
-def _vote_words(shown: str | None) -> str:
-    """A shown vote as the user would say it: "👍", "👎" or "👎 (Incorrect)"."""
-    if shown is None:
-        return "no rating"
-    if shown == "Like":
-        return "👍"
-    return "👎" if shown == "Dislike" else f"👎 ({shown})"
-
-
-BEING_WRITTEN = "the answer being written"
-
-
-class RatingsView:
-    """What the page says about a chat's ratings, always read from the store: each answer's
-    thumb, which answer a comment goes to, and what a vote did."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-
-    @property
-    def reasons(self) -> tuple[str, ...]:
-        return self.rt.settings.feedback_options
-
-    def of_chat(self, session: ChatSession) -> dict[str, ScoreRow | None]:
-        """The stored rating of each answer of this chat, by trace id, in chat order."""
-        traces = dict.fromkeys(trace for _index, trace in sorted(session.answer_traces.items()))
-        store = self.rt.feedback.store
-        return {trace: store.get_score(score_id_for(trace)) for trace in traces}
-
-    def shown(self, trace_id: str) -> str | None:
-        return shown_vote(self.rt.feedback.store.get_score(score_id_for(trace_id)), self.reasons)
-
-    def thumbs(
-        self, session: ChatSession, history: Any, rows: dict[str, ScoreRow | None]
-    ) -> list[str | None]:
-        """Gradio's feedback_value for this chat: the shown vote of each answer group."""
-        return [
-            shown_vote(rows.get(trace), self.reasons) if (trace := session.trace_for(first)) else None
-            for first in answer_groups(history)
-        ]
-
-    def answer(self, session: ChatSession, trace_id: str) -> str:
-        """Which answer, in plain text: the answer to “What is 2+2?”."""
-        store = self.rt.feedback.store
-        try:
-            trace = store.get_trace(trace_id)
-            if trace is None and not session.lock.locked():
-                # The turn has ended; its trace may still wait in the span exporter's batch.
-                self.rt.feedback.telemetry.flush_to_store()
-                trace = store.get_trace(trace_id)
-        except StoreError:
-            trace = None
-        question = _snippet((trace or {}).get("input") or "")
-        if question:
-            return f"the answer to “{question}”"
-        # A turn's trace is written when it ends.
-        return BEING_WRITTEN if session.lock.locked() else "this answer"
-
-    def comment_target(
-        self, session: ChatSession | None, rows: dict[str, ScoreRow | None] | None = None
-    ) -> tuple[str, str] | None:
-        """(trace id, shown vote) of the answer a comment goes to: the one rated last, or if
-        that rating was undone, the most recently rated answer still showing a rating."""
-        if not isinstance(session, ChatSession):
-            return None
-        live = {
-            trace: (row, shown)
-            for trace, row in (self.of_chat(session) if rows is None else rows).items()
-            if row is not None and (shown := shown_vote(row, self.reasons)) is not None
-        }
-        if not live:
-            return None
-        trace = session.last_rated_trace
-        if trace not in live:
-            trace = max(live, key=lambda t: live[t][0].updated)
-        return trace, live[trace][1]
-
-    def comment_label(self, session: ChatSession, rows: dict[str, ScoreRow | None] | None = None) -> str:
-        """The comment box's label (plain text): which answer a comment goes to."""
-        target = self.comment_target(session, rows)
-        if target is None:
-            return COMMENT_NOBODY
-        trace, shown = target
-        return f"Comment on your {_vote_words(shown)} of {self.answer(session, trace)}"
-
-    def vote_sentence(self, session: ChatSession, trace_id: str, before: str | None, vote: Vote) -> str:
-        """What a vote did, for the status line (Markdown; the question shown literally)."""
-        plain = self.answer(session, trace_id)
-        answer = _md_literal(plain)
-        if vote.value is None:
-            if before is None:
-                return f"{answer[0].upper()}{answer[1:]} has no rating."
-            return f"Rating removed from {answer}."
-        if vote.value >= 1.0:
-            now = "Like"
-        else:
-            now = vote.reason if vote.reason in self.reasons else "Dislike"
-        words = _md_literal(_vote_words(now))
-        if vote.reason and vote.reason not in self.reasons:
-            words = "👎 \\(with a reason\\)"
-        changed = before is not None and (before == "Like") != (now == "Like")
-        sentence = f"Rating changed to {words} on {answer}." if changed else f"Saved {words} on {answer}."
-        if plain == BEING_WRITTEN:
-            sentence += " It stays on the answer when it is finished."
-        if now == "Dislike" and not vote.reason:
-            sentence += " Say why with ⚑ next to it, or in the comment box."
-        return sentence
 
 
 def _page_click(click: object) -> bool:
@@ -475,7 +240,7 @@ class ChatHandlers:
         start = len(history) if isinstance(history, list) else 0
         for box, chat, state, status in self.respond(message, history, session, browser_id, request, profile):
             if isinstance(chat, list):
-                chat = chat[:start] + [_unlinked_message(m) for m in chat[start:]]
+                chat = chat[:start] + [unlinked_message(m) for m in chat[start:]]
             yield box, chat, state, status
 
     def on_vote(
@@ -562,10 +327,10 @@ class ChatHandlers:
                 session,
                 self.status(f"⚠️ Your comment could not be saved ({exc.reason}). Please try again."),
             )
-        answer = _md_literal(self.ratings.answer(session, trace))
+        answer = md_literal(self.ratings.answer(session, trace))
         if row is None:  # undone between the two reads
             return text, session, self.status(f"The rating of {answer} was just removed; rate it again.")
-        words = _md_literal(_vote_words(shown))
+        words = md_literal(vote_words(shown))
         return "", session, self.status(f"Comment saved with your {words} of {answer}.")
 
     def on_new_chat(

@@ -489,6 +489,10 @@ def cases(store: Store) -> list[tuple[str, Callable[[], Any]]]:
             out.append((f"overview {days}d{label}", lambda f=f: queries.overview(store, f)))
         for label, f in variants:
             out.append((f"worst_answers {days}d{label}", lambda f=f: queries.worst_answers(store, f)))
+    # The last 24 hours, by the hour (read from the rows, never from the day cache).
+    day = Filters(since=end - DAY, until=end)
+    out.append(("overview 24h hourly", lambda: queries.overview(store, day, hourly=True)))
+    out.append(("worst_answers 24h", lambda: queries.worst_answers(store, day)))
     out.append(("filter_choices", lambda: queries.filter_choices(store)))
     out.append(("dataset_runs", lambda: queries.dataset_runs(store)))
     return out

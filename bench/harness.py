@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tests.helpers import free_port
 
@@ -106,3 +107,25 @@ def stop_app(proc: subprocess.Popen) -> None:
         proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def timed_turn(
+    handlers: Any, question: str, history: list, session: Any, browser: str
+) -> tuple[list, Any, float, float]:
+    """One turn through the page's own handler: (chat, session, seconds to the first words the
+    user sees, seconds to the complete answer)."""
+    from agent.session import ChatSession
+    from agent.turn import THINKING
+    from tests.helpers import text_of
+
+    started = time.perf_counter()
+    first = None
+    for _box, chat, state, _status in handlers.respond(question, history, session, browser):
+        if isinstance(state, ChatSession):  # later updates skip the session (gr.skip)
+            session = state
+        last = chat[-1] if chat else {}
+        if first is None and last.get("role") == "assistant" and text_of(last).strip() not in ("", THINKING):
+            first = time.perf_counter() - started
+        history = chat
+    total = time.perf_counter() - started
+    return history, session, first if first is not None else total, total

@@ -20,7 +20,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +46,8 @@ MODES = ("process", "in-process")
 
 def child(mode: str, turns: int) -> dict[str, Any]:
     """One app (one mode): warm it up as `python app.py` does, then run the chats."""
-    from agent.session import ChatSession
-    from agent.turn import THINKING
     from app import ChatHandlers, create_runtime
+    from bench.harness import timed_turn
     from config.settings import settings_from_env
     from tests.helpers import text_of, tree_rss_mb
 
@@ -67,22 +65,11 @@ def child(mode: str, turns: int) -> dict[str, Any]:
     for n in range(turns):
         if n % 5 == 0:
             session, history = None, []
-        started = time.perf_counter()
-        first = None
-        updates = handlers.respond(QUESTIONS[n % len(QUESTIONS)], history, session, BROWSER)
-        for _box, chat, state, _status in updates:
-            if isinstance(state, ChatSession):  # later updates skip the session (gr.skip)
-                session = state
-            last = chat[-1] if chat else {}
-            if (
-                first is None
-                and last.get("role") == "assistant"
-                and text_of(last).strip() not in ("", THINKING)
-            ):
-                first = time.perf_counter() - started
-            history = chat
-        turn_s.append(time.perf_counter() - started)
-        first_text_s.append(first if first is not None else turn_s[-1])
+        history, session, first, total = timed_turn(
+            handlers, QUESTIONS[n % len(QUESTIONS)], history, session, BROWSER
+        )
+        turn_s.append(total)
+        first_text_s.append(first)
         answers.append(text_of(history[-1]))
     memory = tree_rss_mb(os.getpid())
     runtime.close()

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("config", "sandbox", "llms", "feedback", "agent", "runtime", "evals", "dashboard")
+PACKAGES = ("config", "sandbox", "llms", "feedback", "agent", "runtime", "evals", "dashboard", "chat")
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:

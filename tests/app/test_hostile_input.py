@@ -99,7 +99,7 @@ LINKS = (
 
 
 def test_nothing_in_a_message_becomes_a_link_and_the_trace_keeps_what_was_typed(make_settings, make_runtime):
-    from app import unlinked
+    from chat.markdown import unlinked
 
     handlers = ChatHandlers(make_runtime(make_settings()))
     *_, (_, history, _, _) = handlers.page_respond(LINKS, [], None, "b")
@@ -116,7 +116,7 @@ def test_nothing_in_a_message_becomes_a_link_and_the_trace_keeps_what_was_typed(
 
 
 def test_code_and_plain_text_are_shown_unchanged():
-    from app import unlinked
+    from chat.markdown import unlinked
 
     code = "```python\nrequests.get('https://example.com')  # me@x.org [a](b)\n```"
     assert unlinked(code) == code

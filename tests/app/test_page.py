@@ -7,7 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from app import SPACE_README, build_app, model_note
+from app import build_app
+from chat.model_note import SPACE_README, model_note
 from llms.models import ModelChoice
 from tests.helpers import serve
 
