@@ -215,8 +215,17 @@ def cmd_status(store: Store, args: argparse.Namespace, out: TextIO) -> int:
         json.dump({"ratings": ratings, "scores": others}, out)
         out.write("\n")
         return 0
+    try:
+        configured = load_settings().langfuse_enabled
+    except SettingsError:
+        configured = True  # unreadable settings: say nothing about Langfuse rather than guess
     out.write("Ratings (people's votes) to Langfuse:\n" + _counts_text(ratings))
     out.write("Judges', checks' and other scores to Langfuse:\n" + _counts_text(others))
+    if not configured:
+        out.write(
+            "Langfuse is not configured (no LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY): everything is "
+            "kept in this store only; 'pending' is what `sync` sends once keys are set.\n"
+        )
     return 0
 
 

@@ -221,6 +221,20 @@ def test_list_and_export_are_peoples_votes_and_judges_are_apart_labelled(store_u
     }
 
 
+def test_status_says_when_langfuse_is_not_configured(store_url, monkeypatch):
+    for key in ("LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY"):
+        monkeypatch.setenv(key, "")
+    Store(store_url).close()
+    out = io.StringIO()
+    assert cli(["--db", store_url, "status"], out) == 0
+    assert "Langfuse is not configured" in out.getvalue()
+    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", "pk-lf-x")
+    monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk-lf-x")
+    out = io.StringIO()
+    assert cli(["--db", store_url, "status"], out) == 0
+    assert "not configured" not in out.getvalue()
+
+
 def test_status_counts_ratings_apart_from_judge_scores(store_url):
     store = Store(store_url)
     _mixed(store)
