@@ -51,12 +51,20 @@ def _turn(runtime: Runtime, message: str) -> tuple[Any, str]:
 
 
 def _langfuse_spans(fake_langfuse, runtime: Runtime, trace_id: str) -> list[Any]:
-    stored = wait_for(
-        lambda: runtime.feedback.store.rows("SELECT name FROM spans WHERE trace_id = :t", {"t": trace_id})
-    )
-    names = {s["name"] for s in stored}
+    """The turn's spans as Langfuse got them, once it has all those the store has, the LLM call
+    and the root among them (an agent process exports its spans on its own schedule)."""
+
+    def stored() -> set[str] | None:
+        rows = runtime.feedback.store.rows(
+            "SELECT name, kind, parent_id FROM spans WHERE trace_id = :t", {"t": trace_id}
+        )
+        complete = any(r["kind"] == "LLM" for r in rows) and any(r["parent_id"] is None for r in rows)
+        return {r["name"] for r in rows} if complete else None
+
+    names = wait_for(stored, timeout=20)
     return wait_for(
-        lambda: (spans := fake_langfuse.spans_of(trace_id)) and {s.name for s in spans} >= names and spans
+        lambda: (spans := fake_langfuse.spans_of(trace_id)) and {s.name for s in spans} >= names and spans,
+        timeout=20,
     )
 
 

@@ -95,6 +95,11 @@ def test_a_chat_call_takes_the_model_from_a_judge_between_two_tokens():
     judge = LocalLlamaModel(max_tokens=400, low_priority=True)
     chat = LocalLlamaModel(max_tokens=8)
     judge.load()
+    say_hello = [{"role": "user", "content": "Say hello."}]
+    chat.generate(say_hello)  # its prompt is cached now, as it is in the run below
+    started = time.perf_counter()
+    chat.generate(say_hello)
+    alone = time.perf_counter() - started  # on this machine, now: the same reply, nothing else running
     outcome: list[object] = []
 
     def judging() -> None:
@@ -109,13 +114,16 @@ def test_a_chat_call_takes_the_model_from_a_judge_between_two_tokens():
     worker.start()
     time.sleep(0.5)  # the judge is writing
     started = time.perf_counter()
-    reply = chat.generate([{"role": "user", "content": "Say hello."}])
+    reply = chat.generate(say_hello)
     waited = time.perf_counter() - started
     worker.join(60)
     assert reply.content and isinstance(outcome[0], GaveWay), outcome
     assert "gave way" in str(outcome[0])
-    # Without giving way the chat waits for the whole 400-token story (several seconds).
-    assert waited < 2.0, f"the chat waited {waited:.2f} s for the judge"
+    # Without giving way the chat waits for the whole 400-token story (several seconds); giving
+    # way between two tokens costs it at most one token of the judge's, far below a second. Timed
+    # against the same reply alone on this machine just before, so a busy machine slows both.
+    bound = max(min(2.0, alone + 1.0), alone * 1.5 + 0.5)  # quiet machine: about 1.3 s
+    assert waited < bound, f"the chat waited {waited:.2f} s with the judge writing, {alone:.2f} s alone"
 
 
 def test_the_bundled_model_runs_three_gsm8k_items_end_to_end(make_settings):
