@@ -28,7 +28,7 @@ from chat.markdown import md_literal, unlinked_message
 from chat.model_note import model_note
 from chat.ratings import COMMENT_NOBODY, RatingsView, vote_words
 from config.settings import Settings, SettingsError, load_settings
-from dashboard.access import Access
+from dashboard.access import Access, oauth_is_real
 from dashboard.ui import DashboardHandlers, build_dashboard, dashboard_link
 from evals.judge import Judge
 from evals.online import build_evaluation, describe
@@ -38,6 +38,7 @@ from feedback.store import StoreError
 from feedback.votes import Vote, vote_from_liked
 from runtime.runtime import Runtime, isolation_line
 from runtime.runtime import create_runtime as build_runtime
+from runtime.visitors import visitor_key
 from sandbox.confine import set_dumpable
 from sandbox.executor import SandboxError
 
@@ -143,6 +144,12 @@ class ChatHandlers:
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
         self.ratings = RatingsView(runtime)
+        # A signed-in HF user counts as themself only where the login is real (on a Space).
+        self.oauth_real = oauth_is_real()
+
+    def visitor(self, request: gr.Request | None, profile: gr.OAuthProfile | None = None) -> str:
+        """Whom the per-user limits count (runtime.visitors)."""
+        return visitor_key(request, profile, self.rt.settings.trusted_proxy_hops, self.oauth_real)
 
     def status(self, extra: str = "") -> str:
         parts = [p for p in (extra, self.rt.model_health(), self.rt.feedback.waiting_line()) if p]
@@ -161,7 +168,9 @@ class ChatHandlers:
         # The tab's session may already exist: a first message can make it before this runs.
         # It is never told the browser id it was made with (whoever knows a tab's session hash
         # must not learn the browser's lasting id): on a first visit the two ids can differ.
-        session = self.rt.session_for(_user_id(browser_id, profile), _hash(request))
+        session = self.rt.session_for(
+            _user_id(browser_id, profile), _hash(request), self.visitor(request, profile)
+        )
         return browser_id, session, self.status()
 
     def _session(
@@ -185,10 +194,16 @@ class ChatHandlers:
         profile: gr.OAuthProfile | None = None,  # injected by Gradio on a Space with HF sign-in
     ) -> Iterator[tuple[Any, list[dict[str, Any]], ChatSession, str]]:
         session = self._session(session, browser_id, request, profile)
+        visitor = self.visitor(request, profile)
+        note = ""
+        if session.closed_reason:
+            # Closed for its visitor's limit of open chats: this message starts a new one.
+            note = session.closed_reason
+            session = self.rt.session_for(session.user_id, _hash(request), visitor)
         history = list(history or [])
         text = clean_text(message) if isinstance(message, str) else ""
         if not text.strip():
-            yield gr.update(value="", interactive=True), history, session, self.status()
+            yield gr.update(value="", interactive=True), history, session, self.status(note)
             return
         limit = self.rt.settings.max_input_chars
         if len(text) > limit:
@@ -200,11 +215,29 @@ class ChatHandlers:
             # The text stays in the box, so nothing the user typed is lost.
             yield gr.update(value=text, interactive=True), history, session, self.status(note)
             return
+        refusal = self.rt.visitors.start_turn(visitor) if self.rt.visitors is not None else None
+        if refusal is not None:
+            # Not a turn: nothing is traced, and the text stays in the box to send again.
+            log.info("Turn refused for %s: %s", visitor, refusal)
+            gr.Warning(refusal)
+            yield gr.update(value=text, interactive=True), history, session, self.status(refusal)
+            return
+        try:
+            yield from self._turn(session, text, history, note)
+        finally:
+            if self.rt.visitors is not None:
+                self.rt.visitors.end_turn(visitor)
+
+    def _turn(
+        self, session: ChatSession, text: str, history: list[dict[str, Any]], note: str
+    ) -> Iterator[tuple[Any, list[dict[str, Any]], ChatSession, str]]:
+        if self.rt.visitors is not None and session.visitor:
+            self.rt.visitors.touch(session.visitor, session)
         locked = gr.update(value="", interactive=False)
         # The status line is set when the turn starts (clearing a refusal or a vote's sentence)
         # and sent again at the end only if the turn changed it. Each output sent costs Gradio a
         # thread hop per user under load, and the chat already says the agent is working.
-        before = self.status()
+        before = self.status(note)
         final = None
         # After the first update only the chat changes: the box, the session and the status
         # are skipped (each would be post-processed and diffed again, for every user, under load).
@@ -219,11 +252,12 @@ class ChatHandlers:
                     yield locked, update.history, session, before
                 else:
                     yield gr.skip(), update.history, gr.skip(), gr.skip()
-        status = self.status()
+        status = self.status(note)
         # After the status is read: the evaluators' scheduler wakes up and takes the CPU a while.
         self.rt.feedback.wake_evaluation()
         if final is not None:
-            changed = status if status != before else gr.skip()
+            # A note (the chat was closed and started again) is sent again: it must stay.
+            changed = status if status != before or note else gr.skip()
             yield gr.update(value="", interactive=True), final.history, session, changed
 
     def page_respond(
@@ -249,6 +283,8 @@ class ChatHandlers:
         if not isinstance(session, ChatSession):
             log.warning("Vote ignored: this browser session has no chat yet")
             return session, self.status()
+        if session.closed_reason:
+            return session, self.status(session.closed_reason)
         if not isinstance(getattr(data, "_data", None), dict) or "liked" not in data._data:
             # The browser always says what was clicked; Gradio would read a missing value as a like.
             log.warning("Vote ignored: the event does not say like or dislike")
@@ -342,7 +378,11 @@ class ChatHandlers:
         user_id = session.user_id if isinstance(session, ChatSession) else None
         if isinstance(session, ChatSession):
             close_session(session)
-        fresh = self.rt.new_session(user_id or _user_id(browser_id, None), _hash(request))
+            if self.rt.visitors is not None:
+                self.rt.visitors.forget_session(session.visitor, session)
+        fresh = self.rt.new_session(
+            user_id or _user_id(browser_id, None), _hash(request), self.visitor(request)
+        )
         return [], fresh, gr.update(value="", interactive=True), self.status()
 
 
@@ -513,6 +553,8 @@ def main() -> int:
     for line in runtime.feedback.store_lines(settings):
         print(line, flush=True)
     print(describe(runtime.feedback.evaluation, settings), flush=True)
+    if runtime.visitors is not None:
+        print(runtime.visitors.describe(), flush=True)
     demo = build_app(runtime=runtime)
     threading.Thread(target=_warm_up, args=(runtime,), name="model-warm-up", daemon=True).start()
 

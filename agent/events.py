@@ -52,12 +52,19 @@ def _max_steps_reached(agent: Any) -> bool:
     return isinstance(last, ActionStep) and isinstance(last.error, AgentMaxStepsError)
 
 
+def _refusal(agent: Any) -> str:
+    """The sentence of a code step refused for memory (sandbox.budget), else empty."""
+    refusal = getattr(getattr(agent, "python_executor", None), "refusal", "")
+    return refusal if isinstance(refusal, str) else ""
+
+
 def run_events(agent: Any, message: str) -> Iterator[Event]:
     """Run one task; yield {"ev": "live" | "step" | "end", ...}. Exceptions propagate.
 
     - live: {"text": what the model wrote so far in this step, "step": its number}
     - step: {"step": what the chat shows of a finished step (agent.steps.step_summary)}
-    - end: {"answer": the raw final answer or None, "max_steps": bool, "trust": bool}
+    - end: {"answer": the raw final answer or None, "max_steps": bool, "trust": bool,
+      "refused": the sentence, when a code step was refused for memory}
     """
     run = agent.run(message, stream=True, reset=False)
     agent_span = otel_trace.get_current_span()  # the agent's own run span
@@ -86,6 +93,12 @@ def run_events(agent: Any, message: str) -> Iterator[Event]:
                 summary = step_summary(step)
                 if summary is not None:
                     yield {"ev": "step", "step": summary}
+                refusal = _refusal(agent)
+                if refusal:
+                    # The server has no memory for this code now: more steps would be refused
+                    # too, so the turn ends with the sentence instead of a give-up.
+                    yield {"ev": "end", "answer": None, "max_steps": False, "trust": True, "refused": refusal}
+                    return
         yield {
             "ev": "end",
             "answer": answer,

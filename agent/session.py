@@ -48,6 +48,10 @@ class ChatSession:
     # stale and ignored, so the stored vote is always the one the page shows.
     vote_clicks: dict[str, float] = field(default_factory=dict)
     gradio_session: str | None = None  # the browser tab's Gradio session hash
+    # Whom the per-user limits count this chat against (runtime.visitors), and why it was
+    # closed early (its visitor opened too many chats): said when the tab sends again.
+    visitor: str = ""
+    closed_reason: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def map_answer(self, indexes: range, trace_id: str) -> None:

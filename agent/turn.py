@@ -153,6 +153,12 @@ def _record_answer(trace: _Trace, end: Event) -> str:
     trace's output is that sentence (what the user saw, what votes and checks judge), its
     level WARNING with the reason, and the raw output is kept in `app.raw_output`.
     """
+    refused = end.get("refused")
+    if isinstance(refused, str) and refused:
+        # Not the agent's failure: the server had no memory for its code (sandbox.budget).
+        trace.call("set_output", refused)
+        trace.call("set_warning", "A code step was refused: the code memory budget was in use.")
+        return refused
     raw = str(end.get("answer") or "")
     max_steps = bool(end.get("max_steps"))
     if is_usable(raw, max_steps_reached=max_steps, trust_fallback=bool(end.get("trust", True))):

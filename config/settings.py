@@ -77,6 +77,20 @@ class Settings:
     code_max_output_kb: int = 256
     code_max_files: int = 1000
     code_max_folder_mb: int = 100
+    # Every session's code together (workers, model and agent processes): 0 = half the memory
+    # the app may use (its cgroup limit, else the host's); see sandbox/budget.py.
+    code_total_memory_mb: int = 0
+    # A code worker idle this long is stopped (its session's variables are cleared).
+    code_idle_s: float = 600.0
+    # Per user (a signed-in HF user, else the client address): chats kept open (the least
+    # recently used one is closed past it), turns per minute, and answers written at once
+    # (0: one less than MAX_CONCURRENT_TURNS, so one user never takes every slot).
+    max_sessions_per_user: int = 20
+    turns_per_minute: int = 30
+    user_turns_at_once: int = 0
+    # Proxies in front of the app that append the client's address to X-Forwarded-For; their
+    # entries are trusted (0: the socket's address; 1 on a Space, behind its proxy).
+    trusted_proxy_hops: int = 0
     trace_name: str = "Smolagent-Trace"
     app_tags: tuple[str, ...] = ("smolagents-chat",)
     # Who sent a trace, in every OpenTelemetry backend: `service.name` / `service.version` and
@@ -341,6 +355,13 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             "APP_ENVIRONMENT must be 1 to 40 lowercase letters, digits, '-' or '_', not starting "
             f"with 'langfuse', got {environment!r}."
         )
+    code_memory_mb = _int(env, "CODE_MEMORY_MB", 512, minimum=64)
+    code_total = _int(env, "CODE_TOTAL_MEMORY_MB", 0, minimum=0)
+    if code_total and code_total < code_memory_mb + 128:
+        raise SettingsError(
+            f"CODE_TOTAL_MEMORY_MB ({code_total}) must leave room for one code step: at least "
+            f"CODE_MEMORY_MB ({code_memory_mb}) + 128 for the worker itself (0: the default share)."
+        )
     return Settings(
         model_provider=provider,
         provider_reason=reason,
@@ -360,11 +381,19 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         agent_files_dir=Path(env.get("AGENT_FILES_DIR", "").strip() or data_dir / "agent_files"),
         code_executor=executor,
         code_sandbox_layers=tuple(x for x in layers if x != "none"),
-        code_memory_mb=_int(env, "CODE_MEMORY_MB", 512, minimum=64),
+        code_memory_mb=code_memory_mb,
         code_timeout_s=_int(env, "CODE_TIMEOUT_S", 30),
         code_max_output_kb=_int(env, "CODE_MAX_OUTPUT_KB", 256, minimum=4),
         code_max_files=_int(env, "CODE_MAX_FILES", 1000),
         code_max_folder_mb=_int(env, "CODE_MAX_FOLDER_MB", 100),
+        code_total_memory_mb=code_total,
+        code_idle_s=_float(env, "CODE_IDLE_S", 600.0),
+        max_sessions_per_user=_int(env, "MAX_SESSIONS_PER_USER", 20),
+        turns_per_minute=_int(env, "TURNS_PER_MINUTE", 30),
+        user_turns_at_once=_int(env, "USER_TURNS_AT_ONCE", 0, minimum=0),
+        trusted_proxy_hops=_int(
+            env, "TRUSTED_PROXY_HOPS", 1 if env.get("SPACE_ID", "").strip() else 0, minimum=0
+        ),
         trace_name=env.get("TRACE_NAME", "").strip() or "Smolagent-Trace",
         app_tags=_split(tags) if tags is not None else ("smolagents-chat",),
         service_name=env.get("OTEL_SERVICE_NAME", "").strip() or "smolagents-chat",

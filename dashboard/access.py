@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from config.settings import Settings
+from runtime.visitors import address_key, client_address
 
 log = logging.getLogger(__name__)
 
@@ -259,9 +260,10 @@ def _client_host(request: Any) -> str | None:
     return host if isinstance(host, str) else None
 
 
-def client_key(request: Any) -> str:
-    """The address the server saw (not a header a client can choose)."""
-    return _client_host(request) or "unknown"
+def client_key(request: Any, hops: int = 0) -> str:
+    """The client's address: the socket's, or behind TRUSTED_PROXY_HOPS proxies the entry the
+    nearest one appended (never a header value the client itself chose)."""
+    return address_key(client_address(request, hops))
 
 
 def straight_from_loopback(request: Any) -> bool:
@@ -339,7 +341,7 @@ class Access:
         return None
 
     def sign_in(self, password: Any, request: Any) -> tuple[Grant | None, str]:
-        return self.gate.attempt(password, client_key(request))
+        return self.gate.attempt(password, client_key(request, self.settings.trusted_proxy_hops))
 
     def ways_in(self) -> list[str]:
         """How a visitor could get in here, as sentences (for the sign-in screen)."""

@@ -189,7 +189,11 @@ class DashboardHandlers:
     def _viewer(self, request: Any, profile: Any, grant: Any, what: str) -> Viewer | None:
         viewer = self.access.viewer(request, profile, grant)
         if viewer is None:
-            log.info("Dashboard: %s refused to %s", what, client_key(request))
+            log.info(
+                "Dashboard: %s refused to %s",
+                what,
+                client_key(request, self.access.settings.trusted_proxy_hops),
+            )
         return viewer
 
     def _gate_text(self, viewer: Viewer | None) -> str:

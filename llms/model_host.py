@@ -20,7 +20,7 @@ from typing import Any
 
 from llms.llama_engine import GaveWay, LlamaEngine, LocalModelError
 from sandbox import protocol
-from sandbox.confine import die_with_parent, set_dumpable
+from sandbox.confine import OOM_SCORE_HELPER, die_with_parent, prefer_oom_kill, set_dumpable
 
 log = logging.getLogger("model_host")
 
@@ -72,6 +72,7 @@ def _reply(channel: socket.socket, message: dict[str, Any]) -> None:
 def main(argv: list[str]) -> int:
     """Load the model, say ready (with its weight buffer types), then take calls until closed."""
     die_with_parent()
+    prefer_oom_kill(OOM_SCORE_HELPER)
     set_dumpable(False)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the app, which closes us
     logging.basicConfig(

@@ -422,6 +422,13 @@ def runner_for(path: str, n_ctx: int, *, repack: bool = False, in_process: bool 
         return runner
 
 
+def process_ids() -> list[int]:
+    """The running model processes of this app (their memory counts against the code budget)."""
+    with _registry_lock:
+        runners = list(_registry.values())
+    return [pid for r in runners if isinstance(r, ModelProcess) and (pid := r.pid) is not None]
+
+
 def close_all() -> None:
     """Stop every model process of this app (at shutdown)."""
     with _registry_lock:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextvars
 import logging
+import os
 import pickle
 import signal
 import socket
@@ -28,7 +29,7 @@ from feedback.tracing import Telemetry, register_model_class
 from llms.local_llm import LocalLlamaModel
 from llms.models import build_model
 from sandbox import code_worker, protocol
-from sandbox.confine import die_with_parent, set_dumpable
+from sandbox.confine import OOM_SCORE_HELPER, die_with_parent, prefer_oom_kill, set_dumpable
 from sandbox.executor import describe_isolation, start_sandbox
 
 log = logging.getLogger("agent_host")
@@ -44,7 +45,10 @@ class AgentHost:
         register_model_class(LocalLlamaModel)
         model, _choice = build_model(settings)
         register_model_class(type(model))
-        self.sandbox = start_sandbox(settings)
+        # An equal share of the code memory budget; this process's own size counts in it.
+        self.sandbox = start_sandbox(
+            settings, share=max(1, settings.agent_processes), fixed_pids=lambda: [os.getpid()]
+        )
         self.factory = AgentFactory(settings, model, build_tools(settings.agent_tools), self.sandbox)
         self.store = Store(settings.store_url)
         # The app's turns wait on nothing here: spans go to the store when each turn ends.
@@ -154,6 +158,7 @@ class AgentHost:
         self.telemetry.shutdown()
         self.store.close()
         if self.sandbox is not None:
+            self.sandbox.close()
             self.sandbox.zygote.close()
 
 
@@ -163,6 +168,7 @@ def main(fd: int) -> int:
     # ends (it closes the control socket after its own flush), so the spans here get flushed too.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
+    prefer_oom_kill(OOM_SCORE_HELPER)
     set_dumpable(False)  # it holds the same keys as the app
     init, _ = code_worker.control_recv(control)
     if not init or init.get("op") != "init":

@@ -26,7 +26,9 @@ from feedback.backends import FeedbackBackends
 from feedback.tracing import register_model_class
 from llms.local_llm import LocalLlamaModel
 from llms.model_process import close_all as close_model_processes
+from llms.model_process import process_ids as model_process_ids
 from llms.models import ModelChoice, build_model
+from runtime.visitors import VisitorLimits
 from sandbox.executor import describe_isolation, start_sandbox
 
 log = logging.getLogger("app")
@@ -80,17 +82,41 @@ class Runtime:
 
     # Set by build_app: drops what Gradio itself keeps for a browser session.
     forget_gradio_session: Callable[[str], None] = field(default=lambda _hash: None)
+    # Per-user limits (open chats, turns a minute, answers at once); made from the settings.
+    visitors: VisitorLimits | None = None
 
-    def new_session(self, user_id: str, gradio_session: str | None = None) -> ChatSession:
-        """A fresh session, from now on the tab's current one (New chat)."""
+    def __post_init__(self) -> None:
+        if self.visitors is None:
+            self.visitors = VisitorLimits(self.settings)
+
+    def new_session(self, user_id: str, gradio_session: str | None = None, visitor: str = "") -> ChatSession:
+        """A fresh session, from now on the tab's current one (New chat).
+
+        Past MAX_SESSIONS_PER_USER open chats of this visitor, the least recently used is closed.
+        """
         session = new_session(self.make_agent, user_id)
         session.gradio_session = gradio_session
+        session.visitor = visitor
         self.sessions.add(session)
         if gradio_session is not None:
             self.by_tab[gradio_session] = session
+        if visitor:
+            assert self.visitors is not None
+            for old in self.visitors.add_session(visitor, session):
+                log.info(
+                    "Session %s closed: its visitor opened more than %s chats",
+                    old.session_id,
+                    self.visitors.max_sessions,
+                )
+                old.closed_reason = (
+                    f"This chat was closed because more than {self.visitors.max_sessions} chats were "
+                    "open from your address or account; your message starts a new chat (earlier "
+                    "answers on this page can no longer be rated)."
+                )
+                close_session(old)
         return session
 
-    def session_for(self, user_id: str, gradio_session: str | None) -> ChatSession:
+    def session_for(self, user_id: str, gradio_session: str | None, visitor: str = "") -> ChatSession:
         """The tab's current session, made by whichever asks first.
 
         The page load and a message sent before it finished both find no session in the tab's
@@ -98,15 +124,20 @@ class Runtime:
         turn's session, and the votes on that turn's answer found no answer (seen in CI).
         """
         if gradio_session is None:
-            return self.new_session(user_id)
+            return self.new_session(user_id, visitor=visitor)
         with self.tab_lock:
-            return self.by_tab.get(gradio_session) or self.new_session(user_id, gradio_session)
+            current = self.by_tab.get(gradio_session)
+            if current is not None and not current.closed_reason:
+                return current
+            return self.new_session(user_id, gradio_session, visitor)
 
     def end_session(self, session: object) -> None:
         """Gradio calls this when a session's state expires (SESSION_TTL_S idle) or closes."""
         if isinstance(session, ChatSession):
             log.info("Session %s dropped after %ss idle", session.session_id, self.settings.session_ttl_s)
             close_session(session)
+            if session.visitor and self.visitors is not None:
+                self.visitors.forget_session(session.visitor, session)
             if session.gradio_session:
                 if self.by_tab.get(session.gradio_session) is session:
                     del self.by_tab[session.gradio_session]
@@ -119,6 +150,8 @@ class Runtime:
         finally:
             if isinstance(self.make_agent, AgentProcesses):
                 self.make_agent.close()
+            elif self.make_agent.sandbox is not None:
+                self.make_agent.sandbox.close()
             close_model_processes()
 
     def model_health(self) -> str:
@@ -174,7 +207,9 @@ def create_runtime(
         else:
             assert model is not None
             tools = [*build_tools(settings.agent_tools), *(extra_tools or [])]
-            make_agent = AgentFactory(settings, model, tools, start_sandbox(settings))
+            make_agent = AgentFactory(
+                settings, model, tools, start_sandbox(settings, fixed_pids=model_process_ids)
+            )
     except (SettingsError, AgentProcessError):
         feedback.close()
         raise

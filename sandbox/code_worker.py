@@ -221,6 +221,7 @@ def _spawn(
 def main(argv: list[str]) -> int:
     control = socket.socket(fileno=int(argv[1]))
     confine.die_with_parent()
+    confine.prefer_oom_kill(confine.OOM_SCORE_WORKER)  # the workers it forks inherit it
     confine.set_dumpable(False)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the app, which stops us
     config, _ = control_recv(control)

@@ -81,6 +81,22 @@ def die_with_parent() -> None:
     prctl(PR_SET_PDEATHSIG, 9)
 
 
+# How readily the kernel's OOM killer picks each kind of process (-1000..1000; the app is 0).
+# Raising one's own score needs no privilege. Code workers (and their zygote) go first, then the
+# restartable agent and model processes; the web server is the last candidate.
+OOM_SCORE_WORKER = 1000
+OOM_SCORE_HELPER = 500
+
+
+def prefer_oom_kill(score: int) -> None:
+    """Make this process (and what it forks) the OOM killer's choice before the app."""
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(score))
+    except OSError:
+        pass  # no /proc, or a kernel without it: the memory budget still holds
+
+
 # One thread that lives as long as this process: the parent of every child that dies with it.
 _KEEPER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="child-process-parent")
 

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ from smolagents.local_python_executor import (
 
 from config.settings import Settings, SettingsError
 from sandbox import code_worker, confine, protocol
+from sandbox.budget import CLEARED, MemoryBudget, MemoryRefused
+from sandbox.memory import default_budget_mb, resident_mb
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +140,17 @@ class Worker:
     def resume(self) -> None:
         self.signal(signal.SIGCONT)
 
-    def kill(self) -> None:
+    def kill(self, wait_s: float = 0.0) -> None:
+        """SIGKILL; with `wait_s`, also wait (that long at most) until the process is gone."""
         with self._lock:
             if self.dead:
                 return
             self.dead = True
             try:
                 signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+                if wait_s > 0:
+                    # A pidfd turns readable when the process has exited, after its memory is freed.
+                    select.select([self.pidfd], [], [], wait_s)
             except ProcessLookupError:
                 pass
             except OSError:
@@ -166,6 +173,11 @@ class Zygote:
     def start(self) -> None:
         with self._lock:
             self._start_locked()
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
 
     def _start_locked(self) -> None:
         if self._process is not None and self._process.poll() is None:
@@ -257,10 +269,23 @@ def _zygote_for(config: dict[str, Any]) -> Zygote:
 
 
 class CodeSandbox:
-    """A runtime's code workers: where their folders are, what they may see, their limits."""
+    """A runtime's code workers: where their folders are, what they may see, their limits, and
+    the memory budget they share (`share`: how many agent processes split CODE_TOTAL_MEMORY_MB;
+    `fixed_pids`: other processes started for users whose memory counts against it)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, share: int = 1, fixed_pids: Callable[[], Iterable[int]] | None = None
+    ) -> None:
         self.limits = Limits.from_settings(settings)
+        if settings.code_total_memory_mb:
+            total, self.budget_source = float(settings.code_total_memory_mb), "CODE_TOTAL_MEMORY_MB"
+        else:
+            mb, source = default_budget_mb()
+            total, self.budget_source = float(mb), f"default: {source}"
+        if share > 1:
+            total /= share
+            self.budget_source += f", split between {share} agent processes"
+        extra = fixed_pids or tuple
         self.files_dir = settings.agent_files_dir.resolve()
         # Never visible to a worker: the project (code, .env), the store and other sessions' folders.
         hidden = (str(PROJECT_ROOT), str(settings.data_dir.resolve()), str(self.files_dir))
@@ -283,10 +308,34 @@ class CodeSandbox:
                 "layers": list(settings.code_sandbox_layers),
             }
         )
+        zygote = self.zygote
+        self.budget = MemoryBudget(
+            total,
+            self.limits.memory_mb,
+            settings.code_idle_s,
+            lambda: [p for p in (zygote.pid, *extra()) if p],
+        )
 
     def start(self) -> None:
         """Start the zygote now (it measures which layers this kernel allows)."""
         self.zygote.start()
+        pid = self.zygote.pid
+        if pid is not None:
+            self.budget.set_fresh_mb(resident_mb(pid))
+        self.budget.refresh_fixed()
+        smallest = self.budget.fixed_mb + self.budget._fresh_mb() + self.limits.memory_mb
+        if self.budget.total_mb < smallest:
+            raise SandboxError(
+                f"The code memory budget ({self.budget.total_mb:,.0f} MB, {self.budget_source}) is "
+                f"smaller than one code step needs ({smallest:,.0f} MB: CODE_MEMORY_MB, a worker and "
+                "the processes already running); raise CODE_TOTAL_MEMORY_MB or lower CODE_MEMORY_MB."
+            )
+
+    def budget_line(self) -> str:
+        return f"{self.budget.describe()} [{self.budget_source}]"
+
+    def close(self) -> None:
+        self.budget.close()
 
     def describe(self) -> str:
         """One line for the start banner."""
@@ -322,6 +371,9 @@ class IsolatedExecutor(PythonExecutor):
         self.tools: dict[str, Any] = {}
         self.variables: dict[str, Any] = {}
         self.worker: Worker | None = None
+        self.slot = sandbox.budget.slot(work_dir.name)
+        # Set when a step was refused for memory: the turn ends with this sentence.
+        self.refusal = ""
         # CodeAgent shows these logs when a step fails.
         self.state: dict[str, Any] = {"_print_outputs": ""}
         # Kills the worker if the executor is dropped without cleanup().
@@ -348,26 +400,42 @@ class IsolatedExecutor(PythonExecutor):
 
     def __call__(self, code_action: str) -> CodeOutput:
         self.state["_print_outputs"] = ""
-        worker = self._ensure_worker()
-        worker.resume()
-        self._send({"op": "run", "code": code_action})
-        reply = self._wait(worker)
-        worker.pause()
-        logs = str(reply.get("logs", ""))
-        self.state["_print_outputs"] = logs
-        if reply.get("limit"):
-            self._stop(str(reply["limit"]))
-        if self._folder_over():
-            self._stop("folder")
-        if "error" in reply:
-            raise InterpreterError(str(reply["error"]))
-        return CodeOutput(output=reply.get("output"), logs=logs, is_final_answer=bool(reply.get("final")))
+        budget = self.sandbox.budget
+        try:
+            cleared = budget.admit(self.slot)
+        except MemoryRefused as exc:
+            self.refusal = str(exc)
+            raise InterpreterError(str(exc)) from None
+        self.refusal = ""
+        note = CLEARED + "\n" if cleared else ""
+        if cleared and self.worker is not None:
+            self.worker.kill()  # already killed for the budget, or about to be: never reused
+            self.worker = None
+        try:
+            worker = self._ensure_worker()
+            worker.resume()
+            self._send({"op": "run", "code": code_action})
+            reply = self._wait(worker)
+            worker.pause()
+            logs = note + str(reply.get("logs", ""))
+            self.state["_print_outputs"] = logs
+            if reply.get("limit"):
+                self._stop(str(reply["limit"]))
+            if self._folder_over():
+                self._stop("folder")
+            if "error" in reply:
+                # The note is in the logs, which smolagents puts in the step's observation too.
+                raise InterpreterError(str(reply["error"]))
+            return CodeOutput(output=reply.get("output"), logs=logs, is_final_answer=bool(reply.get("final")))
+        finally:
+            budget.release(self.slot)
 
     def cleanup(self) -> None:
         """Kill the worker (the session ended, expired or was reset)."""
         if self.worker is not None:
             self.worker.kill()
             self.worker = None
+        self.sandbox.budget.drop(self.slot)
 
     # --- internals
 
@@ -380,19 +448,23 @@ class IsolatedExecutor(PythonExecutor):
             if self._finalizer is not None:
                 self._finalizer.detach()
             self._finalizer = weakref.finalize(self, Worker.kill, self.worker)
+            self.sandbox.budget.attach(self.slot, self.worker)
             self._send({"op": "tools", "names": sorted(self.tools)})
             self._send({"op": "variables", "variables": self.variables})
         return self.worker
 
     def _send_between_steps(self, message: dict[str, Any]) -> None:
         """Queued for the worker, which reads it when it resumes for its next step."""
-        assert self.worker is not None
-        self.worker.resume()
-        try:
-            self._send(message)
-        finally:
-            if self.worker is not None:
-                self.worker.pause()
+        with self.sandbox.budget.pinned(self.slot):
+            worker = self.worker
+            if worker is None or worker.dead:
+                return  # stopped for memory or idleness: the next step's fresh worker gets it all
+            worker.resume()
+            try:
+                self._send(message)
+            finally:
+                if self.worker is not None:
+                    self.worker.pause()
 
     def _send(self, message: dict[str, Any]) -> None:
         assert self.worker is not None
@@ -462,6 +534,7 @@ class IsolatedExecutor(PythonExecutor):
         worker, self.worker = self.worker, None
         if worker is not None:
             worker.kill()
+        self.sandbox.budget.drop(self.slot)
         if kind == "folder":
             remove_folder(self.work_dir)  # or every later step would stop at the same limit
         message = self.limits.message(kind)
@@ -476,8 +549,12 @@ REMOTE_EXECUTOR_NEEDS = {
 }
 
 
-def start_sandbox(settings: Settings) -> CodeSandbox | None:
-    """The worker processes for CODE_EXECUTOR=local-process; remote executors are checked here."""
+def start_sandbox(
+    settings: Settings, *, share: int = 1, fixed_pids: Callable[[], Iterable[int]] | None = None
+) -> CodeSandbox | None:
+    """The worker processes for CODE_EXECUTOR=local-process; remote executors are checked here.
+
+    `share` and `fixed_pids`: see CodeSandbox (the memory budget)."""
     kind = settings.code_executor
     if kind in REMOTE_EXECUTOR_NEEDS:
         module, needs = REMOTE_EXECUTOR_NEEDS[kind]
@@ -488,7 +565,7 @@ def start_sandbox(settings: Settings) -> CodeSandbox | None:
         return None
     if kind != "local-process":
         return None
-    sandbox = CodeSandbox(settings)
+    sandbox = CodeSandbox(settings, share=share, fixed_pids=fixed_pids)
     sandbox.start()
     return sandbox
 
@@ -496,7 +573,7 @@ def start_sandbox(settings: Settings) -> CodeSandbox | None:
 def describe_isolation(settings: Settings, sandbox: CodeSandbox | None, where: str = "the app") -> str:
     """The start banner's line on where the model's code runs (`where`: the process of the agents)."""
     if sandbox is not None:
-        return sandbox.describe()
+        return f"{sandbox.describe()}\n{sandbox.budget_line()}"
     if settings.code_executor == "local-unsafe":
         return f"code isolation: NONE (CODE_EXECUTOR=local-unsafe runs the model's code in {where}; never expose it)"
     return f"code isolation: remote sandbox ({settings.code_executor}, smolagents' executor)"

@@ -166,6 +166,14 @@ class _OpenAIHandler(_JSONHandler):
         if delay:  # a task can ask the scripted model to take its time
             time.sleep(float(delay.group(1)))
         text = echo_reply(messages)
+        hold = re.search(r"\[hold=([0-9]+)\]", last_task(messages))
+        if hold:  # a task can ask for code that keeps that many MB in a variable
+            text = code_reply(f'held = b"x" * ({int(hold.group(1))} * 1024 * 1024)\nfinal_answer("holding")')
+        if "[check-held]" in last_task(messages):  # ... and whether it is still there
+            text = code_reply(
+                "try:\n    print(len(held))\n    found = 'still held'\nexcept Exception:\n"
+                "    found = 'gone'\nfinal_answer(found)"
+            )
         steps = re.search(r"\[steps=([0-9]+)\]", last_task(messages))
         if steps and _steps_in_task(messages) + 1 < int(steps.group(1)):
             # A task can ask for several steps: code that does not answer yet.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -93,13 +94,27 @@ def serve(runtime: Any) -> Iterator[str]:
         try:
             yield f"http://127.0.0.1:{port}/"
         finally:
+            # Every gradio_client Client keeps a /heartbeat stream waiting on the app's stop event
+            # (an asyncio.Event). Blocks.close() sets it from this thread while the loop may be
+            # removing a waiter: with dozens of clients that raised "deque mutated during
+            # iteration" at teardown. Set on the loop first, close()'s own set() is a no-op.
+            stop = getattr(getattr(demo, "app", None), "stop_event", None)
+            loop = getattr(stop, "_loop", None)
+            if stop is not None and loop is not None and loop.is_running():
+                done = threading.Event()
+                loop.call_soon_threadsafe(lambda: (stop.set(), done.set()))
+                done.wait(5)
             demo.close()
 
 
 def child_processes(pid: int, module: str | None = None) -> list[int]:
     """The children of a process (those running `python -m module`, if given), read from /proc."""
     out = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").glob("*"))
+    except OSError:  # the process ended meanwhile
+        return []
+    for task in tasks:
         try:
             kids = [int(k) for k in (task / "children").read_text().split()]
         except OSError:

@@ -303,3 +303,34 @@ def test_a_failed_remote_turn_still_reports_what_its_model_calls_cost(make_setti
     runtime.feedback.telemetry.flush()
     trace = wait_for(lambda: runtime.feedback.store.get_trace(final.trace_id))
     assert json.loads(trace["metadata"])["cost_usd"] == 0.25
+
+
+def test_an_agent_process_keeps_its_share_of_the_code_memory_budget(hosted):
+    """Issue 23 with a hosted model: the workers live under the agent process, which keeps the
+    budget (its own size counted in it); the least recently used holder is stopped and its
+    session told so at its next step."""
+    from sandbox.budget import CLEARED
+    from tests.helpers import child_processes, rss_mb, tree_rss_mb
+
+    runtime = hosted(CODE_TOTAL_MEMORY_MB="1100", CODE_MEMORY_MB="400")
+    agent_pid = runtime.make_agent.pids()[0]
+    assert "code memory budget: 1,100 MB" in isolation_line(runtime)
+    sessions = [runtime.new_session(f"anon-{n}") for n in range(3)]
+    peak = 0.0
+    for session in sessions:
+        final = _final(runtime, session, "[hold=300] keep this")
+        assert final.error is None and text_of(final.history[-1]) == "holding"
+        peak = max(peak, tree_rss_mb(agent_pid))
+    # Three holders of 300 MB and the agent process do not fit in 1,100 MB: one was stopped.
+    assert peak <= 1100 + 50, peak
+    workers = [k for z in child_processes(agent_pid) for k in child_processes(z)]
+    assert len(workers) == 2, workers
+    assert all(rss_mb(w) > 300 for w in workers)
+    final = _final(runtime, sessions[0], "[check-held] is it there?")
+    assert text_of(final.history[-1]) == "gone"
+    shown = "\n".join(text_of(m) for m in final.history)
+    assert CLEARED in shown
+    # The newest holder was not touched.
+    final = _final(runtime, sessions[2], "[check-held] is it there?")
+    assert text_of(final.history[-1]) == "still held"
+    assert CLEARED not in "\n".join(text_of(m) for m in final.history[2:])

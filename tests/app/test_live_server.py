@@ -103,8 +103,10 @@ def test_turns_of_different_users_run_concurrently(live_factory):
 
     from tests.fakes import ScriptedModel
 
-    url, runtime = live_factory(ScriptedModel(delay_s=1.0), MAX_CONCURRENT_TURNS="4")
-    clients = [Client(url, verbose=False) for _ in range(4)]
+    # Four people (four addresses behind the proxy): one address is one user, whose answers
+    # at once are limited (USER_TURNS_AT_ONCE).
+    url, runtime = live_factory(ScriptedModel(delay_s=1.0), MAX_CONCURRENT_TURNS="4", TRUSTED_PROXY_HOPS="1")
+    clients = [Client(url, verbose=False, headers={"X-Forwarded-For": f"198.51.100.{n}"}) for n in range(4)]
     answers: list[str] = []
 
     def ask(n: int) -> None:
