@@ -478,6 +478,60 @@ def m013_ratings_index(db: Connection) -> None:
     )
 
 
+# Destinations besides Langfuse (Phoenix, ...): each keeps its own delivery state per score, so
+# one that is down never holds back another. The database itself records that a score needs
+# delivering to every registered destination whenever its version changes (insert, change,
+# undo, withdrawal), whichever code path or process wrote it; scores written before a
+# destination was registered are not sent to it (their traces never reached it either).
+_DELIVERY_TABLES = """
+    CREATE TABLE destinations (name TEXT PRIMARY KEY, since TEXT NOT NULL);
+    CREATE TABLE score_deliveries (
+        score_id TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        want_version INTEGER NOT NULL,
+        delivered_version INTEGER NOT NULL DEFAULT 0,
+        rejected_version INTEGER NOT NULL DEFAULT 0,
+        remote_exists INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        delivery_error TEXT,
+        lease_owner TEXT,
+        lease_until REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (score_id, destination)
+    );
+    CREATE INDEX score_deliveries_due ON score_deliveries (destination, next_attempt_at)
+        WHERE delivered_version < want_version AND rejected_version < want_version
+"""
+_SQLITE_DELIVERY_TRIGGERS = [
+    f"""CREATE TRIGGER score_deliveries_{when} AFTER {event} ON scores BEGIN
+        INSERT INTO score_deliveries (score_id, destination, want_version)
+            SELECT NEW.id, d.name, NEW.version FROM destinations d WHERE NEW.created >= d.since
+        ON CONFLICT (score_id, destination) DO UPDATE SET want_version = excluded.want_version,
+            attempts = 0, next_attempt_at = 0;
+    END"""
+    for when, event in (("insert", "INSERT"), ("update", "UPDATE OF version"))
+]
+_POSTGRES_DELIVERY_TRIGGERS = [
+    """CREATE FUNCTION score_deliveries_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO score_deliveries (score_id, destination, want_version)
+            SELECT NEW.id, d.name, NEW.version FROM destinations d WHERE NEW.created >= d.since
+        ON CONFLICT (score_id, destination) DO UPDATE SET want_version = excluded.want_version,
+            attempts = 0, next_attempt_at = 0;
+        RETURN NULL;
+    END $$""",
+    """CREATE TRIGGER score_deliveries_changed AFTER INSERT OR UPDATE OF version ON scores
+        FOR EACH ROW EXECUTE PROCEDURE score_deliveries_changed()""",
+]
+
+
+def m014_score_deliveries(db: Connection) -> None:
+    _run(db, _DELIVERY_TABLES)
+    triggers = _POSTGRES_DELIVERY_TRIGGERS if db.dialect.name == "postgresql" else _SQLITE_DELIVERY_TRIGGERS
+    for statement in triggers:
+        db.exec_driver_sql(statement)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_traces_and_spans", m001_traces_and_spans),
     ("002_scores", m002_scores),
@@ -492,6 +546,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("011_score_sent_at", m011_score_sent_at),
     ("012_score_causes", m012_score_causes),
     ("013_ratings_index", m013_ratings_index),
+    ("014_score_deliveries", m014_score_deliveries),
 ]
 
 

@@ -806,3 +806,31 @@ def test_real_sandbox_refuses_to_start_with_a_budget_too_small_for_one_step(tmp_
     finally:
         sandbox.close()
         sandbox.zygote.close()
+
+
+def test_the_oom_killer_takes_a_worker_before_the_app(tmp_path):
+    """If memory runs out anyway (another program on the host), the kernel's choice is a code
+    worker: it and its zygote raised their oom_score_adj; the app's own stays as it was."""
+    from sandbox.confine import OOM_SCORE_WORKER
+    from sandbox.executor import CodeSandbox, IsolatedExecutor
+
+    sandbox = CodeSandbox(_sandbox_settings(tmp_path, "1200"))
+    sandbox.start()
+    executor = IsolatedExecutor(sandbox, sandbox.files_dir / "chat")
+    try:
+        executor.send_tools({})
+        executor("x = 1")
+        assert executor.worker is not None
+
+        def score(pid: int | str) -> int:
+            return int(Path(f"/proc/{pid}/oom_score_adj").read_text())
+
+        assert score(executor.worker.pid) == OOM_SCORE_WORKER
+        assert score(sandbox.zygote.pid) == OOM_SCORE_WORKER
+        assert score("self") < OOM_SCORE_WORKER
+        assert int(Path(f"/proc/{executor.worker.pid}/oom_score").read_text()) > int(
+            Path("/proc/self/oom_score").read_text()
+        )
+    finally:
+        executor.cleanup()
+        sandbox.close()

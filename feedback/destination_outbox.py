@@ -1,0 +1,150 @@
+"""Delivers scores to one destination besides Langfuse (Phoenix, ...), in its own thread.
+
+Each destination has its own outbox, ledger rows and retry schedule, so a destination that is
+down or slow never holds back another, nor Langfuse, nor a chat turn or a vote (a vote only
+writes the store; the database records that each destination needs it: feedback/deliveries.py).
+Sends are idempotent upserts keyed by the score's id (the destination's `identifier`), so a
+crash between a send and its bookkeeping sends the same state again, never a second row.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Protocol
+
+from feedback.deliveries import DeliveryLedger, Due
+from feedback.langfuse_scores import ACCEPTED, REJECTED, Delivery
+from feedback.outbox import backoff_s
+from feedback.store import ScoreRow, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class ScoreDestination(Protocol):
+    """What a destination's client does with one score (feedback/phoenix_annotations.py)."""
+
+    name: str
+
+    def send(self, score: ScoreRow) -> Delivery: ...
+
+    def delete(self, score: ScoreRow) -> Delivery: ...
+
+
+class DestinationOutbox:
+    def __init__(
+        self,
+        store: Store,
+        destination: ScoreDestination,
+        *,
+        idle_poll_s: float = 2.0,
+        retry_max_s: float = 60.0,
+        lease_s: float = 60.0,
+    ) -> None:
+        self.destination = destination
+        self.ledger = DeliveryLedger(store, destination.name)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{destination.name}:{uuid.uuid4().hex[:8]}"
+        self._lease_s = lease_s
+        self._retry_max_s = retry_max_s
+        self._idle_poll_s = idle_poll_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.sent = 0
+
+    def start(self) -> None:
+        self.ledger.register()
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name=f"outbox-{self.destination.name}", daemon=True
+            )
+            self._thread.start()
+
+    def notify(self) -> None:
+        self._idle.clear()
+        self._wake.set()
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until nothing is due now; True if so."""
+        self.notify()
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                if self._idle.wait(timeout=0.05) and not self.ledger.due_now():
+                    return True
+            return not self.ledger.due_now()
+        except StoreError as exc:
+            log.warning("Cannot flush the %s outbox: %s", self.destination.name, exc)
+            return False
+
+    def stop(self, flush_timeout_s: float = 5.0) -> None:
+        if self._thread is None:
+            return
+        self.flush(flush_timeout_s)
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=flush_timeout_s)
+        self._thread = None
+        try:
+            self.ledger.release_all(self.owner)
+        except Exception:  # noqa: BLE001 - the leases then expire on their own
+            log.warning("Could not release the %s outbox's leases", self.destination.name)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                worked = self.deliver_due()
+            except Exception:  # noqa: BLE001 - the worker must survive anything
+                log.exception("The %s outbox failed a round; it will try again", self.destination.name)
+                worked = 0
+            if not worked:
+                self._idle.set()
+                self._wake.wait(timeout=min(self._idle_poll_s, self._retry_max_s))
+
+    def deliver_due(self) -> int:
+        done = 0
+        while not self._stop.is_set():
+            claimed = self.ledger.claim_due(self.owner, self._lease_s)
+            if not claimed:
+                return done
+            for due in claimed:
+                self.deliver(due)
+                done += 1
+        return done
+
+    def deliver(self, due: Due) -> Delivery:
+        score = due.score
+        name = self.destination.name
+        if score.deleted and not due.remote_exists:
+            self.ledger.mark_delivered(due, self.owner, exists=False)
+            return Delivery(ACCEPTED, "never sent")
+        try:
+            result = self.destination.delete(score) if score.deleted else self.destination.send(score)
+        except Exception as exc:  # noqa: BLE001 - a client bug is a retry, never a lost score
+            log.exception("%s: sending score %s failed", name, score.id)
+            result = Delivery("retry", f"{type(exc).__name__}: {exc}")
+        if result.outcome == ACCEPTED:
+            self.ledger.mark_delivered(due, self.owner, exists=not score.deleted)
+            self.sent += 1
+        elif result.outcome == REJECTED:
+            log.warning("%s rejected score %s: %s", name, score.id, result.message)
+            self.ledger.mark_rejected(due, self.owner, result.message)
+        else:
+            delay = backoff_s(due.attempts, self._retry_max_s)
+            log.info(
+                "%s is not reachable for score %s (%s); retrying in %.1fs",
+                name,
+                score.id,
+                result.message,
+                delay,
+            )
+            self.ledger.mark_retry(
+                due, self.owner, result.message, time.time() + delay, maybe_exists=not score.deleted
+            )
+        return result
