@@ -107,6 +107,8 @@ class MemoryBudget:
         self.idled = 0
         self.refused = 0
         self._closed = False
+        # The reaper's own wake-up: the condition above is notified after every step.
+        self._reaper_stop = threading.Event()
         if reaper:
             threading.Thread(
                 target=_reap, args=(weakref.ref(self),), name="code-memory-reaper", daemon=True
@@ -249,6 +251,7 @@ class MemoryBudget:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self._reaper_stop.set()
 
     # --- internals
 
@@ -320,10 +323,10 @@ def _reap(ref: weakref.ref[MemoryBudget]) -> None:
             budget.refresh_fixed()
         except Exception:  # noqa: BLE001 - the reaper never dies of one bad round
             log.exception("The code memory reaper failed a round")
-        with budget._cond:
-            if not budget._closed:
-                budget._cond.wait(interval)
-        del budget
+        stop = budget._reaper_stop
+        del budget  # not held while waiting: a budget nobody uses any more is freed
+        if stop.wait(interval):
+            return
 
 
 __all__ = ["CLEARED", "REFUSED", "MemoryBudget", "MemoryRefused", "Slot"]

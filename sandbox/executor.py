@@ -351,7 +351,7 @@ class CodeSandbox:
     def spawn(self, work_dir: Path) -> Worker:
         work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         root_dir = self.files_dir / ".sandbox-root"
-        root_dir.mkdir(exist_ok=True, mode=0o700)
+        root_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         return self.zygote.spawn(
             {
                 "work_dir": str(work_dir),
