@@ -33,6 +33,7 @@ from dashboard.ui import DashboardHandlers, build_dashboard, dashboard_link
 from evals.judge import Judge
 from evals.online import build_evaluation, describe
 from feedback.backends import FeedbackBackends
+from feedback.otlp import describe as describe_otlp
 from feedback.sanitize import clean_text
 from feedback.store import StoreError
 from feedback.votes import Vote, vote_from_liked
@@ -550,6 +551,9 @@ def main() -> int:
     print(runtime.choice.banner(), flush=True)
     print(isolation_line(runtime), flush=True)
     print(runtime.feedback.check_langfuse(), flush=True)
+    for line in runtime.feedback.destination_lines():
+        print(line, flush=True)
+    print(describe_otlp(settings), flush=True)
     for line in runtime.feedback.store_lines(settings):
         print(line, flush=True)
     print(describe(runtime.feedback.evaluation, settings), flush=True)

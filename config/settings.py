@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from dotenv import load_dotenv
 
@@ -110,6 +111,11 @@ class Settings:
     langfuse_base_url: str = "https://cloud.langfuse.com"
     langfuse_timeout_s: float = 5.0
     langfuse_retry_max_s: float = 60.0
+    # Arize Phoenix as a second home for ratings (and traces): its base URL (empty: off), API key
+    # (when its auth is on) and project.
+    phoenix_endpoint: str = ""
+    phoenix_api_key: str = field(default="", repr=False)
+    phoenix_project: str = "default"
     # How long an outbox holds the scores it is delivering before another process may take them.
     outbox_lease_s: float = 60.0
     data_dir: Path = Path("data")
@@ -137,10 +143,28 @@ class Settings:
     server_name: str = "127.0.0.1"
     server_port: int = 7860
     log_level: str = "INFO"
+    # OpenTelemetry's own variables (OTEL_EXPORTER_OTLP_*), read with the spec's meanings: one
+    # more trace exporter beside Langfuse and the store when an endpoint is set (feedback/otlp.py).
+    # The URL spans go to (http/protobuf: `/v1/traces` appended to OTEL_EXPORTER_OTLP_ENDPOINT);
+    # out of repr: it may hold a password (describe() masks it).
+    otlp_endpoint: str = field(default="", repr=False)
+    otlp_protocol: str = "http/protobuf"
+    # (name, value) pairs, names lowercased; values often hold an API key: never printed.
+    otlp_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    otlp_timeout_s: float = 5.0
+    otlp_compression: str = "none"
+    # gRPC without TLS: an http:// endpoint, or OTEL_EXPORTER_OTLP_INSECURE for one without a scheme.
+    otlp_insecure: bool = False
+    # OTEL_RESOURCE_ATTRIBUTES, percent-decoded, on every span's resource (the app's own keys win).
+    resource_attributes: tuple[tuple[str, str], ...] = ()
 
     @property
     def langfuse_enabled(self) -> bool:
         return bool(self.langfuse_public_key and self.langfuse_secret_key)
+
+    @property
+    def otlp_enabled(self) -> bool:
+        return bool(self.otlp_endpoint)
 
     @property
     def db_path(self) -> Path:
@@ -161,6 +185,9 @@ class Settings:
             password_of(self.database_url),
             self.judge_api_key,
             self.admin_password,
+            self.phoenix_api_key,
+            *(value for _, value in self.otlp_headers),
+            urlsplit(self.otlp_endpoint).password or "",
         )
         return [v for v in values if v]
 
@@ -173,11 +200,16 @@ class Settings:
             "database_url",
             "judge_api_key",
             "admin_password",
+            "phoenix_api_key",
         }
-        return {
+        described = {
             f.name: ("***" if getattr(self, f.name) else "") if f.name in hidden else getattr(self, f.name)
             for f in fields(self)
         }
+        # Which OTLP headers are sent, never their values; an endpoint's password masked.
+        described["otlp_headers"] = tuple(f"{name}=***" for name, _ in self.otlp_headers)
+        described["otlp_endpoint"] = _masked_url(self.otlp_endpoint)
+        return described
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -290,6 +322,25 @@ def _model_prices(env: Mapping[str, str]) -> tuple[tuple[str, float, float], ...
     return tuple(prices)
 
 
+def _phoenix_endpoint(env: Mapping[str, str]) -> str:
+    """PHOENIX_COLLECTOR_ENDPOINT: Phoenix's base URL (its OTLP path /v1/traces is dropped if given)."""
+    raw = env.get("PHOENIX_COLLECTOR_ENDPOINT", "").strip().rstrip("/")
+    if not raw:
+        return ""
+    if not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", raw):
+        raise SettingsError(
+            f"PHOENIX_COLLECTOR_ENDPOINT must be Phoenix's URL, e.g. http://localhost:6006, got {raw!r}."
+        )
+    return raw.removesuffix("/v1/traces")
+
+
+def _phoenix_project(env: Mapping[str, str]) -> str:
+    raw = env.get("PHOENIX_PROJECT_NAME", "").strip() or "default"
+    if any(c in raw for c in "/?#") or len(raw) > 200:
+        raise SettingsError(f"PHOENIX_PROJECT_NAME may not contain / ? or # (Phoenix's rule), got {raw!r}.")
+    return raw
+
+
 def _judge_provider(env: Mapping[str, str]) -> str:
     raw = env.get("JUDGE_PROVIDER", "").strip().lower()
     if raw and raw not in PROVIDERS:
@@ -320,6 +371,197 @@ def _choose_provider(env: Mapping[str, str]) -> tuple[str, str]:
     if env.get("OPENAI_BASE_URL", "").strip():
         return "openai", "OPENAI_BASE_URL is set"
     return "local", "nothing else is configured"
+
+
+# --- OpenTelemetry's variables ---------------------------------------------------------------
+# The OTLP exporter's settings as the spec defines them (opentelemetry-specification,
+# specification/protocol/exporter.md): each OTEL_EXPORTER_OTLP_X may be overridden for traces by
+# OTEL_EXPORTER_OTLP_TRACES_X. Read here once; feedback/otlp.py passes every value explicitly to
+# the SDK's exporter, so what the app sends is what these settings say.
+OTLP_PROTOCOLS = ("http/protobuf", "grpc")
+# The headers hold API keys: after load_settings has read them they leave this process's
+# environment (see there), and never appear in a message.
+OTLP_HEADER_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
+# An HTTP header name (RFC 9110 token); gRPC metadata keys are narrower (lowercase, no '-bin').
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_GRPC_METADATA_KEY = re.compile(r"[0-9a-z_.\-]+")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _otel(option: str, env: Mapping[str, str]) -> tuple[str, str]:
+    """(variable, value) of an OTLP exporter option: the traces-specific one when set."""
+    for name in (f"OTEL_EXPORTER_OTLP_TRACES_{option}", f"OTEL_EXPORTER_OTLP_{option}"):
+        raw = env.get(name, "").strip()
+        if raw:
+            return name, raw
+    return f"OTEL_EXPORTER_OTLP_{option}", ""
+
+
+def _percent_decoded(text: str) -> str:
+    """Percent-decoding as the spec asks (RFC 3986, UTF-8); a stray '%' is an error."""
+    if _BAD_PERCENT.search(text):
+        raise ValueError("a '%' not followed by two hex digits (write a literal % as %25)")
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise ValueError("percent-encoded bytes that are not UTF-8") from None
+
+
+def _pairs(env: Mapping[str, str], name: str, example: str) -> list[tuple[str, str, int]]:
+    """`key1=value1,key2=value2` (W3C Baggage without properties), keys and values percent-decoded.
+
+    Errors name the entry and its key, never its value (a header's value is often a key).
+    """
+    pairs = []
+    for position, item in enumerate(env.get(name, "").split(","), start=1):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SettingsError(
+                f"{name} must be comma-separated key=value pairs ({example}); entry {position} is not "
+                "key=value."
+            )
+        try:
+            key = _percent_decoded(key.strip())
+        except ValueError as exc:
+            raise SettingsError(f"{name}: the key of entry {position} has {exc}.") from None
+        try:
+            value = _percent_decoded(value.strip())
+        except ValueError as exc:
+            raise SettingsError(f"{name}: the value of {key!r} has {exc}.") from None
+        pairs.append((key, value, position))
+    return pairs
+
+
+def _resource_attributes(env: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """OTEL_RESOURCE_ATTRIBUTES (specification/resource/sdk.md): string values, ',' and '=' in keys
+    and values percent-encoded. A value the app cannot decode stops it with a sentence, rather
+    than the spec's "discard the whole value and report": a silently missing attribute is worse."""
+    attributes: dict[str, str] = {}
+    for key, value, _ in _pairs(env, "OTEL_RESOURCE_ATTRIBUTES", "e.g. team=chat,region=eu%2Cwest"):
+        attributes[key] = value
+    return tuple(attributes.items())
+
+
+def _otlp_headers(env: Mapping[str, str], protocol: str) -> tuple[tuple[str, str], ...]:
+    name, _ = _otel("HEADERS", env)
+    headers: dict[str, str] = {}
+    for key, value, position in _pairs(env, name, "values percent-encoded, e.g. api-key=abc%20def"):
+        if not _HEADER_NAME.fullmatch(key):
+            raise SettingsError(f"{name}: entry {position} has {key!r}, which is not a header name.")
+        key = key.lower()
+        if protocol == "grpc" and (not _GRPC_METADATA_KEY.fullmatch(key) or key.endswith("-bin")):
+            raise SettingsError(
+                f"{name}: {key!r} cannot be gRPC metadata (lowercase letters, digits, '-', '_' and '.', "
+                "not ending in -bin)."
+            )
+        if not all(" " <= c <= "~" for c in value):
+            raise SettingsError(
+                f"{name}: the value of {key!r} must be printable ASCII once percent-decoded (no line "
+                "breaks or other control characters, no accented letters)."
+            )
+        headers[key] = value
+    return tuple(headers.items())
+
+
+def _otlp_endpoint(env: Mapping[str, str], protocol: str) -> tuple[str, bool]:
+    """The URL spans go to, and for gRPC whether the channel is plain text.
+
+    http/protobuf: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as it is (an empty path is `/`); else
+    OTEL_EXPORTER_OTLP_ENDPOINT as a base URL with `v1/traces` appended. grpc: either as it is;
+    `http://` is plain text, `https://` TLS, and an endpoint without a scheme (`collector:4317`)
+    uses TLS unless OTEL_EXPORTER_OTLP_INSECURE is true.
+    """
+    name = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    raw = env.get(name, "").strip()
+    per_signal = bool(raw)
+    if not raw:
+        name = "OTEL_EXPORTER_OTLP_ENDPOINT"
+        raw = env.get(name, "").strip()
+    if not raw:
+        return "", False
+    if protocol == "grpc" and "://" not in raw:
+        if not re.fullmatch(r"[^\s/]+:\d+", raw):
+            raise SettingsError(
+                f"{name} must be a URL (http://host:4317 plain text, https://host:4317 TLS) or "
+                f"host:port, got {_masked_url(raw)!r}."
+            )
+        insecure_name, insecure = _otel("INSECURE", env)
+        return raw, _flag({insecure_name: insecure}, insecure_name)
+    try:
+        parts = urlsplit(raw)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number
+        parts, port_ok = urlsplit(""), False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise SettingsError(
+            f"{name} must be an http:// or https:// URL with a host (e.g. http://localhost:4318), got "
+            f"{_masked_url(raw)!r}."
+        )
+    if protocol == "grpc":
+        return raw, parts.scheme == "http"
+    if per_signal:
+        return (raw if parts.path else parts._replace(path="/").geturl()), False
+    base = parts.path if parts.path.endswith("/") else parts.path + "/"
+    return parts._replace(path=base + "v1/traces").geturl(), False
+
+
+def _otlp(env: Mapping[str, str]) -> dict[str, object]:
+    """The OTLP exporter's settings; nothing is read (or refused) when no endpoint is set."""
+    if not (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+        or env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+    ):
+        return {}
+    name, protocol = _otel("PROTOCOL", env)
+    protocol = protocol.lower() or "http/protobuf"
+    if protocol == "http/json":
+        raise SettingsError(
+            f"{name}=http/json is not supported (the OpenTelemetry Python SDK has no OTLP/JSON "
+            "exporter); use http/protobuf (the default) or grpc."
+        )
+    if protocol not in OTLP_PROTOCOLS:
+        raise SettingsError(f"{name} must be http/protobuf (the default) or grpc, got {protocol!r}.")
+    endpoint, insecure = _otlp_endpoint(env, protocol)
+    timeout_name, raw_timeout = _otel("TIMEOUT", env)
+    timeout_ms = 5000
+    if raw_timeout:
+        try:
+            timeout_ms = int(raw_timeout)
+        except ValueError:
+            raise SettingsError(
+                f"{timeout_name} must be a whole number of milliseconds (the spec's unit), got {raw_timeout!r}."
+            ) from None
+        if timeout_ms < 1:
+            raise SettingsError(
+                f"{timeout_name} must be at least 1 millisecond, got {timeout_ms} (0, the spec's 'no "
+                "limit', would let a backend that never answers hold its batches forever)."
+            )
+    compression_name, compression = _otel("COMPRESSION", env)
+    compression = compression.lower() or "none"
+    if compression not in ("none", "gzip"):
+        raise SettingsError(f"{compression_name} must be gzip or none, got {compression!r}.")
+    return {
+        "otlp_endpoint": endpoint,
+        "otlp_protocol": protocol,
+        "otlp_headers": _otlp_headers(env, protocol),
+        "otlp_timeout_s": timeout_ms / 1000,
+        "otlp_compression": compression,
+        "otlp_insecure": insecure,
+    }
+
+
+def _masked_url(url: str) -> str:
+    """A URL fit to print: a password in it replaced by ***."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.netloc.rpartition("@")[2]
+        return parts._replace(netloc=f"{parts.username or ''}:***@{host}").geturl()
+    except ValueError:
+        return "(an unreadable URL)"
 
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:
@@ -355,6 +597,13 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             "APP_ENVIRONMENT must be 1 to 40 lowercase letters, digits, '-' or '_', not starting "
             f"with 'langfuse', got {environment!r}."
         )
+    resource_attributes = _resource_attributes(env)
+    # OTEL_SERVICE_NAME wins over a service.name in OTEL_RESOURCE_ATTRIBUTES (the spec's rule).
+    service_name = (
+        env.get("OTEL_SERVICE_NAME", "").strip()
+        or dict(resource_attributes).get("service.name", "").strip()
+        or "smolagents-chat"
+    )
     code_memory_mb = _int(env, "CODE_MEMORY_MB", 512, minimum=64)
     code_total = _int(env, "CODE_TOTAL_MEMORY_MB", 0, minimum=0)
     if code_total and code_total < code_memory_mb + 128:
@@ -396,7 +645,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         ),
         trace_name=env.get("TRACE_NAME", "").strip() or "Smolagent-Trace",
         app_tags=_split(tags) if tags is not None else ("smolagents-chat",),
-        service_name=env.get("OTEL_SERVICE_NAME", "").strip() or "smolagents-chat",
+        service_name=service_name,
         environment=environment,
         release=env.get("APP_RELEASE", "").strip()[:200],
         session_ttl_s=_float(env, "SESSION_TTL_S", 3600.0),
@@ -416,6 +665,9 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         langfuse_timeout_s=_float(env, "LANGFUSE_TIMEOUT_S", 5.0),
         langfuse_retry_max_s=_float(env, "LANGFUSE_RETRY_MAX_S", 60.0),
         outbox_lease_s=_float(env, "OUTBOX_LEASE_S", 60.0),
+        phoenix_endpoint=_phoenix_endpoint(env),
+        phoenix_api_key=env.get("PHOENIX_API_KEY", "").strip(),
+        phoenix_project=_phoenix_project(env),
         data_dir=data_dir,
         database_url=_database_url(env),
         space_id=env.get("SPACE_ID", "").strip(),
@@ -433,10 +685,26 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         server_name=env.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1",
         server_port=_int(env, "GRADIO_SERVER_PORT", 7860),
         log_level=(env.get("LOG_LEVEL", "").strip() or "INFO").upper(),
+        resource_attributes=resource_attributes,
+        **_otlp(env),  # type: ignore[arg-type]
     )
 
 
+# The OTLP headers this process read, kept out of its environment (see load_settings).
+_otlp_header_variables: dict[str, str] = {}
+
+
 def load_settings(dotenv_path: str | os.PathLike[str] | None = None) -> Settings:
-    """Read `.env` (without overriding real environment variables), then the environment."""
+    """Read `.env` (without overriding real environment variables), then the environment.
+
+    The OTLP headers (API keys, often) then leave os.environ: the SDK's HTTP exporter adds
+    OTEL_EXPORTER_OTLP_HEADERS to the requests of EVERY exporter built in this process, Langfuse's
+    own included (opentelemetry.exporter.otlp.proto.http._common._resolve_headers), which would
+    hand an OTLP backend's key to Langfuse; agent processes inherit the environment too. They
+    stay available to a later call of this function, and our exporter gets them from Settings.
+    """
     load_dotenv(dotenv_path or Path.cwd() / ".env", override=False)
-    return settings_from_env(os.environ)
+    for name in OTLP_HEADER_VARIABLES:
+        if name in os.environ:
+            _otlp_header_variables.setdefault(name, os.environ.pop(name))
+    return settings_from_env({**os.environ, **_otlp_header_variables})

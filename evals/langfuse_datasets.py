@@ -47,7 +47,6 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from fractions import Fraction
 from typing import Any, TextIO
 
 import httpx
@@ -59,14 +58,15 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from config.settings import Settings
 from evals.dataset_run import SCORE_NAME
 from evals.datasets import GSM8K
-from feedback.exporter import APP_TRACER_NAME, START_NS_ATTRIBUTE
+from feedback.exporter import APP_TRACER_NAME
 from feedback.langfuse_scores import BATCH, REJECTED, RETRY, ScoresEndpoint
 from feedback.store import Store, StoreError
+from feedback.stored_spans import is_attribute, readable_span, span_context
 from feedback.tracing import service_resource
 
 log = logging.getLogger(__name__)
@@ -299,27 +299,6 @@ def _ns(epoch_s: float) -> int:
     return int(epoch_s * 1e9)
 
 
-def _stored_ns(epoch_s: float) -> int:
-    """A stored span's time back in nanoseconds, as near its first export as the store's float
-    keeps it (a few hundred ns): the server keys a span on its start to the millisecond."""
-    return round(Fraction(epoch_s) * 1_000_000_000)
-
-
-def _attribute(value: Any) -> bool:
-    """Whether a stored value can be a span attribute again (a primitive, or a list of one kind)."""
-    if isinstance(value, (str, bool, int, float)):
-        return True
-    return (
-        isinstance(value, list)
-        and all(isinstance(v, (str, bool, int, float)) for v in value)
-        and len({type(v) for v in value}) <= 1
-    )
-
-
-def _context(trace_id: str, span_id: str) -> SpanContext:
-    return SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=False, trace_flags=TraceFlags(1))
-
-
 def _size(span: ReadableSpan) -> int:
     return 200 + sum(len(k) + len(str(v)) for k, v in (span.attributes or {}).items())
 
@@ -436,24 +415,8 @@ class _Publisher:
     def stored_span(self, row: dict[str, Any], extra: dict[str, Any]) -> ReadableSpan:
         """One of the agent's spans as it was exported during the run, plus `extra` attributes:
         same ids, same times, same attributes (the cost details and token counts where they were)."""
-        attributes = {k: v for k, v in json.loads(row["attributes"] or "{}").items() if _attribute(v)}
-        # The exact start the span was first exported with (the store's float start can fall in
-        # another millisecond, and the server keys a span on its start to the millisecond).
-        exact_start = attributes.pop(START_NS_ATTRIBUTE, None)
-        attributes.update(extra)
-        error = row["status"] == "ERROR"
-        return ReadableSpan(
-            name=row["name"],
-            context=_context(row["trace_id"], row["span_id"]),
-            parent=_context(row["trace_id"], row["parent_id"]) if row["parent_id"] else None,
-            resource=self.resource,
-            attributes=attributes,
-            kind=SpanKind.INTERNAL,
-            status=Status(StatusCode.ERROR, row["status_message"]) if error else Status(StatusCode.UNSET),
-            start_time=exact_start if isinstance(exact_start, int) else _stored_ns(row["start_time"]),
-            end_time=_stored_ns(row["end_time"]),
-            instrumentation_scope=self.scope_of(attributes),
-        )
+        attributes = {k: v for k, v in json.loads(row["attributes"] or "{}").items() if is_attribute(v)}
+        return readable_span(row, self.resource, self.scope_of({**attributes, **extra}), extra)
 
     def stored_spans(self, trace_id: str) -> list[dict[str, Any]]:
         try:
@@ -521,9 +484,9 @@ class _Publisher:
             attributes[A.TRACE_TAGS] = [str(t) for t in tags]
         item = ReadableSpan(
             name=RUN_ITEM_SPAN,
-            context=_context(trace_id, span_id),
+            context=span_context(trace_id, span_id),
             # Spans pruned from the store: a root of the same trace, as before the spans were sent.
-            parent=_context(trace_id, root["span_id"]) if root is not None else None,
+            parent=span_context(trace_id, root["span_id"]) if root is not None else None,
             resource=self.resource,
             attributes=attributes,
             kind=SpanKind.INTERNAL,

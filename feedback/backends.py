@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from config.settings import Settings
+from feedback.destination_outbox import DestinationOutbox
 from feedback.langfuse_sink import LangfuseSink
 from feedback.outbox import Outbox
+from feedback.phoenix_annotations import score_destinations
 from feedback.retention import DEFAULT_INTERVAL_S, RetentionLoop
 from feedback.store import Store, StoreError
 from feedback.tracing import Telemetry
@@ -29,6 +31,8 @@ class FeedbackBackends:
     retention: RetentionLoop | None = None
     # Online evaluation (evals.worker.Evaluation), attached by the app when evaluators are on.
     evaluation: Any = None
+    # Destinations besides Langfuse (Phoenix), each with its own outbox.
+    destinations: list[DestinationOutbox] = field(default_factory=list)
 
     def wake_evaluation(self) -> None:
         """A turn ended or a rating changed: the evaluators look at the store now."""
@@ -49,6 +53,13 @@ class FeedbackBackends:
         if settings.store_retention_days is not None:
             retention = RetentionLoop(store, settings.store_retention_days, interval_s=retention_interval_s)
         telemetry = Telemetry.from_settings(settings, store, export_delay_ms=export_delay_ms)
+        destinations = [
+            DestinationOutbox(
+                store, d, retry_max_s=settings.langfuse_retry_max_s, lease_s=settings.outbox_lease_s
+            )
+            for d in score_destinations(settings, store)
+        ]
+        sink = outbox = None
         if settings.langfuse_enabled:
             sink = LangfuseSink.from_settings(settings)
             outbox = Outbox(
@@ -58,16 +69,22 @@ class FeedbackBackends:
                 lease_s=settings.outbox_lease_s,
                 send_timeout_s=settings.langfuse_timeout_s,
             )
-            votes = VoteRecorder(store, notify=outbox.notify, flush_spans=telemetry.flush_to_store)
-            return cls(store, telemetry, votes, sink, outbox, retention)
-        votes = VoteRecorder(store, flush_spans=telemetry.flush_to_store)
-        return cls(store, telemetry, votes, retention=retention)
+        wake = [o.notify for o in ([outbox] if outbox is not None else []) + destinations]
+
+        def notify() -> None:
+            for each in wake:
+                each()
+
+        votes = VoteRecorder(store, notify=notify if wake else None, flush_spans=telemetry.flush_to_store)
+        return cls(store, telemetry, votes, sink, outbox, retention, destinations=destinations)
 
     def start(self) -> None:
         """Point the agent instrumentation here, start delivering scores and pruning old spans."""
         self.telemetry.instrument()
         if self.outbox is not None:
             self.outbox.start()
+        for destination in self.destinations:
+            destination.start()
         if self.retention is not None:
             self.retention.start()
 
@@ -84,6 +101,18 @@ class FeedbackBackends:
             detail,
         )
         return f"Langfuse: NOT reachable or keys rejected ({detail}); ratings are kept locally."
+
+    def destination_lines(self) -> list[str]:
+        """One banner line per destination besides Langfuse; a failed check is never fatal."""
+        lines = []
+        for outbox in self.destinations:
+            check = getattr(outbox.destination, "check", None)
+            if callable(check):
+                ok, detail = check()
+                lines.append(
+                    f"{outbox.destination.name}: {'connected' if ok else 'NOT reachable'} ({detail})."
+                )
+        return lines
 
     def store_lines(self, settings: Settings) -> list[str]:
         """The start banner's store line, and on a Space with SQLite the warning it needs."""
@@ -124,6 +153,9 @@ class FeedbackBackends:
             self.retention.stop()
         if self.outbox is not None:
             self.outbox.stop(flush_timeout_s=5.0)
+        for destination in self.destinations:
+            destination.stop(flush_timeout_s=5.0)
+            destination.destination.close()
         if self.sink is not None:
             self.sink.close()
         self.telemetry.shutdown()

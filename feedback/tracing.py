@@ -1,6 +1,7 @@
 """Tracing: one tracer provider per app, OpenInference spans for the agent, one trace per turn.
 
-Every span goes to the local store (always) and to Langfuse (when keys are set). Each turn
+Every span goes to the local store (always), to Langfuse (when keys are set) and to any
+OpenTelemetry backend (when OTEL_EXPORTER_OTLP_ENDPOINT is set, feedback/otlp.py). Each turn
 starts from an empty OpenTelemetry context, so its root never becomes the child of a Gradio
 or FastAPI request span: that is how every vote finds its own trace.
 """
@@ -30,6 +31,7 @@ from config import __version__
 from config.settings import Settings
 from feedback.costs import Pricing
 from feedback.exporter import APP_TRACER_NAME, StoreSpanExporter
+from feedback.otlp import OtlpSpanProcessor, phoenix_processor, processor_from_settings
 from feedback.span_shaping import SPAN_LIMITS, ShapingSpanProcessor
 from feedback.store import Store
 
@@ -47,11 +49,14 @@ def service_resource(settings: Settings | None = None) -> Resource:
     OpenTelemetry backends read `service.*` and `deployment.environment.name`; Langfuse reads its
     environment from `langfuse.environment` (then the deployment keys) and its release from
     `langfuse.release`, on the span or the resource (OtelIngestionProcessor.ts extractEnvironment).
+    OTEL_RESOURCE_ATTRIBUTES adds its own; where they name one of these keys, the app's value wins
+    (the spec merges them as the secondary resource), so every backend sees one environment.
     """
     settings = settings or Settings()
     release = settings.release or __version__
     return Resource.create(
         {
+            **dict(settings.resource_attributes),
             "service.name": settings.service_name,
             "service.version": __version__,
             "deployment.environment.name": settings.environment,
@@ -158,6 +163,10 @@ class Telemetry:
         )
         self.provider.add_span_processor(self.store_processor)
         self.langfuse = langfuse
+        # Any OpenTelemetry backend (feedback/otlp.py), added last by from_settings.
+        self.otlp: OtlpSpanProcessor | None = None
+        # Every OTLP backend's processor (the OTEL_* one, Phoenix's).
+        self.exports: list[OtlpSpanProcessor] = []
         self._tracer = self.provider.get_tracer(APP_TRACER_NAME)
 
     @classmethod
@@ -199,17 +208,30 @@ class Telemetry:
             "resource": service_resource(settings),
         }
         if not settings.langfuse_enabled:
-            return cls(store, **common)
-        return cls.with_langfuse(
-            store,
-            public_key=settings.langfuse_public_key,
-            secret_key=settings.langfuse_secret_key,
-            base_url=settings.langfuse_base_url,
-            timeout_s=settings.langfuse_timeout_s,
-            environment=settings.environment,
-            release=settings.release or __version__,
-            **common,
-        )
+            telemetry = cls(store, **common)
+        else:
+            telemetry = cls.with_langfuse(
+                store,
+                public_key=settings.langfuse_public_key,
+                secret_key=settings.langfuse_secret_key,
+                base_url=settings.langfuse_base_url,
+                timeout_s=settings.langfuse_timeout_s,
+                environment=settings.environment,
+                release=settings.release or __version__,
+                **common,
+            )
+        telemetry.add_otlp(processor_from_settings(settings))
+        telemetry.add_otlp(phoenix_processor(settings))
+        return telemetry
+
+    def add_otlp(self, processor: OtlpSpanProcessor | None) -> None:
+        """Send the shaped spans to an OpenTelemetry backend too. Added after Langfuse's processor:
+        a flush runs the processors in order within one deadline, and a slow backend's share must
+        not come out of Langfuse's."""
+        if processor is not None:
+            self.otlp = self.otlp or processor
+            self.exports.append(processor)
+            self.provider.add_span_processor(processor)
 
     def instrument(self) -> None:
         instrument(self.provider)

@@ -23,6 +23,7 @@ from feedback.database import sqlite_url  # noqa: E402
 from tests.fakes import FakeLangfuse, ScriptedModel  # noqa: E402
 from tests.langfuse_server import SINGLE  # noqa: E402
 from tests.pg_server import PostgresServer, require_pg_bin  # noqa: E402
+from tests.phoenix_server import phoenix, phoenix_server  # noqa: E402, F401  (the run's throwaway Phoenix)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,137 @@
+"""Arize Phoenix as a second home for traces and ratings, against the real server (arize-phoenix,
+installed by .ci/run in its own virtualenv; tests/phoenix_server.py starts a throwaway one).
+
+Through the live app (a Gradio server, votes clicked as the page does): each turn's spans in one
+trace with the right parents and token counts, sessions and users; each vote's final state as a
+`user-feedback` trace annotation (changed in place, undone), a judge's score as an LLM one;
+Phoenix stopped mid-run and started again loses nothing; Langfuse is not held back meanwhile.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+
+from feedback.votes import score_id_for
+from tests.gradio_queue import QueueClient
+from tests.helpers import answer_index, serve, wait_for
+
+
+def _live(make_settings, make_runtime, fake_langfuse, phoenix, **env: Any):
+    project = phoenix.new_project_name("chat")
+    settings = make_settings(
+        fake_langfuse, PHOENIX_COLLECTOR_ENDPOINT=phoenix.base_url, PHOENIX_PROJECT_NAME=project, **env
+    )
+    runtime = make_runtime(settings)
+    return runtime, project
+
+
+def _turn(q: QueueClient, message: str, history: list | None = None) -> list:
+    result = q.chat(message, history or [])
+    assert result.success, result.message
+    return result.output[1]
+
+
+def _annotation(phoenix, project: str, trace_id: str) -> dict[str, Any] | None:
+    try:
+        rows = phoenix.trace_annotations(project, [trace_id], include_annotation_names=["user-feedback"])
+    except httpx.HTTPStatusError as error:
+        if error.response.status_code == 404:  # the trace (or project) has not landed yet
+            return None
+        raise
+    return rows[0] if rows else None
+
+
+def test_turns_and_votes_reach_phoenix(make_settings, make_runtime, fake_langfuse, phoenix):
+    runtime, project = _live(make_settings, make_runtime, fake_langfuse, phoenix)
+    with serve(runtime) as url:
+        q = QueueClient(url)
+        q.load()
+        history = _turn(q, "What is 2+2?")
+        history = _turn(q, "And 3+3?", history)
+        runtime.feedback.telemetry.flush()
+        store = runtime.feedback.store
+        traces = wait_for(lambda: len(store.list_traces()) == 2 and store.list_traces())
+        first, second = sorted(traces, key=lambda t: t["start_time"])
+        # Spans: one trace per turn, the store's spans, the same parents, token counts on LLM spans.
+        for trace in (first, second):
+            ours = {s["span_id"]: s for s in store.spans_of(trace["id"])}
+            theirs = phoenix.wait_for_spans(project, len(ours), trace_id=trace["id"])
+            assert {s["context"]["span_id"] for s in theirs} == set(ours)
+            for span in theirs:
+                assert span["parent_id"] == ours[span["context"]["span_id"]]["parent_id"]
+            roots = [s for s in theirs if s["parent_id"] is None]
+            assert len(roots) == 1 and roots[0]["name"] == "Smolagent-Trace"
+            llm = [s for s in theirs if s["span_kind"] == "LLM"]
+            assert llm and all(s["attributes"].get("llm.token_count.prompt", 0) > 0 for s in llm)
+        # Sessions: both turns in the chat's one session, with its user.
+        sessions = phoenix.wait_for(
+            lambda: [s for s in phoenix.sessions(project) if len(s["traces"]) == 2], what="the session"
+        )
+        assert sessions[0]["session_id"] == first["session_id"]
+        roots = phoenix.spans(project, parent_id="null")
+        assert {r["attributes"].get("user.id") for r in roots} == {first["user_id"]}
+
+        # Votes: like the first answer, dislike the second with a reason, then change and undo.
+        assert q.vote(answer_index(history, 0), True).success
+        assert q.vote(answer_index(history, 1), "Incorrect").success  # a dislike with its reason
+        one = phoenix.wait_for(lambda: _annotation(phoenix, project, first["id"]), what="the like")
+        assert one["annotator_kind"] == "HUMAN" and one["identifier"] == score_id_for(first["id"])
+        assert one["result"]["label"] == "like" and one["result"]["score"] == 1.0
+        two = phoenix.wait_for(lambda: _annotation(phoenix, project, second["id"]), what="the dislike")
+        assert two["result"]["label"] == "dislike" and two["result"]["score"] == 0.0
+        assert "Incorrect" in (two["result"]["explanation"] or "")
+        # The like becomes a dislike: the same row, changed in place.
+        assert q.vote(answer_index(history, 0), False).success
+        changed = phoenix.wait_for(
+            lambda: (
+                (a := _annotation(phoenix, project, first["id"])) and a["result"]["label"] == "dislike" and a
+            ),
+            what="the changed vote",
+        )
+        assert changed["id"] == one["id"]
+        # Undo (the page sends an empty value for a thumb clicked again): gone from Phoenix.
+        assert q.vote(answer_index(history, 0), "").success
+        phoenix.wait_for(lambda: _annotation(phoenix, project, first["id"]) is None, what="the undo")
+        assert len(phoenix.trace_annotations(project, [first["id"], second["id"]])) == 1
+        # Langfuse got the same final state.
+        runtime.feedback.outbox.flush(10)
+        assert fake_langfuse.state.scores[score_id_for(second["id"])]["value"] == 0.0
+
+
+def test_phoenix_down_mid_run_loses_nothing(make_settings, make_runtime, fake_langfuse, phoenix):
+    runtime, project = _live(make_settings, make_runtime, fake_langfuse, phoenix, LANGFUSE_RETRY_MAX_S="1")
+    with serve(runtime) as url:
+        q = QueueClient(url)
+        q.load()
+        history = _turn(q, "Before the outage")
+        runtime.feedback.telemetry.flush()
+        phoenix.stop()
+        try:
+            history = _turn(q, "During the outage", history)  # its spans cannot reach Phoenix
+            assert q.vote(answer_index(history, 0), True).success
+            assert q.vote(answer_index(history, 1), "Not helpful").success
+            runtime.feedback.telemetry.flush()
+            # Langfuse is not held back by the dead destination.
+            runtime.feedback.outbox.flush(10)
+            assert len(fake_langfuse.state.scores) == 2
+            time.sleep(1.0)
+        finally:
+            phoenix.start()
+        store = runtime.feedback.store
+        traces = sorted(store.list_traces(), key=lambda t: t["start_time"])
+        assert len(traces) == 2
+        outbox = runtime.feedback.destinations[0]
+        outbox.notify()
+        for trace, label in zip(traces, ("like", "dislike"), strict=True):
+            row = phoenix.wait_for(
+                lambda t=trace: _annotation(phoenix, project, t["id"]), timeout_s=60, what=f"the {label}"
+            )
+            assert row["result"]["label"] == label
+            # The turn whose spans were lost was sent again from the store, whole.
+            spans = phoenix.wait_for_spans(project, len(store.spans_of(trace["id"])), trace_id=trace["id"])
+            assert len([s for s in spans if s["parent_id"] is None]) == 1
+        assert outbox.destination.resent_traces >= 1
+        assert outbox.ledger.pending() == 0
