@@ -135,3 +135,54 @@ def test_phoenix_down_mid_run_loses_nothing(make_settings, make_runtime, fake_la
             assert len([s for s in spans if s["parent_id"] is None]) == 1
         assert outbox.destination.resent_traces >= 1
         assert outbox.ledger.pending() == 0
+
+
+def test_judges_and_checks_become_annotations_of_their_kind(
+    make_settings, make_runtime, fake_langfuse, phoenix, tmp_path
+):
+    from tests.evals.test_evaluation import decide, evaluated_app, settled
+    from tests.fakes import JudgeModel
+    from tests.helpers import turn
+
+    project = phoenix.new_project_name("judged")
+    handlers = evaluated_app(
+        make_settings,
+        make_runtime,
+        fake_langfuse,
+        tmp_path,
+        JudgeModel(decide),
+        PHOENIX_COLLECTOR_ENDPOINT=phoenix.base_url,
+        PHOENIX_PROJECT_NAME=project,
+    )
+    history, session, _ = turn(handlers, None, [], "What is 6 times 7?")
+    turn(handlers, session, history, "And 2 plus 2?")
+    handlers.rt.feedback.telemetry.flush()
+    store = handlers.rt.feedback.store
+    wait_for(lambda: settled(handlers) and len(store.scores()) >= 5, 30)
+    traces = [t["id"] for t in store.list_traces(10) if t["name"] == "Smolagent-Trace"]
+    assert len(traces) == 2
+
+    def annotations() -> list[dict[str, Any]] | None:
+        try:
+            rows = phoenix.trace_annotations(project, traces)
+        except httpx.HTTPStatusError:
+            return None
+        return rows if len(rows) == 4 else None
+
+    rows = phoenix.wait_for(annotations, timeout_s=60, what="two judge and two check annotations")
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_name.setdefault(row["name"], []).append(row)
+    assert {r["annotator_kind"] for r in by_name["quality"]} == {"LLM"}
+    assert {r["result"]["score"] for r in by_name["quality"]} == {0.75}
+    assert all("answers the question" in (r["result"]["explanation"] or "") for r in by_name["quality"])
+    assert {(r["annotator_kind"], r["result"]["label"]) for r in by_name["ok-check"]} == {("CODE", "true")}
+    # The conversation's judge scores the session.
+    sessions = phoenix.wait_for(
+        lambda: phoenix.session_annotations(project, [session.session_id]) or None,
+        timeout_s=60,
+        what="the conversation judge's session annotation",
+    )
+    assert [(s["name"], s["annotator_kind"], s["result"]["label"]) for s in sessions] == [
+        ("goal", "LLM", "true")
+    ]
