@@ -395,6 +395,11 @@ def test_the_comment_box_says_which_answer_a_comment_goes_to(browser, served):
     store = runtime.feedback.store
     traces = {t["input"]: t["id"] for t in store.list_traces()}
     wait_for(lambda: store.get_score(score_id_for(traces["question one"])).comment == "clear and right")
+    # The store is written before the handler's answer reaches the page (seen once in CI: the
+    # status still showed the earlier undo's sentence with Gradio's progress timer).
+    page.wait_for_function(
+        "document.querySelector('#status').innerText.includes('Comment saved')", timeout=10_000
+    )
     assert "Comment saved with your 👍 of the answer to “question one”" in page.inner_text("#status")
 
 
