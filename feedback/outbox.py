@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable
 
+from feedback.delivery_thread import DeliveryThread
 from feedback.langfuse_scores import (
     BATCH,
     RECHECK_AFTER_S,
@@ -28,7 +28,7 @@ from feedback.langfuse_scores import (
     same_server_day,
 )
 from feedback.langfuse_sink import ACCEPTED, REJECTED, Delivery, LangfuseSink
-from feedback.store import ScoreRow, Store, StoreError
+from feedback.store import ScoreRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,11 @@ def backoff_s(attempts: int, max_s: float = 60.0) -> float:
     return min(max_s, 0.5 * (2 ** min(attempts, 16)))
 
 
-class Outbox:
+class Outbox(DeliveryThread):
     """Delivers pending scores in a daemon thread; `notify()` wakes it after a vote."""
+
+    thread_name = "feedback-outbox"
+    what = "the Langfuse outbox"
 
     def __init__(
         self,
@@ -69,63 +72,14 @@ class Outbox:
             )
         self._send_timeout_s = send_timeout_s
         self._dead_checked_at = 0.0
-        self._retry_max_s = retry_max_s
-        self._idle_poll_s = idle_poll_s
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._idle = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(idle_poll_s=idle_poll_s, retry_max_s=retry_max_s)
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="feedback-outbox", daemon=True)
-            self._thread.start()
+    def due_now(self) -> bool:
+        return bool(self._store.pending_scores(limit=1))
 
-    def notify(self) -> None:
-        self._idle.clear()
-        self._wake.set()
-
-    def stop(self, flush_timeout_s: float = 5.0) -> None:
-        """Deliver what can be delivered within the timeout, then stop the worker."""
-        if self._thread is None:
-            return
-        self.flush(flush_timeout_s)
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=flush_timeout_s)
-        self._thread = None
-        try:
-            # A clean stop hands what this outbox still holds to the next one at once.
-            self._store.release_all(self.owner)
-        except Exception:  # noqa: BLE001 - the leases then expire on their own
-            log.warning("Could not release this outbox's leases; they expire in %.0f s", self._lease_s)
-
-    def flush(self, timeout_s: float = 5.0) -> bool:
-        """Wait until nothing is due; True if the store has nothing due any more."""
-        self.notify()
-        deadline = time.monotonic() + timeout_s
-        try:
-            while time.monotonic() < deadline:
-                if self._idle.wait(timeout=0.05) and not self._store.pending_scores(limit=1):
-                    return True
-            return not self._store.pending_scores(limit=1)
-        except StoreError as exc:
-            # The store is away: what is in it stays there for the next start to deliver.
-            log.warning("Cannot flush the outbox: %s", exc)
-            return False
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.clear()
-            try:
-                worked = self.deliver_due()
-            except Exception:  # noqa: BLE001 - the worker must survive anything
-                log.exception("The feedback outbox failed a round; it will try again")
-                worked = 0
-            if not worked:
-                self._idle.set()
-                # Sleep until a vote wakes us; poll at least as often as the longest retry wait.
-                self._wake.wait(timeout=min(self._idle_poll_s, self._retry_max_s))
+    def release_leases(self) -> None:
+        # A clean stop hands what this outbox still holds to the next one at once.
+        self._store.release_all(self.owner)
 
     def deliver_due(self, on_each: Callable[[ScoreRow, Delivery], None] | None = None) -> int:
         """Send the scores due now that this outbox could claim, once; return how many."""

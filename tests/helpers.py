@@ -128,6 +128,16 @@ def child_processes(pid: int, module: str | None = None) -> list[int]:
     return out
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (children, their children...), read from /proc."""
+    out, todo = [], [pid]
+    while todo:
+        kids = child_processes(todo.pop())
+        out.extend(kids)
+        todo.extend(kids)
+    return out
+
+
 def rss_mb(pid: int) -> float:
     """A process's resident memory in MB (0 when it has ended)."""
     try:

@@ -37,6 +37,7 @@ from sandbox.budget import CLEARED, REFUSED
 from tests.fakes import ScriptedModel, code_reply, last_task
 from tests.helpers import (
     child_processes,
+    descendants,
     rss_mb,
     serve,
     text_of,
@@ -138,15 +139,6 @@ def answer(chat: list[Any]) -> str:
 def steps_text(chat: list[Any], since: int) -> str:
     """Everything the chat shows of the turn that starts at index `since` (its steps too)."""
     return "\n".join(text_of(m) for m in chat[since:])
-
-
-def descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        kids = child_processes(todo.pop())
-        out.extend(kids)
-        todo.extend(kids)
-    return out
 
 
 def app_tree_mb(before: set[int]) -> float:
