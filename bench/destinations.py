@@ -43,6 +43,26 @@ deliveries' steps run per vote click. The agent processes (where the agents run 
 made) are not profiled; their CPU is in the figures above.
 """
 
+# Measured on this 2-core machine (`--split --profile`, 15 rounds, 300 turns and 600 votes per app):
+#   - B/A turn p95 1.76, vote p95 1.59: NOT MET. D (Langfuse + a plain OTLP collector) is 1.03 /
+#     1.01: the OTLP export costs nothing measurable; E (Langfuse + Phoenix) is 1.64 / 1.55: Phoenix
+#     is the whole cost. Yet the app's own CPU per turn grows only 1.1x (+6-8 ms): Phoenix itself
+#     burns ~57 ms of CPU per turn (ingesting spans and annotations into its SQLite), as much as the
+#     app and its agent processes, on the same two cores; the app's threads wait for a CPU 80 ms
+#     per turn instead of 30, the machine's CPU pressure doubles. With Phoenix's autogroup at nice
+#     19 (--nice-phoenix) B/A is 1.09 / 1.07, E/A 1.12 / 1.22 (noise floor 1.07 / 1.13).
+#   - In the app process (cProfile): the Phoenix outbox thread is most of what B adds, about as much
+#     CPU as the Langfuse outbox. A vote usually reaches the outbox before the OTLP processor's
+#     1 s batch reaches Phoenix: 0.27 of the vote clicks get a 404, so the trace is sent again from
+#     the store and the annotation retried (Phoenix ingests those traces twice); 2.5 ledger claims
+#     per click (a probe and a write transaction each).
+#   - C (Phoenix dead): turn p95 1.06, vote p95 1.17 (p50 1.20), app CPU 1.13x: every waiting vote
+#     is retried on its own backoff, 3.7 delivery attempts per click, each a claim and a mark_retry
+#     write transaction and a refused connection, beside the OTLP exporter's retries.
+#   - Seen once with Phoenix niced: its answers took over OTEL_EXPORTER_OTLP_TIMEOUT during the
+#     warm-up, 41 spans were dropped (logged), and 6 traces stayed partial in Phoenix: the resend
+#     from the store covers only a trace Phoenix lacks wholly (the annotation's 404).
+
 from __future__ import annotations
 
 import argparse
