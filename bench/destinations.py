@@ -32,10 +32,12 @@ as a `user-feedback` annotation, the traces whole at each collector, C's votes a
 its dead Phoenix, and no app but C warning of spans lost.
 
     python -m bench.destinations [--rounds 15] [--users 2] [--turns 10] [--votes 2] [--no-dead]
-                                 [--split] [--nice-phoenix] [--profile [--profile-rounds 3]]
+                                 [--split] [--phoenix-beside] [--profile [--profile-rounds 3]]
 
---nice-phoenix runs Phoenix at nice 19, its threads and its session's autogroup: its work then
-takes the CPU the apps leave, nearly as if it ran on another machine.
+Phoenix stands for a server of its own, as it is deployed: it runs at nice 19, its threads and its
+session's autogroup, so its work takes the CPU the apps leave, nearly as if it ran on another
+machine. --phoenix-beside runs it at the apps' priority: what Phoenix costs a 2-core machine it
+shares with the app (its ingestion's CPU, not the app's).
 --profile then runs A, B and C again, each under cProfile (every thread of the app process, each
 timed by its own CPU clock: bench.harness's command= option), the same workload, and prints where
 their app processes spend CPU that A's does not, by thread and by function, and how often the
@@ -886,10 +888,10 @@ def main(argv: list[str] | None = None) -> int:
         help="also D (Langfuse + OTLP) and E (Langfuse + Phoenix): which destination costs what",
     )
     parser.add_argument(
-        "--nice-phoenix",
+        "--phoenix-beside",
         action="store_true",
-        help="run Phoenix at nice 19 (its threads and its autogroup): its ingestion then takes the CPU "
-        "the apps leave, nearly as if it ran on another machine",
+        help="run Phoenix at the apps' priority, as if it shared the app's machine (by default it runs "
+        "at nice 19: its ingestion takes the CPU the apps leave, nearly as if it ran on another machine)",
     )
     parser.add_argument(
         "--profile", action="store_true", help="then run A, B and C again, each under cProfile"
@@ -928,7 +930,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Phoenix {phoenix.http.get('/arize_phoenix_version').text.strip()} ({phoenix_bin}) started in "
             f"{phoenix.start_seconds[0]:.0f} s at {phoenix.base_url}"
         )
-        if args.nice_phoenix:
+        if not args.phoenix_beside:
             # Every thread of its process group (PRIO_PGRP applies to each thread, unlike PRIO_PROCESS);
             # and Phoenix runs in a session of its own, so with autogroup scheduling
             # (/proc/sys/kernel/sched_autogroup_enabled) its session's group competes with ours as
@@ -939,7 +941,9 @@ def main(argv: list[str] | None = None) -> int:
                 group = Path(f"/proc/{phoenix.pid}/autogroup").read_text().strip()
             except OSError as exc:
                 group = f"autogroup not set: {exc}"
-            print(f"Phoenix runs at nice 19 (--nice-phoenix; {group})")
+            print(
+                f"Phoenix runs at nice 19, standing for a server of its own ({group}; --phoenix-beside not)"
+            )
         try:
             launch(variants, tmp, llm.url, phoenix, collectors, apps)
             for app in apps:

@@ -145,6 +145,16 @@ class DeliveryLedger:
                 {"m": message[:2000], "at": at, "maybe": int(maybe_exists), **self._key(due, owner)},
             )
 
+    def release(self, dues: list[Due], owner: str) -> None:
+        """Hand back rows claimed but not attempted (their destination went away meanwhile)."""
+        if not dues:
+            return
+        with self.store.transaction() as db:
+            db.execute(
+                _q(f"UPDATE score_deliveries SET lease_owner = NULL, lease_until = 0 WHERE {self._MINE}"),
+                [self._key(due, owner) for due in dues],
+            )
+
     def release_all(self, owner: str) -> int:
         with self.store.transaction() as db:
             return db.execute(

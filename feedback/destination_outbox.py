@@ -53,6 +53,11 @@ class DestinationOutbox(DeliveryThread):
         self.what = f"the {destination.name} outbox"
         self._lease_s = lease_s
         self.sent = 0
+        # The destination as a whole is unreachable until then (monotonic): one probe per wait,
+        # instead of every waiting score trying on its own schedule.
+        self._down_until = 0.0
+        self._down_rounds = 0
+        self.attempts = 0
 
     def start(self) -> None:
         self.ledger.register()
@@ -67,13 +72,27 @@ class DestinationOutbox(DeliveryThread):
     def deliver_due(self) -> int:
         done = 0
         while not self._stop.is_set():
+            if time.monotonic() < self._down_until:
+                return done
             claimed = self.ledger.claim_due(self.owner, self._lease_s)
             if not claimed:
                 return done
-            for due in claimed:
-                self.deliver(due)
+            for i, due in enumerate(claimed):
+                result = self.deliver(due)
                 done += 1
+                if result.unreachable:
+                    self.ledger.release(claimed[i + 1 :], self.owner)
+                    return done
         return done
+
+    def _went_down(self, message: str) -> None:
+        wait = backoff_s(self._down_rounds, self._retry_max_s)
+        if self._down_rounds == 0:
+            log.warning(
+                "%s is not reachable (%s); trying again in %.1fs", self.destination.name, message, wait
+            )
+        self._down_rounds += 1
+        self._down_until = time.monotonic() + wait
 
     def deliver(self, due: Due) -> Delivery:
         score = due.score
@@ -86,21 +105,25 @@ class DestinationOutbox(DeliveryThread):
         except Exception as exc:  # noqa: BLE001 - a client bug is a retry, never a lost score
             log.exception("%s: sending score %s failed", name, score.id)
             result = Delivery("retry", f"{type(exc).__name__}: {exc}")
+        self.attempts += 1
         if result.outcome == ACCEPTED:
             self.ledger.mark_delivered(due, self.owner, exists=not score.deleted)
             self.sent += 1
+            if self._down_rounds:
+                log.info("%s is reachable again", name)
+            self._down_rounds = 0
         elif result.outcome == REJECTED:
             log.warning("%s rejected score %s: %s", name, score.id, result.message)
             self.ledger.mark_rejected(due, self.owner, result.message)
         else:
-            delay = backoff_s(due.attempts, self._retry_max_s)
-            log.info(
-                "%s is not reachable for score %s (%s); retrying in %.1fs",
-                name,
-                score.id,
-                result.message,
-                delay,
-            )
+            if result.unreachable:
+                self._went_down(result.message)
+                delay = max(self._down_until - time.monotonic(), 0.0)
+            elif result.retry_in_s is not None:
+                delay = result.retry_in_s
+            else:
+                delay = backoff_s(due.attempts, self._retry_max_s)
+            log.info("%s: score %s later (%s); retrying in %.1fs", name, score.id, result.message, delay)
             self.ledger.mark_retry(
                 due, self.owner, result.message, time.time() + delay, maybe_exists=not score.deleted
             )

@@ -85,6 +85,11 @@ class Delivery:
     outcome: str
     message: str = ""
     generation: str | None = None  # the form an accepted create was sent in
+    # A retry because the destination as a whole cannot be reached (refused, timed out, 502-504):
+    # the outbox then waits for the destination, not score by score.
+    unreachable: bool = False
+    # A retry the destination knows the right moment for (the trace's spans are on their way).
+    retry_in_s: float | None = None
 
 
 def _retryable_status(status: int | None) -> bool:

@@ -55,6 +55,11 @@ NAME = "phoenix"
 # Statuses worth another try: Phoenix busy (503 span queue full, 507 storage), auth being set up.
 # A trace sent again is given this long to be ingested before it is sent once more.
 RESEND_S = 10.0
+# A trace Phoenix lacks at the first try is usually on its way: the OTLP processors send a batch a
+# second and Phoenix ingests it asynchronously. Ask again after this long before sending it again
+# from the store (a vote clicked at once otherwise made Phoenix ingest a quarter of traces twice).
+SPANS_ON_THE_WAY_S = 3.0
+UNREACHABLE_STATUSES = {502, 503, 504}
 SCOPE = InstrumentationScope("smolagents-chat.resend")
 RETRY_STATUSES = {401, 403, 404, 408, 409, 425, 429, 500, 502, 503, 504, 507}
 
@@ -137,6 +142,7 @@ class PhoenixAnnotations:
             timeout=timeout_s,
         )
         self._resent: dict[str, float] = {}
+        self._missing: dict[str, float] = {}  # trace id -> when Phoenix first said it lacks it
         self.resent_traces = 0
 
     def send(self, score: ScoreRow) -> Delivery:
@@ -147,8 +153,20 @@ class PhoenixAnnotations:
             "POST", f"/v1/{kind}_annotations", params={"sync": "true"}, json={"data": [annotation(score)]}
         )
         if result.outcome == RETRY and result.message.startswith("HTTP 404") and score.trace_id:
-            return self._resend_trace(score.trace_id, result)
+            return self._trace_missing(score.trace_id, result)
+        if score.trace_id:
+            self._missing.pop(score.trace_id, None)
         return result
+
+    def _trace_missing(self, trace_id: str, result: Delivery) -> Delivery:
+        """Wait once for spans on their way; a trace still missing after that is sent again."""
+        now = time.monotonic()
+        first = self._missing.setdefault(trace_id, now)
+        if now - first < SPANS_ON_THE_WAY_S:
+            if len(self._missing) > 10_000:
+                self._missing.clear()
+            return Delivery(RETRY, result.message, retry_in_s=SPANS_ON_THE_WAY_S - (now - first))
+        return self._resend_trace(trace_id, result)
 
     def _resend_trace(self, trace_id: str, result: Delivery) -> Delivery:
         """Phoenix does not have the trace yet: send its stored spans (at most every RESEND_S)."""
@@ -185,8 +203,10 @@ class PhoenixAnnotations:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            return Delivery(RETRY, f"{type(exc).__name__}: {exc}")
+            return Delivery(RETRY, f"{type(exc).__name__}: {exc}", unreachable=True)
         status = response.status_code
+        if status in UNREACHABLE_STATUSES:
+            return Delivery(RETRY, f"HTTP {status}: {response.text[:300]}", unreachable=True)
         if status in (200, 204):
             return Delivery(ACCEPTED)
         text = response.text[:300]

@@ -132,3 +132,44 @@ def test_a_refused_score_is_not_retried_and_a_crashed_claim_is_sent_again(store_
         assert outbox.ledger.counts() == {"delivered": 0, "rejected": 1, "pending": 0}
     finally:
         store.close()
+
+
+class UnreachableDestination(ScriptedDestination):
+    """Refuses connections while `down`, as a stopped server does."""
+
+    def send(self, score: ScoreRow) -> Delivery:
+        with self.lock:
+            if self.down:
+                self.calls.append(("send", score.id, score.version))
+                return Delivery(RETRY, "ConnectError: connection refused", unreachable=True)
+        return super().send(score)
+
+
+def test_an_unreachable_destination_is_probed_once_per_wait_not_once_per_score(store_url):
+    store = Store(store_url)
+    dest = UnreachableDestination("gone")
+    dest.down = True
+    outbox = DestinationOutbox(store, dest, idle_poll_s=0.05, retry_max_s=0.4)
+    outbox.ledger.register()
+    try:
+        votes = VoteRecorder(store)
+        ids = [
+            votes.record(trace_id=_trace(store, 100 + i), vote=Vote(1.0), session_id="s", user_id="u").id
+            for i in range(12)
+        ]
+        assert outbox.deliver_due() == 1  # one refused connection stops the round
+        assert outbox.deliver_due() == 0  # and nothing is tried until the wait is over
+        rows = store.rows("SELECT attempts, lease_owner FROM score_deliveries WHERE destination = 'gone'", {})
+        # The others were handed back untouched: no lease held, no attempt counted.
+        assert sorted(r["attempts"] for r in rows) == [0] * 11 + [1]
+        assert all(r["lease_owner"] is None for r in rows)
+        time.sleep(0.6)
+        assert outbox.deliver_due() == 1  # the next probe
+        assert len(dest.calls) == 2
+        dest.down = False
+        time.sleep(1.1)  # the second wait (backoff doubles, up to retry_max_s)
+        wait_for(lambda: outbox.deliver_due() >= 0 and outbox.ledger.pending() == 0, timeout=10)
+        assert set(dest.rows) == set(ids)
+        assert outbox.deliver_due() == 0  # reachable again: no wait left
+    finally:
+        store.close()

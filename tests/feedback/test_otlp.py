@@ -372,9 +372,11 @@ def _check_turn_trace(spans: list[CollectedSpan], trace_name: str) -> None:
     (root,) = [s for s in spans if s.parent_id is None]
     assert root.name == trace_name
     assert _reaches_root(spans)
-    agent = next(s for s in spans if s.attributes.get("openinference.span.kind") == "AGENT")
+    # The root is the turn, a CHAIN (a judge's trace: EVALUATOR); the agent is the span under it.
+    assert root.attributes.get("openinference.span.kind") in {"CHAIN", "EVALUATOR"}
+    agent = next(s for s in spans if s.attributes.get("openinference.span.kind") == "AGENT" and s is not root)
     assert agent.parent_id == root.span_id
-    step = next(s for s in spans if s.attributes.get("openinference.span.kind") == "CHAIN")
+    step = next(s for s in spans if s.attributes.get("openinference.span.kind") == "CHAIN" and s is not root)
     llm = next(s for s in spans if s.attributes.get("openinference.span.kind") == "LLM")
     assert step.parent_id == agent.span_id and llm.parent_id in {step.span_id, agent.span_id}
     for key in ("llm.token_count.prompt", "llm.token_count.completion", "llm.token_count.total"):

@@ -9,6 +9,7 @@ Phoenix stopped mid-run and started again loses nothing; Langfuse is not held ba
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any
 
@@ -186,3 +187,58 @@ def test_judges_and_checks_become_annotations_of_their_kind(
     assert [(s["name"], s["annotator_kind"], s["result"]["label"]) for s in sessions] == [
         ("goal", "LLM", "true")
     ]
+
+
+def test_a_trace_on_its_way_is_waited_for_and_a_lost_one_sent_again_once(phoenix, tmp_path, monkeypatch):
+    """A vote clicked before Phoenix has ingested its trace: the first 404 waits for the spans on
+    their way (no resend: Phoenix would ingest the trace twice); a trace still missing after the
+    wait is sent again from the store, once, and the annotation then lands."""
+    from feedback import phoenix_annotations
+    from feedback.phoenix_annotations import PhoenixAnnotations
+    from feedback.store import Store
+    from feedback.votes import Vote, VoteRecorder
+    from tests.feedback.test_postgres import _trace
+
+    store = Store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    project = phoenix.new_project_name("late")
+    sink = PhoenixAnnotations(phoenix.base_url, project, store=store)
+    try:
+        tid = _trace(store, random.randrange(1, 2**32))  # in the store only: Phoenix never got it
+        score = VoteRecorder(store).record(trace_id=tid, vote=Vote(1.0), session_id="s", user_id="u")
+        first = sink.send(score)
+        assert first.outcome == "retry" and first.message.startswith("HTTP 404")
+        assert first.retry_in_s is not None and 0 < first.retry_in_s <= phoenix_annotations.SPANS_ON_THE_WAY_S
+        assert sink.resent_traces == 0 and not first.unreachable
+        monkeypatch.setattr(phoenix_annotations, "SPANS_ON_THE_WAY_S", 0.0)
+        second = sink.send(score)
+        assert second.outcome == "retry" and sink.resent_traces == 1
+        result = phoenix.wait_for(
+            lambda: (r := sink.send(score)).outcome == "accepted" and r, timeout_s=60, what="the annotation"
+        )
+        assert result.outcome == "accepted"
+        assert sink.resent_traces == 1  # sent again once, not on every 404 while Phoenix ingested it
+        assert _annotation(phoenix, project, tid)["result"]["label"] == "like"
+    finally:
+        sink.close()
+        store.close()
+
+
+def test_a_dead_phoenix_is_unreachable_as_a_whole(tmp_path):
+    """Refused connections mark the destination unreachable: the outbox waits for it, not score by score."""
+    from feedback.phoenix_annotations import PhoenixAnnotations
+    from feedback.store import Store
+    from feedback.votes import Vote, VoteRecorder
+    from tests.feedback.test_postgres import _trace
+    from tests.helpers import free_port
+
+    store = Store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    sink = PhoenixAnnotations(f"http://127.0.0.1:{free_port()}", "p", timeout_s=1, store=store)
+    try:
+        score = VoteRecorder(store).record(
+            trace_id=_trace(store, 5), vote=Vote(0.0), session_id="s", user_id="u"
+        )
+        result = sink.send(score)
+        assert result.outcome == "retry" and result.unreachable
+    finally:
+        sink.close()
+        store.close()
