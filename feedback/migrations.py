@@ -532,6 +532,73 @@ def m014_score_deliveries(db: Connection) -> None:
         db.exec_driver_sql(statement)
 
 
+# The review queue (issue 25). An item is one trace in one queue (the rule that put it there, or
+# "manual"), unique per (trace, queue), claimed by a reviewer with a lease as evaluation jobs are
+# (feedback.review_queue). `calibration` marks the random sample the corrected quality estimate
+# rests on, with the rate it was drawn at. A review is one per trace: who reviewed it last, the
+# corrected answer and the note (the labels themselves are scores, source ANNOTATION).
+# `review_seen` / `review_seen_version` are the rules' bookkeeping, as eval_seen is the
+# evaluators': what was stored before this migration counts as seen (no queue of months of
+# history appears by itself on an upgrade).
+_REVIEW_TABLES = """
+    CREATE TABLE review_items (
+        id TEXT PRIMARY KEY,
+        trace_id TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        reason TEXT,
+        created REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        lease_owner TEXT,
+        lease_until REAL NOT NULL DEFAULT 0,
+        calibration INTEGER NOT NULL DEFAULT 0,
+        sample_rate REAL,
+        added_by TEXT,
+        finished REAL,
+        finished_by TEXT,
+        UNIQUE (trace_id, queue)
+    );
+    CREATE INDEX review_items_next ON review_items (queue, state, created);
+    CREATE INDEX review_items_open ON review_items (state, created) WHERE state IN ('pending', 'leased');
+    CREATE INDEX review_items_calibration ON review_items (trace_id) WHERE calibration = 1;
+    CREATE TABLE reviews (
+        trace_id TEXT PRIMARY KEY,
+        reviewer TEXT NOT NULL,
+        corrected_answer TEXT,
+        note TEXT,
+        labels INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL,
+        updated REAL NOT NULL
+    );
+    CREATE INDEX reviews_corrected ON reviews (updated) WHERE corrected_answer IS NOT NULL;
+    ALTER TABLE traces ADD COLUMN review_seen INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX traces_review_unseen ON traces (id) WHERE review_seen = 0;
+    ALTER TABLE scores ADD COLUMN review_seen_version INTEGER NOT NULL DEFAULT 0;
+    UPDATE scores SET review_seen_version = version;
+    CREATE INDEX scores_review_unseen ON scores (id) WHERE review_seen_version < version;
+    CREATE INDEX scores_labels ON scores (name, updated) WHERE scored_by = 'reviewer' AND deleted = 0
+"""
+# The rules marking a trace seen is bookkeeping, like the evaluators' eval_seen: it must not make
+# the dashboard recompute that trace's day (m010's trigger, recreated with one more condition).
+_SQLITE_TRACE_UPDATE = f"""CREATE TRIGGER dashboard_trace_update AFTER UPDATE ON traces
+    WHEN OLD.eval_seen = NEW.eval_seen AND OLD.review_seen = NEW.review_seen BEGIN
+        {_sqlite_touch("OLD.start_time")}
+        {_sqlite_touch("NEW.start_time", extra="AND CAST(NEW.start_time / 86400 AS INTEGER) IS NOT CAST(OLD.start_time / 86400 AS INTEGER)")}
+    END"""
+_POSTGRES_TRACE_UPDATE = """CREATE TRIGGER dashboard_trace_update AFTER UPDATE ON traces
+    FOR EACH ROW WHEN (OLD.eval_seen = NEW.eval_seen AND OLD.review_seen = NEW.review_seen)
+    EXECUTE PROCEDURE dashboard_trace_changed()"""
+
+
+def m015_review_queue(db: Connection) -> None:
+    _run(db, _REVIEW_TABLES)
+    if db.dialect.name == "postgresql":
+        db.exec_driver_sql("DROP TRIGGER dashboard_trace_update ON traces")
+        db.exec_driver_sql(_POSTGRES_TRACE_UPDATE)
+    else:
+        db.exec_driver_sql("DROP TRIGGER dashboard_trace_update")
+        db.exec_driver_sql(_SQLITE_TRACE_UPDATE)
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_traces_and_spans", m001_traces_and_spans),
     ("002_scores", m002_scores),
@@ -547,6 +614,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("012_score_causes", m012_score_causes),
     ("013_ratings_index", m013_ratings_index),
     ("014_score_deliveries", m014_score_deliveries),
+    ("015_review_queue", m015_review_queue),
 ]
 
 

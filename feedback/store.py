@@ -176,6 +176,8 @@ class ScoreRow:
     cause_version: int = 0
     # Who scored: user, judge, demo-judge, check, dataset, reviewer (see BY_*).
     scored_by: str | None = None
+    # The version of this score the review rules have seen (feedback.review_queue).
+    review_seen_version: int = 0
 
     @property
     def by(self) -> str:
@@ -405,9 +407,10 @@ class Store:
             for t in traces:
                 db.execute(
                     _q(
-                        # A new trace waits for the evaluators (eval_seen = 0); a rewrite keeps that.
-                        f"""INSERT INTO traces ({_TRACE_COLUMNS}, eval_seen)
-                        VALUES ({_binds(_TRACE_COLUMNS)}, 0)
+                        # A new trace waits for the evaluators and the review rules (eval_seen = 0,
+                        # review_seen = 0); a rewrite keeps that.
+                        f"""INSERT INTO traces ({_TRACE_COLUMNS}, eval_seen, review_seen)
+                        VALUES ({_binds(_TRACE_COLUMNS)}, 0, 0)
                         ON CONFLICT (id) DO UPDATE SET {_updates(_TRACE_COLUMNS, 1)}"""
                     ),
                     {
@@ -555,66 +558,107 @@ class Store:
         finishes after the vote changed never brings back what the change withdrew. A new
         version of a score withdraws whatever its older versions caused (see `_withdraw`).
         """
-        now = utc_now()
         with self.transaction() as db:
-            if cause is not None:
-                lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
-                current = db.execute(
-                    _q(f"SELECT version FROM scores WHERE id = :id{lock}"), {"id": cause[0]}
-                ).first()
-                if current is None or int(current.version) != int(cause[1]):
-                    raise CauseWithdrawn(
-                        f"score {score_id} was caused by rating {cause[0]} at version {cause[1]}, "
-                        f"which is now at {None if current is None else current.version}"
-                    )
-            old = db.execute(_q("SELECT note FROM scores WHERE id = :id"), {"id": score_id}).first()
-            if old is not None and keep_note and note is None:
-                note = old.note
-            comment = "; ".join(part for part in (reason, note) if part) or None
-            row = (
-                db.execute(
-                    _q(
-                        """INSERT INTO scores (id, trace_id, session_id, user_id, name, value, data_type,
-                       reason, note, comment, source, created, updated, deleted, version,
-                       string_value, metadata, scored_by, cause_score_id, cause_version)
-                   VALUES (:id, :trace_id, :session_id, :user_id, :name, :value, :data_type,
-                       :reason, :note, :comment, :source, :now, :now, 0, 1, :string_value, :metadata,
-                       :scored_by, :cause_score_id, :cause_version)
-                   ON CONFLICT (id) DO UPDATE SET
-                       value = excluded.value, reason = excluded.reason, note = excluded.note,
-                       string_value = excluded.string_value, metadata = excluded.metadata,
-                       comment = excluded.comment, session_id = excluded.session_id,
-                       user_id = excluded.user_id, updated = excluded.updated, deleted = 0,
-                       scored_by = excluded.scored_by, cause_score_id = excluded.cause_score_id,
-                       cause_version = excluded.cause_version,
-                       version = scores.version + 1, delivery_error = NULL, attempts = 0,
-                       next_attempt_at = 0, remote_recheck_at = 0
-                   RETURNING *"""
-                    ),
-                    {
-                        "id": score_id,
-                        "trace_id": trace_id,
-                        "session_id": session_id,
-                        "user_id": user_id,
-                        "name": name,
-                        "value": None if value is None else float(value),
-                        "data_type": data_type,
-                        "string_value": string_value,
-                        "metadata": json.dumps(metadata, default=str) if metadata else None,
-                        "reason": reason,
-                        "note": note,
-                        "comment": comment,
-                        "source": source,
-                        "now": now,
-                        "scored_by": scored_by or scored_by_default(name, source),
-                        "cause_score_id": cause[0] if cause is not None else None,
-                        "cause_version": int(cause[1]) if cause is not None else 0,
-                    },
-                )
-                .mappings()
-                .one()
+            return self.upsert_score_in(
+                db,
+                score_id=score_id,
+                trace_id=trace_id,
+                name=name,
+                value=value,
+                data_type=data_type,
+                source=source,
+                session_id=session_id,
+                user_id=user_id,
+                reason=reason,
+                note=note,
+                keep_note=keep_note,
+                string_value=string_value,
+                metadata=metadata,
+                scored_by=scored_by,
+                cause=cause,
             )
-            self._withdraw(db, score_id, int(row["version"]), now)
+
+    def upsert_score_in(
+        self,
+        db: Connection,
+        *,
+        score_id: str,
+        trace_id: str,
+        name: str,
+        value: float | None,
+        data_type: str,
+        source: str,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        reason: str | None = None,
+        note: str | None = None,
+        keep_note: bool = True,
+        string_value: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        scored_by: str | None = None,
+        cause: tuple[str, int] | None = None,
+    ) -> ScoreRow:
+        """`upsert_score` inside a write transaction the caller holds (`transaction()`), so that
+        several scores and what goes with them (a reviewer's labels and review) commit together."""
+        now = utc_now()
+        if cause is not None:
+            lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+            current = db.execute(
+                _q(f"SELECT version FROM scores WHERE id = :id{lock}"), {"id": cause[0]}
+            ).first()
+            if current is None or int(current.version) != int(cause[1]):
+                raise CauseWithdrawn(
+                    f"score {score_id} was caused by rating {cause[0]} at version {cause[1]}, "
+                    f"which is now at {None if current is None else current.version}"
+                )
+        old = db.execute(_q("SELECT note FROM scores WHERE id = :id"), {"id": score_id}).first()
+        if old is not None and keep_note and note is None:
+            note = old.note
+        comment = "; ".join(part for part in (reason, note) if part) or None
+        row = (
+            db.execute(
+                _q(
+                    """INSERT INTO scores (id, trace_id, session_id, user_id, name, value, data_type,
+                   reason, note, comment, source, created, updated, deleted, version,
+                   string_value, metadata, scored_by, cause_score_id, cause_version)
+               VALUES (:id, :trace_id, :session_id, :user_id, :name, :value, :data_type,
+                   :reason, :note, :comment, :source, :now, :now, 0, 1, :string_value, :metadata,
+                   :scored_by, :cause_score_id, :cause_version)
+               ON CONFLICT (id) DO UPDATE SET
+                   value = excluded.value, reason = excluded.reason, note = excluded.note,
+                   string_value = excluded.string_value, metadata = excluded.metadata,
+                   comment = excluded.comment, session_id = excluded.session_id,
+                   user_id = excluded.user_id, updated = excluded.updated, deleted = 0,
+                   scored_by = excluded.scored_by, cause_score_id = excluded.cause_score_id,
+                   cause_version = excluded.cause_version,
+                   version = scores.version + 1, delivery_error = NULL, attempts = 0,
+                   next_attempt_at = 0, remote_recheck_at = 0
+               RETURNING *"""
+                ),
+                {
+                    "id": score_id,
+                    "trace_id": trace_id,
+                    "session_id": session_id,
+                    "user_id": user_id,
+                    "name": name,
+                    "value": None if value is None else float(value),
+                    "data_type": data_type,
+                    "string_value": string_value,
+                    "metadata": json.dumps(metadata, default=str) if metadata else None,
+                    "reason": reason,
+                    "note": note,
+                    "comment": comment,
+                    "source": source,
+                    "now": now,
+                    "scored_by": scored_by or scored_by_default(name, source),
+                    "cause_score_id": cause[0] if cause is not None else None,
+                    "cause_version": int(cause[1]) if cause is not None else 0,
+                },
+            )
+            .mappings()
+            .one()
+        )
+        self._withdraw(db, score_id, int(row["version"]), now)
         return _score(row)
 
     def delete_score(self, score_id: str) -> ScoreRow | None:
@@ -943,6 +987,8 @@ STORE_TABLES = (
     "eval_sessions",
     "dataset_runs",
     "dataset_results",
+    "review_items",
+    "reviews",
     "_migrations",
 )
 
