@@ -41,10 +41,13 @@ __all__ = [
     "DATA_TYPES",
     "FILTER_KEYS",
     "KINDS",
+    "REVIEW_KINDS",
     "TARGETS",
     "Evaluator",
     "EvaluatorsError",
     "EvaluatorsFile",
+    "ReviewConfig",
+    "ReviewRule",
     "load_evaluators",
     "load_evaluators_file",
 ]
@@ -81,7 +84,7 @@ KEYS = (
 )
 CONVERSATION_ONLY = ("idle_s", "messages")
 # Top-level keys of the file besides the [[evaluator]] tables.
-FILE_KEYS = ("evaluator", "demo_judge")
+FILE_KEYS = ("evaluator", "demo_judge", "review")
 # Prompt variables and filter keys that read the user's rating.
 FEEDBACK_FIELDS = frozenset({"feedback", "reason", "comment"})
 VERSION_CHARS = 10
@@ -453,9 +456,220 @@ class Evaluator:
 # ----- the file ---------------------------------------------------------------------------
 
 
+# ----- the review queue's rules ----------------------------------------------------------
+
+# What puts a turn in the review queue (evals.review_rules applies them):
+#   dislike       every dislike (or those with one of `reasons`)
+#   disagreement  a judge and the user disagree: the judge's score >= `threshold` on a disliked
+#                 turn, or < `threshold` on a liked one (`evaluators`: which judges; default every
+#                 NUMERIC or BOOLEAN LLM judge of turns)
+#   low-score     the judge `evaluator` scored the turn below `below`
+#   sample        a random `rate` of turns, drawn when the turn arrives (before anyone rated it):
+#                 the calibration sample the corrected quality estimate rests on
+REVIEW_KINDS = ("dislike", "disagreement", "low-score", "sample")
+REVIEW_KEYS = ("lease_minutes", "labels", "rule")
+RULE_KEYS = ("name", "kind", "evaluators", "evaluator", "threshold", "below", "rate", "reasons", "enabled")
+# Keys each kind takes besides name, kind and enabled.
+RULE_KIND_KEYS = {
+    "dislike": ("reasons",),
+    "disagreement": ("evaluators", "threshold"),
+    "low-score": ("evaluator", "below"),
+    "sample": ("rate",),
+}
+MANUAL_QUEUE = "manual"  # feedback.review_queue.MANUAL: the queue of traces added by hand
+LABEL_TYPES = ("NUMERIC", "BOOLEAN", "CATEGORICAL")
+
+
+@dataclass(frozen=True)
+class ReviewRule:
+    """One rule: a queue of its own name, filled with the turns for which it holds."""
+
+    name: str
+    kind: str
+    evaluators: tuple[str, ...] = ()
+    threshold: float = 0.5
+    below: float = 0.5
+    rate: float = 0.0
+    reasons: tuple[str, ...] = ()
+    enabled: bool = True
+
+    @property
+    def calibration(self) -> bool:
+        """Its items are the random calibration sample (drawn, not chosen)."""
+        return self.kind == "sample"
+
+    def sampled(self, trace_id: str) -> bool:
+        """Whether a turn is in this sample: a hash of (rule name, trace id), the same every time
+        and independent of anything about the turn, so the sample is a uniform random draw."""
+        if self.rate >= 1.0:
+            return True
+        digest = hashlib.sha256(f"{self.name}\x00{trace_id}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < self.rate
+
+
+@dataclass(frozen=True)
+class ReviewConfig:
+    """The file's [review] table: the rules, how long a reviewer holds an item, and which judges'
+    score names a reviewer labels (`labels`; default every LLM judge of turns)."""
+
+    rules: tuple[ReviewRule, ...] = ()
+    lease_s: float = 1800.0
+    labels: tuple[str, ...] | None = None
+
+    @property
+    def enabled_rules(self) -> tuple[ReviewRule, ...]:
+        return tuple(r for r in self.rules if r.enabled)
+
+
+def _review_fail(source: Path, rule: str | None, problem: str) -> EvaluatorsError:
+    where = f"In {source}, [review]" if rule is None else f"In {source}, review rule {rule}"
+    return EvaluatorsError(f"{where}: {problem}.", path=source, evaluator=rule, field="review")
+
+
+def _judges(evaluators: list[Evaluator]) -> dict[str, Evaluator]:
+    """The evaluators whose scores a review rule can read: those of turns, numbers or booleans."""
+    return {e.name: e for e in evaluators if e.target == "turn" and e.data_type in ("NUMERIC", "BOOLEAN")}
+
+
+def _fraction(value: Any) -> bool:
+    return _is_number(value) and 0 <= value <= 1
+
+
+def _review(raw: Any, evaluators: list[Evaluator], path: Path) -> ReviewConfig:
+    """The [review] table, checked against the file's evaluators."""
+    if not isinstance(raw, Mapping):
+        raise _review_fail(path, None, "review must be a table: [review], with its rules as [[review.rule]]")
+    for key in raw:
+        if key not in REVIEW_KEYS:
+            raise _review_fail(path, None, f"unknown key {key!r}; the keys are {_quoted(REVIEW_KEYS)}")
+    minutes = raw.get("lease_minutes", 30)
+    if not _is_number(minutes) or minutes <= 0:
+        raise _review_fail(path, None, f"lease_minutes must be a number of minutes above 0, not {minutes!r}")
+    labels = raw.get("labels")
+    if labels is not None:
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise _review_fail(path, None, f"labels must be a list of evaluator names, not {labels!r}")
+        by_name = {e.name: e for e in evaluators}
+        for name in labels:
+            if name not in by_name:
+                raise _review_fail(
+                    path, None, f"labels names {name!r}, which is not an evaluator of this file"
+                )
+            if by_name[name].target != "turn":
+                raise _review_fail(
+                    path, None, f"labels names {name!r}, which judges conversations; a reviewer labels turns"
+                )
+        labels = tuple(dict.fromkeys(labels))
+    tables = raw.get("rule", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise _review_fail(path, None, "rules must be [[review.rule]] tables (double brackets), one per rule")
+    judges = _judges(evaluators)
+    known = {e.name: e for e in evaluators}
+    rules: list[ReviewRule] = []
+    for number, table in enumerate(tables, start=1):
+        name = table.get("name")
+        label = f'"{name}"' if isinstance(name, str) and name else f"#{number} (no name)"
+
+        def fail(problem: str, label: str = label) -> EvaluatorsError:
+            return _review_fail(path, label, problem)
+
+        for key in table:
+            if key not in RULE_KEYS:
+                raise fail(f"unknown key {key!r}; the keys are {_quoted(RULE_KEYS)}")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise fail(
+                "name must be 1 to 100 letters, digits, '_', '-' or '.', starting with a letter or digit "
+                f"(it names the rule's queue), not {name!r}"
+            )
+        if name == MANUAL_QUEUE:
+            raise fail(f'the name "{MANUAL_QUEUE}" is the queue of traces added by hand; choose another')
+        if any(r.name == name for r in rules):
+            raise fail("another review rule has the same name")
+        kind = table.get("kind")
+        if kind not in REVIEW_KINDS:
+            raise fail(f"kind must be {_quoted(REVIEW_KINDS)}, not {kind!r}")
+        for key in table:
+            if key not in ("name", "kind", "enabled") and key not in RULE_KIND_KEYS[kind]:
+                takes = RULE_KIND_KEYS[kind]
+                raise fail(f"{key} is not for a {kind} rule (it takes {_quoted(takes)})")
+        enabled = table.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise fail(f"enabled must be true or false, not {enabled!r}")
+        fields: dict[str, Any] = {"name": name, "kind": kind, "enabled": enabled}
+        if kind == "dislike":
+            reasons = table.get("reasons", [])
+            if not isinstance(reasons, list) or not all(isinstance(r, str) and r.strip() for r in reasons):
+                raise fail(
+                    f'reasons must be a list of dislike reasons such as ["Incorrect"], not {reasons!r}'
+                )
+            fields["reasons"] = tuple(r.strip() for r in reasons)
+        elif kind == "disagreement":
+            chosen = table.get("evaluators")
+            if chosen is None:
+                chosen = [e.name for e in evaluators if e.name in judges and e.kind == "llm" and e.enabled]
+                if not chosen:
+                    raise fail(
+                        "there is no enabled LLM judge of turns with a NUMERIC or BOOLEAN score to disagree "
+                        'with; name one with evaluators = ["..."]'
+                    )
+            elif isinstance(chosen, str):
+                chosen = [chosen]
+            if not isinstance(chosen, list) or not chosen or not all(isinstance(c, str) for c in chosen):
+                raise fail(f"evaluators must be a list of evaluator names, not {table.get('evaluators')!r}")
+            for judge_name in chosen:
+                _check_judge(judge_name, known, judges, fail)
+            threshold = table.get("threshold", 0.5)
+            if not _fraction(threshold):
+                raise fail(f"threshold must be a number from 0 to 1, not {threshold!r}")
+            fields.update(evaluators=tuple(dict.fromkeys(chosen)), threshold=float(threshold))
+        elif kind == "low-score":
+            judge_name = table.get("evaluator")
+            if not isinstance(judge_name, str) or not judge_name:
+                raise fail('a low-score rule needs evaluator = "..." (whose score is low)')
+            _check_judge(judge_name, known, judges, fail)
+            below = table.get("below", 0.5)
+            if not _fraction(below):
+                raise fail(f"below must be a number from 0 to 1, not {below!r}")
+            fields.update(evaluators=(judge_name,), below=float(below))
+        else:
+            if "rate" not in table:
+                raise fail(
+                    "a sample rule needs rate = 0.05 (the share of turns drawn, above 0 and at most 1)"
+                )
+            rate = table["rate"]
+            if not _is_number(rate) or not 0 < rate <= 1:
+                raise fail(f"rate must be a number above 0 and at most 1 (0.05 is 5% of turns), not {rate!r}")
+            fields["rate"] = float(rate)
+        rules.append(ReviewRule(**fields))
+    samples = [r for r in rules if r.kind == "sample" and r.enabled]
+    if len(samples) > 1:
+        raise _review_fail(
+            path,
+            f'"{samples[1].name}"',
+            f'a second enabled sample rule; one random calibration sample ("{samples[0].name}") keeps the '
+            "corrected estimate's arithmetic plain",
+        )
+    return ReviewConfig(tuple(rules), float(minutes) * 60.0, labels)
+
+
+def _check_judge(
+    name: str,
+    known: Mapping[str, Evaluator],
+    judges: Mapping[str, Evaluator],
+    fail: Callable[[str], EvaluatorsError],
+) -> None:
+    if name not in known:
+        raise fail(f"{name!r} is not an evaluator of this file")
+    if name not in judges:
+        e = known[name]
+        why = "judges conversations, not turns" if e.target != "turn" else f"writes {e.data_type} scores"
+        raise fail(f"{name!r} {why}; a rule compares a turn's NUMERIC or BOOLEAN judge score")
+
+
 @dataclass(frozen=True)
 class EvaluatorsFile:
-    """The whole file: its evaluators, and whether its LLM judges may run on the demo model.
+    """The whole file: its evaluators, whether its LLM judges may run on the demo model, and the
+    review queue's rules ([review], see ReviewConfig).
 
     `demo_judge = true` (top level): with the bundled 135M model as judge, the online LLM
     evaluators run anyway, each score labelled as a demo judge's. Without it they do not run
@@ -464,6 +678,15 @@ class EvaluatorsFile:
 
     evaluators: list[Evaluator]
     demo_judge: bool = False
+    review: ReviewConfig = field(default_factory=ReviewConfig)
+
+    def labelled(self) -> list[Evaluator]:
+        """The judges whose score names a reviewer labels: [review] labels, or every enabled LLM
+        judge of turns, in the file's order."""
+        if self.review.labels is not None:
+            by_name = {e.name: e for e in self.evaluators}
+            return [by_name[n] for n in self.review.labels]
+        return [e for e in self.evaluators if e.kind == "llm" and e.target == "turn" and e.enabled]
 
 
 def load_evaluators(path: str | Path) -> list[Evaluator]:
@@ -486,7 +709,7 @@ def load_evaluators_file(path: str | Path) -> EvaluatorsFile:
     if extra:
         raise EvaluatorsError(
             f"In {path}: unknown top-level key {extra[0]!r}; each evaluator is an [[evaluator]] table "
-            "(the only other top-level key is demo_judge = true or false).",
+            "(the other top-level keys are demo_judge = true or false, and the [review] table).",
             path=path,
         )
     demo_judge = data.get("demo_judge", False)
@@ -518,4 +741,5 @@ def load_evaluators_file(path: str | Path) -> EvaluatorsFile:
             raise _fail(path, label, "name", "another evaluator of this file has the same name")
         seen.add(evaluator.name)
         evaluators.append(evaluator)
-    return EvaluatorsFile(evaluators, demo_judge)
+    review = _review(data["review"], evaluators, path) if "review" in data else ReviewConfig()
+    return EvaluatorsFile(evaluators, demo_judge, review)

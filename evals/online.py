@@ -20,6 +20,7 @@ from config.settings import Settings, SettingsError
 from evals.config import EvaluatorsError, EvaluatorsFile, load_evaluators_file
 from evals.jobs import JobQueue
 from evals.judge import Judge, judge_model
+from evals.review_rules import ReviewRules
 from evals.worker import Evaluation
 from feedback.backends import FeedbackBackends
 from feedback.costs import Pricing
@@ -93,7 +94,9 @@ def build_evaluation(
                 path,
             )
         evaluators = [e for e in evaluators if e.kind != "llm"]
-    if not evaluators:
+    # The review queue's rules run in the evaluation's scheduler thread, also with no evaluator.
+    review = ReviewRules(feedback.store, file.review) if file.review.enabled_rules else None
+    if not evaluators and review is None:
         return None
     notify = feedback.outbox.notify if feedback.outbox is not None else (lambda: None)
     # Only local judges need to wait for the chat: a hosted judge does not use this machine's CPU.
@@ -113,6 +116,7 @@ def build_evaluation(
         else (settings.judge_provider or settings.model_provider),
         pricing=Pricing.from_settings(settings),
         demo_judge=demo,
+        review=review,
     )
 
 
@@ -131,10 +135,18 @@ def describe(evaluation: Evaluation | None, settings: Settings) -> str:
         if skipped:
             return f"evaluation: off{hint}"
         return "evaluation: off (EVALUATORS_FILE=off or no enabled evaluator)"
+    review = ""
+    if evaluation.review is not None:
+        rules = ", ".join(
+            f"{r.name} ({r.rate:.0%})" if r.kind == "sample" else r.name for r in evaluation.review.rules
+        )
+        review = f"; review rules: {rules}"
+    if not evaluation.evaluators:
+        return f"evaluation: no evaluators{hint}{review}"
     judge = settings.judge_model_id or settings.model_id or settings.judge_provider or settings.model_provider
     names = ", ".join(e.name for e in evaluation.evaluators)
     if evaluation.demo_judge and any(e.kind == "llm" for e in evaluation.evaluators):
         judge += " (the bundled demo model: its scores are labelled demo judge, not verdicts to trust)"
     elif not any(e.kind == "llm" for e in evaluation.evaluators):
         judge = "none (code checks only)"
-    return f"evaluation: {len(evaluation.evaluators)} evaluators ({names}); judge: {judge}{hint}"
+    return f"evaluation: {len(evaluation.evaluators)} evaluators ({names}); judge: {judge}{hint}{review}"

@@ -29,6 +29,7 @@ from evals.config import Evaluator
 from evals.context import conversation_data, prompt_variables, render_prompt, turn_data
 from evals.jobs import Job, JobQueue, eval_score_id
 from evals.judge import Judge, JudgeError
+from evals.review_rules import ReviewRules
 from evals.scheduler import CONVERSATION, Scheduler
 from feedback.costs import Pricing
 from feedback.store import BY_CHECK, BY_DEMO_JUDGE, BY_JUDGE, CauseWithdrawn
@@ -132,6 +133,7 @@ class Evaluation:
         poll_s: float = 2.0,
         lease_s: float = 600.0,
         demo_judge: bool = False,
+        review: ReviewRules | None = None,
     ) -> None:
         self.queue = queue
         self.store = queue.store
@@ -152,6 +154,8 @@ class Evaluation:
         self.lease_s = lease_s
         # The judge is the bundled demo model: its LLM scores are labelled as a demo judge's.
         self.demo_judge = demo_judge
+        # The review queue's rules (evals.review_rules): swept after each scheduler pass.
+        self.review = review
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = threading.Condition()
         self._stop = threading.Event()
@@ -160,7 +164,7 @@ class Evaluation:
     # ----- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._threads or not self.evaluators:
+        if self._threads or not (self.evaluators or self.review):
             return
         self._stop.clear()
         self._threads = [threading.Thread(target=self._schedule_loop, name="eval-scheduler", daemon=True)]
@@ -195,6 +199,11 @@ class Evaluation:
                     self.wake()
             except Exception:  # noqa: BLE001 - evaluation never takes the app down
                 log.exception("The evaluation scheduler failed a pass; it will try again")
+            if self.review is not None:
+                try:
+                    self.review.sweep()
+                except Exception:  # noqa: BLE001 - the review rules never take the app down either
+                    log.exception("The review rules failed a pass; they will try again")
             self._sleep(self.poll_s)
             # Woken by a turn or a vote: let that request finish first (and the turn's spans,
             # exported about 0.2 s later, arrive), so the pass neither competes with it for the
