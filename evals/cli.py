@@ -4,7 +4,8 @@ list                                   evaluators, their versions, how many jobs
 logs [--evaluator NAME] [--status S]   each job: target, status, latency, tokens, cost, error
 run --evaluator NAME --trace ID        try one evaluator on one trace (nothing stored unless --save)
 backfill --evaluator NAME --since DATE judge past traces or conversations (--dry-run: count first)
-agreement [--evaluator NAME]           the judge against user ratings: agreement rate, Cohen's kappa
+agreement [--evaluator NAME]           each judge against reviewers (verdict) and thumbs: kappa or r,
+                                       95% intervals, last window, drift
 dataset run DATASET --run-name NAME    the agent over gsm8k or a JSONL/CSV file, graded (resumable)
 dataset list | dataset show RUN        the runs, and one run item by item
 dataset publish RUN                    send a run to Langfuse (done by dataset run when keys are set)
@@ -36,7 +37,6 @@ from evals.langfuse_datasets import cmd_dataset_publish, publish_run
 from evals.online import held_back, is_demo_judge
 from evals.scheduler import (
     CONVERSATION,
-    TURN,
     conversation_revision,
     decide,
     is_dataset_trace,
@@ -46,10 +46,10 @@ from evals.scheduler import (
     rating_version,
     turn_revision,
 )
+from evals.trust import Thresholds
 from evals.worker import Evaluation
 from feedback.costs import Pricing
 from feedback.store import Store, StoreError
-from feedback.votes import SCORE_NAME
 
 # Judge reply tokens assumed per call when estimating a backfill (reasoning, then the score).
 REPLY_TOKENS = 200
@@ -275,49 +275,97 @@ def cmd_backfill(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def agreement(store: Store, evaluator: Evaluator) -> dict[str, Any]:
-    """Judge against user ratings on the turns that have both (judge >= 0.5 counts as a like)."""
-    from statsmodels.stats.inter_rater import cohens_kappa
+def agreement(store: Store, evaluator: Evaluator, thresholds: Thresholds | None = None) -> dict[str, Any]:
+    """One evaluator against people (evals.judge_trust): today's fields (the judge, >= 0.5 as a
+    like, against users' thumbs: pairs, table, agreement, kappa), then the agreement with
+    reviewers' labels and with thumbs, each with intervals, last window and drift, and the
+    verdict (from reviewer labels only; None for a code check)."""
+    from evals.judge_trust import assess_evaluator, report
 
-    rows = store.rows(
-        """SELECT j.value AS judge, u.value AS user_value FROM scores j
-           JOIN scores u ON u.trace_id = j.trace_id AND u.name = :rating AND u.deleted = 0
-           WHERE j.name = :name AND j.source = 'EVAL' AND j.deleted = 0 AND j.trace_id <> ''
-             AND j.value IS NOT NULL AND u.value IS NOT NULL""",
-        {"rating": SCORE_NAME, "name": evaluator.name},
+    return report(assess_evaluator(store, evaluator, thresholds or Thresholds()))
+
+
+def _window_lines(a: dict[str, Any], indent: str) -> list[str]:
+    lines = []
+    last = a["last_window"]
+    if last is not None:
+        lines.append(f"{indent}last {a['window']}: {_measure_text(last)}")
+    else:
+        lines.append(f"{indent}last {a['window']}: all {a['n']} labels are within one window")
+    if a["drift"] is not None:
+        lines.append(f"{indent}{a['drift']['sentence']}")
+    else:
+        lines.append(f"{indent}drift: not measured ({a['drift_reason']})")
+    return lines
+
+
+def _measure_text(m: dict[str, Any]) -> str:
+    if m["value"] is None:
+        return f"{m['name']} undefined, n={m['n']} ({m['reason']})"
+    figure = f"{m['name']} {m['value']:.2f}"
+    if m["low"] is None:
+        figure += f", n={m['n']} (no interval: {m['reason']})"
+    else:
+        figure += f" (95% interval {m['low']:.2f} to {m['high']:.2f}, n={m['n']})"
+    if m.get("observed") is not None:
+        figure += f", raw agreement {m['observed']:.0%}"
+    if m.get("bias") is not None:
+        figure += f", judge - reviewer mean {m['bias']:+.2f}"
+    return figure
+
+
+def describe_agreement(r: dict[str, Any]) -> str:
+    """The text of `agreement` for one evaluator."""
+    verdict = r["verdict"]
+    status = "code check (not a judge: no verdict)" if verdict is None else verdict["status"].upper()
+    lines = [f"{r['evaluator']} ({r['kind']}, {r['data_type']}, version {r['version']}): {status}"]
+    rev = r["reviewers"]
+    if rev["n"]:
+        lines.append(f"  against reviewers: {_measure_text(rev['overall'])}")
+        if rev["secondary"] is not None:
+            lines.append(f"    also {_measure_text(rev['secondary'])} (5 levels)")
+        lines += _window_lines(rev, "    ")
+    else:
+        lines.append("  against reviewers: no reviewer has labelled a turn this version judged yet")
+    if verdict is not None:
+        lines.append(f"  verdict: {verdict['reason']}")
+    if r["thumbs"] is not None:
+        if not r["pairs"]:
+            lines.append("  against user thumbs: no turn has both a judge score and a user rating yet")
+        else:
+            (dd, dl), (ld, ll) = r["table"]
+            kappa = "undefined (one side never varies)" if r["kappa"] is None else f"{r['kappa']:.2f}"
+            lines.append(
+                f"  against user thumbs (shown, never a verdict: users who rate are not a random sample): "
+                f"{r['pairs']} turns, agreement {r['agreement']:.0%}, Cohen's kappa {kappa} "
+                f"(user dislike: judge low {dd}, high {dl}; user like: judge low {ld}, high {ll})"
+            )
+            lines.append(f"    {_measure_text(r['thumbs']['overall'])}")
+            lines += _window_lines(r["thumbs"], "    ")
+    return "\n".join(lines)
+
+
+def _thresholds(args: argparse.Namespace) -> Thresholds:
+    d = Thresholds()
+    return Thresholds(
+        min_labels=d.min_labels if args.min_labels is None else args.min_labels,
+        kappa_lower=d.kappa_lower if args.kappa_lower is None else args.kappa_lower,
+        correlation_lower=d.correlation_lower if args.correlation_lower is None else args.correlation_lower,
+        window=d.window if args.window is None else args.window,
     )
-    table = [[0, 0], [0, 0]]
-    for r in rows:
-        table[int(r["user_value"] >= 0.5)][int(r["judge"] >= 0.5)] += 1
-    n = len(rows)
-    result: dict[str, Any] = {"evaluator": evaluator.name, "pairs": n, "table": table}
-    if n:
-        result["agreement"] = (table[0][0] + table[1][1]) / n
-        kappa = cohens_kappa(table).kappa
-        result["kappa"] = None if math.isnan(kappa) else float(kappa)
-    return result
 
 
 def cmd_agreement(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     evaluators = [_evaluator(ctx.evaluators, args.evaluator)] if args.evaluator else ctx.evaluators
-    results = [
-        agreement(ctx.store, e)
-        for e in evaluators
-        if e.target == TURN and e.data_type in ("NUMERIC", "BOOLEAN")
-    ]
+    thresholds = _thresholds(args)
+    results = [agreement(ctx.store, e, thresholds) for e in evaluators]
     if args.json:
         out.write(json.dumps(results, indent=2) + "\n")
         return 0
     for r in results:
-        if not r["pairs"]:
-            out.write(f"{r['evaluator']}: no turn has both a judge score and a user rating yet\n")
-            continue
-        kappa = "undefined (one side never varies)" if r["kappa"] is None else f"{r['kappa']:.2f}"
-        (dd, dl), (ld, ll) = r["table"]
-        out.write(
-            f"{r['evaluator']}: {r['pairs']} turns, agreement {r['agreement']:.0%}, Cohen's kappa {kappa} "
-            f"(user dislike: judge low {dd}, high {dl}; user like: judge low {ld}, high {ll})\n"
-        )
+        out.write(describe_agreement(r) + "\n")
+    if not results:
+        out.write("No evaluators.\n")
     return 0
 
 
@@ -351,6 +399,14 @@ def cmd_dataset_run(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
         return 2
     items = items[args.offset : args.offset + args.limit if args.limit else None]
     chosen = [_evaluator(ctx.evaluators, n) for n in dict.fromkeys(args.evaluator or [])]
+    ungated = [name for name, _ in args.fail_under_score or [] if name not in {e.name for e in chosen}]
+    if ungated:
+        print(
+            f"--fail-under-score {', '.join(ungated)}: only the scores of the evaluators named with "
+            "--evaluator can be held to a minimum.",
+            file=sys.stderr,
+        )
+        return 2
     # The dataset's traces are not judged by the online evaluators (they would spend judge calls);
     # the ones named with --evaluator score every item.
     runtime = create_runtime(replace(ctx.settings, evaluators_file=None))
@@ -388,6 +444,7 @@ def cmd_dataset_run(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
         report = publish_run(ctx.settings, ctx.store, args.run_name)
         print(report.message, file=sys.stderr)  # stderr: --json stays one object on stdout
         summary["langfuse"] = report.as_dict()
+    gate_failed = _score_gates(ctx, chosen, summary, args.fail_under_score or [])
     if args.json:
         out.write(json.dumps(summary, default=str) + "\n")
     else:
@@ -404,7 +461,35 @@ def cmd_dataset_run(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     if args.fail_under is not None and summary["accuracy"] < args.fail_under:
         print(f"Accuracy {summary['accuracy']:.3f} is under --fail-under {args.fail_under}.", file=sys.stderr)
         return 1
-    return 0
+    return 1 if gate_failed else 0
+
+
+def _gate(text: str) -> tuple[str, float]:
+    name, sep, minimum = text.partition("=")
+    try:
+        if not sep or not name.strip():
+            raise ValueError
+        return name.strip(), float(minimum)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be NAME=MIN, e.g. helpfulness=0.7, not {text!r}") from None
+
+
+def _score_gates(
+    ctx: Context, chosen: Sequence[Evaluator], summary: dict[str, Any], gates: list[tuple[str, float]]
+) -> bool:
+    """--fail-under-score: each evaluator's mean over the run's items, held to its minimum unless
+    its judge is unverified (evals.judge_trust: then the gate is skipped, saying why). Accuracy
+    (--fail-under) is graded against expected outputs, never by a judge: it is always held."""
+    if not gates:
+        return False
+    from evals.judge_trust import judge_trust, score_gates
+
+    verdicts = judge_trust(ctx.store, chosen)
+    outcome = score_gates(summary["scores"], dict(gates), verdicts)
+    for line in outcome.ignored + outcome.failed:
+        print(line, file=sys.stderr)
+    summary["gates"] = {"failed": outcome.failed, "ignored": outcome.ignored, "passed": outcome.passed}
+    return not outcome.ok
 
 
 def cmd_dataset_from_traces(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
@@ -627,6 +712,14 @@ def parser() -> argparse.ArgumentParser:
         "its filter and sampling are not applied)",
     )
     d.add_argument("--fail-under", type=float, help="exit 1 when accuracy is below this (0..1)")
+    d.add_argument(
+        "--fail-under-score",
+        action="append",
+        type=_gate,
+        metavar="NAME=MIN",
+        help="exit 1 when an --evaluator's mean score is below MIN (repeatable); ignored, with the "
+        "reason printed, while that judge is unverified (python -m evals agreement)",
+    )
     d.add_argument("--json", action="store_true", help="one JSON object with the run's figures")
     d.set_defaults(fn=cmd_dataset_run)
     d = dsub.add_parser(
@@ -656,9 +749,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--plot", metavar="FILE.png", help="also write a chart: accuracy with intervals, latency")
     s.set_defaults(fn=cmd_compare)
-    s = sub.add_parser("agreement", help="the judge against user ratings")
+    s = sub.add_parser("agreement", help="each judge against reviewers' labels and users' thumbs")
     s.add_argument("--evaluator")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--window", type=int, help="labels in the last window (default 50)")
+    s.add_argument("--min-labels", type=int, help="labels a verdict needs (default 30)")
+    s.add_argument("--kappa-lower", type=float, help="kappa's lower bound to verify (default 0.4)")
+    s.add_argument(
+        "--correlation-lower", type=float, help="correlation's lower bound to verify (default 0.5)"
+    )
     s.set_defaults(fn=cmd_agreement)
     return p
 

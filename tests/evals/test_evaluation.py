@@ -378,6 +378,16 @@ def test_cli_run_backfill_with_dry_run_and_resume_and_agreement(
     code, text = cli("agreement", "--evaluator", "quality", "--json")
     (result,) = json.loads(text)
     assert result["pairs"] == 4 and result["agreement"] == 1.0 and result["kappa"] == pytest.approx(1.0)
+    # evals.trust: the thumbs as a figure of their own, reviewers' labels apart, and the verdict
+    # (from reviewers only: none has labelled a turn, so the judge is unverified).
+    thumbs = result["thumbs"]["overall"]
+    assert thumbs["n"] == 4 and thumbs["value"] == pytest.approx(1.0)
+    assert result["reviewers"]["n"] == 0
+    assert result["verdict"]["status"] == "unverified"
+    assert result["verdict"]["reason"].startswith("No reviewer labels yet")
+    code, text = cli("agreement", "--evaluator", "quality")
+    assert code == 0 and "quality (llm, NUMERIC, version" in text and "): UNVERIFIED" in text
+    assert "4 turns, agreement 100%, Cohen's kappa 1.00" in text
     code, text = cli("list")
     assert "quality" in text and "completed 6" in text
 
