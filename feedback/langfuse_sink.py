@@ -12,8 +12,12 @@ from datetime import datetime
 from typing import Any
 
 from config.settings import Settings
+from feedback.langfuse_score_configs import ScoreConfigs, fits_config_name
 from feedback.langfuse_scores import ACCEPTED, REJECTED, RETRY, Delivery, ScoresEndpoint
 from feedback.store import ScoreRow
+
+# A reviewer's label (feedback.review_queue.ANNOTATION): an ANNOTATION score in Langfuse.
+ANNOTATION = "ANNOTATION"
 
 __all__ = ["ACCEPTED", "REJECTED", "RETRY", "Delivery", "LangfuseSink"]
 
@@ -21,10 +25,15 @@ __all__ = ["ACCEPTED", "REJECTED", "RETRY", "Delivery", "LangfuseSink"]
 class LangfuseSink:
     """Creates and deletes the store's scores in Langfuse."""
 
-    def __init__(self, endpoint: ScoresEndpoint, environment: str | None = None) -> None:
+    def __init__(
+        self, endpoint: ScoresEndpoint, environment: str | None = None, configs: ScoreConfigs | None = None
+    ) -> None:
         self.endpoint = endpoint
         # Scores go to the traces' environment: Langfuse filters both by it.
         self.environment = environment
+        # The project's score configs, which a reviewer's label needs to be an ANNOTATION score
+        # (None: labels go as API scores, their metadata saying ANNOTATION).
+        self.configs = configs
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LangfuseSink:
@@ -36,6 +45,12 @@ class LangfuseSink:
                 settings.langfuse_timeout_s,
             ),
             environment=settings.environment,
+            configs=ScoreConfigs(
+                settings.langfuse_base_url,
+                settings.langfuse_public_key,
+                settings.langfuse_secret_key,
+                settings.langfuse_timeout_s,
+            ),
         )
 
     @property
@@ -78,10 +93,22 @@ class LangfuseSink:
         return body
 
     def send(self, score: ScoreRow) -> Delivery:
-        return self.endpoint.create(self.body(score, self.environment))
+        body = self.body(score, self.environment)
+        if score.source == ANNOTATION and self.configs is not None:
+            if fits_config_name(score.name):
+                categories = json.loads(score.metadata).get("categories", []) if score.metadata else []
+                config = self.configs.config_id(score.name, score.data_type, categories)
+                if isinstance(config, Delivery):
+                    return config
+                body.update(source=ANNOTATION, configId=config)
+            else:
+                self.configs.warn_unfit(score.name)
+        return self.endpoint.create(body)
 
     def delete(self, score_id: str) -> Delivery:
         return self.endpoint.delete(score_id)
 
     def close(self) -> None:
         self.endpoint.close()
+        if self.configs is not None:
+            self.configs.close()

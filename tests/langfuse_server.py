@@ -23,6 +23,14 @@ Rules both generations share:
   name; exactly one of traceId / sessionId / datasetRunId (observationId only with traceId);
   BOOLEAN values 0 or 1, NUMERIC numbers, CATEGORICAL strings; source API or ANNOTATION only
   (EVAL is reserved), ANNOTATION needs a configId; unknown fields are dropped.
+- Score configs (web/src/features/public-api/types/score-configs.ts, score-configs-api-service.ts;
+  packages/shared/src/domain/score-configs.ts): POST /api/public/score-configs creates one (a
+  new id every time: names are not unique), names of 1 to 35 letters, digits, '_', ' ', '.',
+  '(', ')' or '-'; BOOLEAN configs get the categories True = 1 / False = 0; GET lists them a page
+  at a time. A score with a configId is checked in the worker, after the 200/202
+  (packages/shared/src/server/ingestion/validateAndInflateScore.ts): an unknown or archived
+  config, another name, another data type, a value out of range or not one of the categories
+  drop the score silently (`state.dropped` says why).
 - A created score lands after a delay (processEventBatch.ts getDelay: 5 s; from 23:45 to 00:15
   UTC LANGFUSE_INGESTION_QUEUE_DELAY_MS, 15 s by default, env.ts); a DELETE is queued without
   delay (redis/scoreDelete.ts, scores-api-service.ts deleteScore) and always answered 202
@@ -233,6 +241,10 @@ class FakeLangfuseState:
     experiment_item_duplicates: list[RecordedSpan] = field(default_factory=list)
     # getDelay is a minimum: a busy worker takes longer to land a create.
     busy_worker_s: float = 0.0
+    # Score configs by id (POST /api/public/score-configs), and the scores the worker dropped
+    # after accepting them (a configId that does not fit the score), with the reason.
+    score_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dropped: list[dict[str, Any]] = field(default_factory=list)
     mode: str = "ok"  # ok | error500 | hang | reject | unauthorized
     hang_s: float = 10.0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -351,6 +363,9 @@ class _Handler(_JSONHandler):
             # web/src/pages/api/public/health.ts: no auth, {status, version}.
             self._send(200, {"status": "OK", "version": VERSIONS[self.state.generation]})
             return
+        if self.path.startswith("/api/public/score-configs"):
+            self._list_score_configs()
+            return
         if self.path.startswith("/api/public/projects"):
             with self.state.lock:
                 self.state.auth_calls += 1
@@ -385,6 +400,10 @@ class _Handler(_JSONHandler):
             return
         if self.path.rstrip("/") == "/api/public/scores":
             self._post_scores(json.loads(body))
+            return
+        if self.path.rstrip("/") == "/api/public/score-configs":
+            if not self._refused_by_mode_scores():
+                self._create_score_config(json.loads(body))
             return
         if self.path.rstrip("/") == "/api/public/v2/datasets":
             if not self._refused_by_mode():
@@ -494,7 +513,91 @@ class _Handler(_JSONHandler):
         else:
             self._send(202, {"message": "Accepted"})
 
+    def _list_score_configs(self) -> None:
+        # GET /api/public/score-configs?page=&limit= (packages/shared/src/server/repositories/score-configs.ts).
+        query = dict(part.split("=", 1) for part in self.path.partition("?")[2].split("&") if "=" in part)
+        page, limit = max(1, int(query.get("page", 1))), max(1, min(100, int(query.get("limit", 50))))
+        with self.state.lock:
+            configs = list(self.state.score_configs.values())
+        chunk = configs[(page - 1) * limit : page * limit]
+        pages = max(1, -(-len(configs) // limit))
+        self._send(
+            200,
+            {
+                "data": chunk,
+                "meta": {"page": page, "limit": limit, "totalItems": len(configs), "totalPages": pages},
+            },
+        )
+
+    def _create_score_config(self, body: Any) -> None:
+        issues = []
+        name = body.get("name") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not re.fullmatch(r"[\w .()\-]{1,35}", name):
+            issues.append(_issue("Name contains invalid characters or is not 1 to 35 characters", ["name"]))
+        data_type = body.get("dataType") if isinstance(body, dict) else None
+        if data_type not in ("NUMERIC", "CATEGORICAL", "BOOLEAN", "TEXT"):
+            issues.append(_issue("Invalid discriminator value", ["dataType"]))
+        categories = body.get("categories") if isinstance(body, dict) else None
+        if data_type == "CATEGORICAL":
+            labels = [c.get("label") for c in categories or [] if isinstance(c, dict)]
+            values = [c.get("value") for c in categories or [] if isinstance(c, dict)]
+            if not labels or len(set(labels)) != len(labels) or len(set(values)) != len(values):
+                issues.append(
+                    _issue("Category must be an array of objects with label value pairs", ["categories"])
+                )
+        elif categories is not None:
+            issues.append(_issue("categories are for CATEGORICAL configs only", ["categories"]))
+        if issues:
+            self._send(400, {"message": "Invalid request data", "error": issues})
+            return
+        if data_type == "BOOLEAN":
+            categories = [{"label": "True", "value": 1}, {"label": "False", "value": 0}]
+        with self.state.lock:
+            config = {
+                "id": f"config-{len(self.state.score_configs) + 1}",
+                "projectId": "p1",
+                "name": name,
+                "dataType": data_type,
+                "categories": categories,
+                "minValue": body.get("minValue"),
+                "maxValue": body.get("maxValue"),
+                "description": body.get("description"),
+                "isArchived": False,
+            }
+            self.state.score_configs[config["id"]] = config
+        self._send(200, config)
+
+    def _config_problem(self, body: dict[str, Any]) -> str | None:
+        """validateAndInflateScore.ts: why the worker drops a score with this configId (None: fits)."""
+        config = self.state.score_configs.get(str(body.get("configId")))
+        if config is None:
+            return "The configId you provided does not match a valid config in this project"
+        if body.get("dataType") and body["dataType"] != config["dataType"]:
+            return (
+                f"Data type mismatch based on config: expected {config['dataType']}, got {body['dataType']}"
+            )
+        if config["isArchived"]:
+            return "Config is archived and cannot be used to create new scores."
+        if config["name"] != body.get("name"):
+            return f"Name mismatch based on config: expected {config['name']}, got {body.get('name')}"
+        value = body.get("value")
+        if config["dataType"] in ("CATEGORICAL",):
+            if value not in [c["label"] for c in config["categories"] or []]:
+                return "Ingested score body not valid against provided config: value not in categories"
+        elif isinstance(value, (int, float)):
+            low, high = config.get("minValue"), config.get("maxValue")
+            if (low is not None and value < low) or (high is not None and value > high):
+                return "Ingested score body not valid against provided config: value out of range"
+        return None
+
     def _queue_create(self, body: dict[str, Any], arrival: float, *, keep_timestamp: bool) -> dict[str, Any]:
+        if body.get("configId"):
+            problem = self._config_problem(body)
+            if problem is not None:
+                # Accepted by the API, dropped by the worker: never lands.
+                with self.state.lock:
+                    self.state.dropped.append({"body": body, "reason": problem})
+                return {"id": body.get("id")}
         row = {k: v for k, v in body.items() if k in _SCORE_FIELDS}
         row["id"] = row.get("id") or f"score-{len(self.state.events) + 1}"
         given = body.get("timestamp") if keep_timestamp else None

@@ -11,6 +11,7 @@ import threading
 import time
 from collections import Counter
 
+import httpx
 import pytest
 
 from feedback.review_queue import (
@@ -28,6 +29,8 @@ from feedback.review_queue import (
 )
 from feedback.store import BY_REVIEWER, Store
 from tests.dashboard.day_one import judge, turn, vote
+from tests.helpers import wait_for
+from tests.langfuse_server import GENERATIONS
 
 T0 = 1_760_000_000.0
 
@@ -330,3 +333,81 @@ def test_claim_answers_fast_when_the_queue_is_empty(store):
     for _ in range(50):
         assert q.claim("ann") is None
     assert (time.perf_counter() - started) / 50 < 0.05
+
+
+# ----- labels in Langfuse ------------------------------------------------------------------------
+
+
+@pytest.fixture(params=GENERATIONS)
+def langfuse_generation(request: pytest.FixtureRequest) -> str:
+    """Both server generations (one score object per call, and lists)."""
+    return request.param
+
+
+def test_labels_reach_langfuse_as_annotation_scores_with_a_fitting_config(
+    make_settings, make_runtime, fake_langfuse
+):
+    runtime = make_runtime(make_settings(fake_langfuse, LANGFUSE_RETRY_MAX_S="0.3"))
+    store = runtime.feedback.store
+    # A config made earlier in the project (by hand, say) that fits is reused, never duplicated.
+    existing = httpx.post(
+        f"{fake_langfuse.url}/api/public/score-configs",
+        json={"name": "safety", "dataType": "BOOLEAN"},
+        auth=("pk", "sk"),
+        timeout=5,
+    ).json()
+    a, b = _turns(store, 2)
+    q = ReviewQueue(store)
+    q.add([NewItem(a, "dislikes", "d"), NewItem(b, "dislikes", "d")])
+    categories = ("wrong-answer", "incomplete", "other")
+    for reviewer in ("ann", "bob"):
+        item = q.claim(reviewer)
+        q.save(
+            item.id,
+            reviewer,
+            [
+                Label("helpfulness", "NUMERIC", 0.3),
+                Label("safety", "BOOLEAN", 1.0),
+                Label("dislike-reason", "CATEGORICAL", string_value="incomplete", categories=categories),
+            ],
+            note="Checked by hand.",
+        )
+    runtime.feedback.outbox.notify()
+    ids = {label_score_id(t, n) for t in (a, b) for n in ("helpfulness", "safety", "dislike-reason")}
+    wait_for(lambda: ids <= set(fake_langfuse.state.scores), 20)
+    state = fake_langfuse.state
+    # Nothing refused but the list a one-object server answers 400 (its form is then used).
+    assert all("expected object" in r["issues"][0]["message"] for r in state.score_refusals)
+    assert state.dropped == []
+    configs = {c["name"]: c for c in state.score_configs.values()}
+    assert len(state.score_configs) == 3  # one per name: the existing one and two made
+    assert configs["safety"]["id"] == existing["id"]
+    assert (configs["helpfulness"]["dataType"], configs["helpfulness"]["minValue"], configs["helpfulness"]["maxValue"]) == (
+        "NUMERIC", 0, 1,
+    )  # fmt: skip
+    assert [c["label"] for c in configs["dislike-reason"]["categories"]] == list(categories)
+    for score_id in ids:
+        row = state.scores[score_id]
+        assert row["source"] == "ANNOTATION" and row["configId"] == configs[row["name"]]["id"]
+        assert row["comment"] == "Checked by hand."
+        assert row["metadata"]["source"] == "ANNOTATION" and row["metadata"]["reviewer"] in ("ann", "bob")
+    assert {state.scores[label_score_id(a, "dislike-reason")]["value"]} == {"incomplete"}
+    assert all(s.delivery == "delivered" for s in store.judge_scores())
+
+
+def test_a_label_whose_name_no_config_can_take_goes_as_an_api_score(
+    make_settings, make_runtime, fake_langfuse, caplog
+):
+    runtime = make_runtime(make_settings(fake_langfuse, LANGFUSE_RETRY_MAX_S="0.3"))
+    store = runtime.feedback.store
+    (a,) = _turns(store, 1)
+    q = ReviewQueue(store)
+    q.add([NewItem(a, MANUAL, "by hand")])
+    name = "a-very-long-evaluator-name-beyond-the-limit"  # 43 characters: configs take 35
+    q.save(q.claim("ann").id, "ann", [Label(name, "BOOLEAN", 0.0)])
+    runtime.feedback.outbox.notify()
+    wait_for(lambda: label_score_id(a, name) in fake_langfuse.state.scores, 20)
+    row = fake_langfuse.state.scores[label_score_id(a, name)]
+    assert row.get("source", "API") == "API" and "configId" not in row
+    assert row["metadata"]["source"] == "ANNOTATION"
+    assert "go to Langfuse as API scores" in caplog.text
