@@ -499,8 +499,9 @@ def cmd_dataset_from_traces(ctx: Context, args: argparse.Namespace, out: TextIO)
         print("--below needs --evaluator NAME (whose score must be below it).", file=sys.stderr)
         return 2
     selection = Selection(
-        feedback=args.feedback, evaluator=args.evaluator, below=args.below, since=args.since, limit=args.limit
-    )
+        feedback=args.feedback, evaluator=args.evaluator, below=args.below, since=args.since, limit=args.limit,
+        reviewed=args.reviewed,
+    )  # fmt: skip
     items = items_from(ctx.store, select_turns(ctx.store, selection))
     if not items:
         out.write("No turn matches: nothing added.\n")
@@ -735,6 +736,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--below", type=float, help="with --evaluator (default 0.5)")
     d.add_argument("--since", type=_since, help="turns since this date, e.g. 2026-11-01")
     d.add_argument("--limit", type=int, default=1000, help="at most this many turns (oldest first)")
+    d.add_argument("--reviewed", action="store_true", help="turns a reviewer corrected (expected = the fix)")
     d.add_argument("--output", help="also write the items to this .jsonl file (to add expected outputs)")
     d.set_defaults(fn=cmd_dataset_from_traces)
     d = dsub.add_parser("list", help="the runs, and the datasets kept in the store")

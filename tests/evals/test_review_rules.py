@@ -5,6 +5,7 @@ votes and judge scores arrive, in the background, and a failing sweep is logged,
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import textwrap
@@ -14,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from app import ChatHandlers
+from evals.cli import main as evals_cli
 from evals.config import EvaluatorsError, ReviewRule, load_evaluators_file
+from evals.datasets import load_dataset
 from evals.judge import Judge
 from evals.online import describe
 from evals.review_rules import NUMERIC_STEPS, LabelSpec, ReviewRules, add_by_hand, label_specs
@@ -494,3 +497,55 @@ def test_a_reviewed_trace_entering_a_queue_by_a_rule_is_done_already(tmp_path, s
     vote(store, trace_id, 0.0)
     rules.sweep()
     assert {i.queue: i.state for i in queue.items_of(trace_id)} == {MANUAL: DONE, "dislikes": DONE}
+
+
+# ----- dataset from-traces --reviewed ------------------------------------------------------------
+
+
+def test_corrected_answers_become_dataset_items_with_expected_outputs(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("EVALUATORS_FILE", "off")
+    store = Store(tmp_path / "data" / "feedback.sqlite3")
+    fixed, labelled_only, unreviewed, later = (
+        turn(store, f"c{i}", T0 + i, question=f"What is {i} + {i}?") for i in range(4)
+    )
+    vote(store, fixed, 0.0, reason="Incorrect")
+    queue = ReviewQueue(store)
+    queue.add([NewItem(t, MANUAL, "by hand") for t in (fixed, labelled_only, later)])
+    for t, answer in ((fixed, "0 + 0 = 0"), (labelled_only, None), (later, "6")):
+        item = next(i for i in queue.items_of(t))
+        queue.claim("ann", queue=MANUAL)
+        queue.save(
+            item.id, "ann", [Label("helpfulness", "NUMERIC", 0.0)], corrected_answer=answer, note="fixed"
+        )
+    out = io.StringIO()
+    assert evals_cli(["dataset", "from-traces", "--name", "fixes", "--reviewed"], out) == 0
+    assert "2 turns match: 2 new items in dataset 'fixes'" in out.getvalue()
+    name, items = load_dataset("fixes", store=store)
+    assert [(i.input, i.expected) for i in items] == [
+        ("What is 0 + 0?", "0 + 0 = 0"),
+        ("What is 3 + 3?", "6"),
+    ]
+    meta = items[0].metadata
+    assert meta["source_trace"] == fixed and meta["reviewed_by"] == "ann" and meta["review_note"] == "fixed"
+    assert (
+        meta["labels"] == {"helpfulness": 0.0} and meta["feedback"] == 0.0 and meta["answer"] == "answer c0"
+    )
+    # A later correction updates the item's expected output (same item, no duplicate).
+    item = queue.items_of(later)[0]
+    queue.save(item.id, "bob", [], corrected_answer="3 + 3 = 6")
+    assert evals_cli(["dataset", "from-traces", "--name", "fixes", "--reviewed"], io.StringIO()) == 0
+    _, items = load_dataset("fixes", store=store)
+    assert [i.expected for i in items] == ["0 + 0 = 0", "3 + 3 = 6"]
+    # Other selections combine with it: only the disliked corrected turn.
+    assert (
+        evals_cli(["dataset", "from-traces", "--name", "bad", "--reviewed", "--feedback", "0"], io.StringIO())
+        == 0
+    )
+    assert [i.expected for i in load_dataset("bad", store=store)[1]] == ["0 + 0 = 0"]
+    # A plain selection later does not erase a correction already in the dataset.
+    vote(store, later, 0.0)
+    assert evals_cli(["dataset", "from-traces", "--name", "fixes", "--feedback", "0"], io.StringIO()) == 0
+    assert [i.expected for i in load_dataset("fixes", store=store)[1]] == ["0 + 0 = 0", "3 + 3 = 6"]
+    assert unreviewed not in {i.metadata["source_trace"] for i in load_dataset("fixes", store=store)[1]}
+    store.close()
