@@ -47,6 +47,8 @@ SCHEDULE_DELAY_S = 1.0
 STALL_S = 1.0
 # Shutdown waits at most this long for the queue to drain (not at all for a failing backend).
 CLOSE_TIMEOUT_S = 2.0
+# Waits before a batch Phoenix did not take is sent again (about a minute in all).
+PHOENIX_RETRIES_S = (5.0, 15.0, 45.0)
 LOG_INTERVAL_S = 60.0
 
 
@@ -99,7 +101,11 @@ def phoenix_processor(settings: Settings) -> OtlpSpanProcessor | None:
     exporter = OTLPSpanExporter(
         endpoint=f"{settings.phoenix_endpoint}/v1/traces", headers=headers, timeout=settings.otlp_timeout_s
     )
-    return OtlpSpanProcessor(exporter, destination=f"Phoenix at {settings.phoenix_endpoint}")
+    # Phoenix keeps one row per span id (ON CONFLICT DO NOTHING), so a batch it did not take (busy,
+    # restarting) is sent again for about a minute: traces stay whole instead of partial.
+    return OtlpSpanProcessor(
+        exporter, destination=f"Phoenix at {settings.phoenix_endpoint}", retry_failed_s=PHOENIX_RETRIES_S
+    )
 
 
 def destination(settings: Settings) -> str:
@@ -175,6 +181,7 @@ class OtlpSpanProcessor(SpanProcessor):
         log_interval_s: float = LOG_INTERVAL_S,
         accept: Callable[[ReadableSpan], bool] = is_turn_span,
         clock: Callable[[], float] = time.monotonic,
+        retry_failed_s: tuple[float, ...] = (),
     ) -> None:
         self.exporter = exporter
         self.destination = destination
@@ -203,6 +210,12 @@ class OtlpSpanProcessor(SpanProcessor):
         self._export_started: float | None = None
         self._sending = 0
         self._failing = False
+        # Batches the backend did not take, sent again after each wait of retry_failed_s (only for
+        # a backend that keeps one row per span id, as Phoenix does: a batch that half-landed then
+        # lands whole, never twice). Bounded by max_queue_size spans like the queue.
+        self.retry_failed_s = retry_failed_s
+        self._retries: deque[tuple[float, int, list[ReadableSpan]]] = deque()
+        self._retrying = 0
         _quiet_sdk_export_logs()
         self._thread = threading.Thread(target=self._run, name=WORKER_THREAD_NAME, daemon=True)
         self._thread.start()
@@ -235,6 +248,7 @@ class OtlpSpanProcessor(SpanProcessor):
                 if self._closed:
                     return
             self._export_queued()
+            self._export_retries()
             self._report()
 
     def _export_queued(self) -> None:
@@ -244,26 +258,48 @@ class OtlpSpanProcessor(SpanProcessor):
                     return
                 count = min(self.max_batch_size, len(self._queue))
                 batch = [self._queue.popleft() for _ in range(count)]
-                self._export_started = self._clock()
-                self._sending = count
-            # The export's own HTTP / gRPC calls are never traced (instrumented clients check this).
-            token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
-            try:
-                ok = self.exporter.export(batch) is SpanExportResult.SUCCESS
-            except Exception:  # noqa: BLE001 - counted and logged below; the thread goes on
-                log.debug("The OTLP exporter raised", exc_info=True)
-                ok = False
-            finally:
-                detach(token)
+            self._export(batch, tries=0)
+
+    def _export_retries(self) -> None:
+        """Send again the failed batches whose wait is over, oldest first."""
+        while True:
             with self._lock:
-                self._export_started = None
-                self._sending = 0
-                self._failing = not ok
-                if ok:
-                    self._exported += count
-                else:
-                    self._failed += count
-                self._changed.notify_all()
+                if self._closed or not self._retries or self._retries[0][0] > self._clock():
+                    return
+                _, tries, batch = self._retries.popleft()
+                self._retrying -= len(batch)
+            self._export(batch, tries=tries)
+
+    def _export(self, batch: list[ReadableSpan], *, tries: int) -> None:
+        count = len(batch)
+        with self._lock:
+            self._export_started = self._clock()
+            self._sending = count
+        # The export's own HTTP / gRPC calls are never traced (instrumented clients check this).
+        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            ok = self.exporter.export(batch) is SpanExportResult.SUCCESS
+        except Exception:  # noqa: BLE001 - counted and logged below; the thread goes on
+            log.debug("The OTLP exporter raised", exc_info=True)
+            ok = False
+        finally:
+            detach(token)
+        with self._lock:
+            self._export_started = None
+            self._sending = 0
+            self._failing = not ok
+            if ok:
+                self._exported += count
+            elif (
+                tries < len(self.retry_failed_s)
+                and not self._closed
+                and self._retrying + count <= self.max_queue_size
+            ):
+                self._retries.append((self._clock() + self.retry_failed_s[tries], tries + 1, batch))
+                self._retrying += count
+            else:
+                self._failed += count
+            self._changed.notify_all()
 
     def _report(self, *, final: bool = False) -> None:
         """Log what was lost since the last report, at most once a minute (and at shutdown)."""
@@ -306,7 +342,8 @@ class OtlpSpanProcessor(SpanProcessor):
             target = self._queued
         self._wake.set()
         with self._changed:
-            while self._exported + self._failed + self._unsent < target:
+            # A batch waiting for its retry is not flushed: the backend did not take it just now.
+            while self._exported + self._failed + self._unsent + self._retrying < target:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._stalled_locked():
                     return False
@@ -322,8 +359,10 @@ class OtlpSpanProcessor(SpanProcessor):
         self.force_flush(int(self.close_timeout_s * 1000))
         with self._lock:
             self._closed = True
-            self._unsent += len(self._queue)
+            self._unsent += len(self._queue) + self._retrying
             self._queue.clear()
+            self._retries.clear()
+            self._retrying = 0
             self._changed.notify_all()
         self._wake.set()
         try:
@@ -350,6 +389,7 @@ class OtlpSpanProcessor(SpanProcessor):
         with self._lock:
             return {
                 "queued": len(self._queue),
+                "retrying": self._retrying,
                 "sending": self._sending,
                 "exported": self._exported,
                 "dropped": self._dropped,

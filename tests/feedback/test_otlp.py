@@ -328,6 +328,59 @@ def test_flush_and_shutdown_never_wait_on_a_stuck_or_failing_backend(caplog):
     processor.shutdown()
 
 
+def test_a_batch_a_deduplicating_backend_did_not_take_is_sent_again_then_given_up(caplog):
+    """Phoenix's processor (retry_failed_s): a batch refused while the backend is busy is sent again
+    after each wait and lands whole; one refused every time is counted lost once the waits are
+    used up; others (no retry_failed_s, a backend that may keep duplicates) never re-send."""
+    caplog.set_level(logging.WARNING, logger="feedback.otlp")
+    exporter = GatedExporter(SpanExportResult.FAILURE)
+    exporter.gate.set()
+    processor = OtlpSpanProcessor(
+        exporter, schedule_delay_s=0.02, accept=lambda span: True, retry_failed_s=(0.1, 0.1, 0.1)
+    )
+    tracer = _tracer(processor)
+    for i in range(4):
+        tracer.start_span(f"s{i}").end()
+    wait_for(lambda: exporter.exported >= 8)  # the first try and one retry failed
+    assert processor.stats()["failed"] == 0 and processor.stats()["retrying"] == 4
+    exporter.result = SpanExportResult.SUCCESS  # the backend takes batches again
+    wait_for(lambda: processor.stats()["exported"] == 4)
+    assert processor.stats()["retrying"] == 0 and not _otlp_warnings(caplog)
+    exporter.result = SpanExportResult.FAILURE
+    exporter.exported = 0
+    tracer.start_span("never").end()
+    wait_for(lambda: processor.stats()["failed"] == 1)
+    assert exporter.exported == 4  # one try and three retries, then given up
+    processor.shutdown()
+    assert any("1 in batches the backend did not take" in m for m in _otlp_warnings(caplog))
+
+    plain = GatedExporter(SpanExportResult.FAILURE)
+    plain.gate.set()
+    processor = OtlpSpanProcessor(plain, schedule_delay_s=0.02, accept=lambda span: True)
+    _tracer(processor).start_span("x").end()
+    wait_for(lambda: processor.stats()["failed"] == 1)
+    time.sleep(0.2)
+    assert plain.exported == 1
+    processor.shutdown()
+
+
+def test_phoenix_spans_are_retried_and_other_backends_are_not(make_settings, fake_langfuse):
+    from feedback.otlp import PHOENIX_RETRIES_S, phoenix_processor, processor_from_settings
+
+    settings = make_settings(
+        fake_langfuse,
+        PHOENIX_COLLECTOR_ENDPOINT="http://127.0.0.1:9",
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9",
+    )
+    phoenix, other = phoenix_processor(settings), processor_from_settings(settings)
+    try:
+        assert phoenix.retry_failed_s == PHOENIX_RETRIES_S and sum(PHOENIX_RETRIES_S) >= 60
+        assert other.retry_failed_s == ()
+    finally:
+        phoenix.shutdown()
+        other.shutdown()
+
+
 # --- through the real app ---------------------------------------------------------------------------
 
 
