@@ -138,6 +138,9 @@ class Settings:
     # through the Space's OAuth) and whoever knows the password (empty: no password sign-in).
     admin_users: tuple[str, ...] = ()
     admin_password: str = field(default="", repr=False)
+    # Hugging Face users (by name, through the Space's OAuth) who may label traces in the
+    # dashboard's review queue and see nothing else of it.
+    reviewers: tuple[str, ...] = ()
     # MODEL_PRICES: (model id, dollars per million input tokens, per million output tokens).
     model_prices: tuple[tuple[str, float, float], ...] = ()
     server_name: str = "127.0.0.1"
@@ -680,6 +683,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         eval_max_calls_per_hour=_int(env, "EVAL_MAX_CALLS_PER_HOUR", 600),
         store_retention_days=_optional_days(env, "STORE_RETENTION_DAYS"),
         admin_users=_split(env.get("ADMIN_USERS", "")),
+        reviewers=_split(env.get("REVIEWERS", "")),
         admin_password=_admin_password(env),
         model_prices=_model_prices(env),
         server_name=env.get("GRADIO_SERVER_NAME", "").strip() or "127.0.0.1",

@@ -23,6 +23,11 @@ The rules, the first that holds wins:
 3. **This browser session gave ADMIN_PASSWORD.** Compared in constant time; wrong guesses are
    limited per client address and overall (`PasswordGate`). The proof is a `Grant` kept in a
    gr.State, which only the server writes: a caller can neither send one nor read it.
+
+`viewer` answers who may see the whole dashboard. `reviewer` answers who may use its review
+queue: whoever `viewer` lets in, and **a Hugging Face user named in REVIEWERS**, signed in as in
+rule 2, who sees the Review tab and nothing else (every other handler asks `viewer`, which never
+names a reviewer).
 """
 
 from __future__ import annotations
@@ -112,14 +117,21 @@ def oauth_is_real() -> bool:
 class Viewer:
     """Who is looking, and why they may."""
 
-    how: str  # "owner" | "hf" | "password"
+    how: str  # "owner" | "hf" | "password" | "reviewer"
     name: str
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether they may see the whole dashboard (a reviewer sees the Review tab only)."""
+        return self.how != "reviewer"
 
     def describe(self) -> str:
         if self.how == "owner":
             return "the owner (on this machine)"
         if self.how == "hf":
             return f"Hugging Face user {self.name}"
+        if self.how == "reviewer":
+            return f"reviewer {self.name} (Hugging Face)"
         return "signed in with the admin password"
 
 
@@ -305,6 +317,7 @@ class Access:
     ) -> None:
         self.settings = settings
         self.admin_users = frozenset(u.casefold() for u in settings.admin_users)
+        self.reviewers = frozenset(u.casefold() for u in settings.reviewers) - self.admin_users
         self.oauth_real = oauth_is_real() if oauth_real is None else oauth_real
         self.gate = gate or PasswordGate(settings.admin_password)
         self._front = front or Front
@@ -317,8 +330,8 @@ class Access:
 
     @property
     def hf_sign_in(self) -> bool:
-        """Whether a Hugging Face sign-in can open the dashboard here."""
-        return bool(self.admin_users) and self.oauth_real
+        """Whether a Hugging Face sign-in can open the dashboard (or its review queue) here."""
+        return bool(self.admin_users or self.reviewers) and self.oauth_real
 
     def _owner_served_locally(self) -> bool:
         if not self.local_owner:
@@ -340,6 +353,18 @@ class Access:
             return Viewer("password", "admin")
         return None
 
+    def reviewer(self, request: Any, profile: Any = None, grant: Any = None) -> Viewer | None:
+        """Who may use the review queue: an admin (`viewer`), or a REVIEWERS user signed in with
+        Hugging Face on a real Space; None otherwise."""
+        admin = self.viewer(request, profile, grant)
+        if admin is not None:
+            return admin
+        if self.reviewers and self.oauth_real and profile is not None:
+            username = getattr(profile, "username", None)
+            if isinstance(username, str) and username.casefold() in self.reviewers:
+                return Viewer("reviewer", username)
+        return None
+
     def sign_in(self, password: Any, request: Any) -> tuple[Grant | None, str]:
         return self.gate.attempt(password, client_key(request, self.settings.trusted_proxy_hops))
 
@@ -351,9 +376,14 @@ class Access:
                 f"open it on the machine that runs the app (http://127.0.0.1:{self.settings.server_port}/dashboard)"
             )
         if self.hf_sign_in:
-            ways.append("sign in with Hugging Face as one of the app's admins")
-        elif self.admin_users:
-            ways.append("Hugging Face sign-in (ADMIN_USERS) works only on a Space with `hf_oauth: true`")
+            ways.append(
+                "sign in with Hugging Face as one of the app's admins"
+                + (" (or as a reviewer, for the review queue)" if self.reviewers else "")
+            )
+        elif self.admin_users or self.reviewers:
+            ways.append(
+                "Hugging Face sign-in (ADMIN_USERS, REVIEWERS) works only on a Space with `hf_oauth: true`"
+            )
         if self.gate.enabled:
             ways.append("give the admin password")
         return ways

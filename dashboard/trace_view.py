@@ -504,6 +504,26 @@ def render_trace(data: TraceData, langfuse_url: str | None = None) -> str:
     )
 
 
+def text_html(value: Any, limit: int = LABEL_CHARS) -> str:
+    """Any value as inert HTML text (for other views: the review queue's)."""
+    return _text(value, limit)
+
+
+def pre_html(value: Any) -> str:
+    """A block of hostile text, cut and escaped, as the trace page shows it."""
+    return _pre(value)
+
+
+def steps_html(data: TraceData) -> str:
+    """The agent's steps of a loaded trace (thought, code, tool calls, observation, error)."""
+    return _steps(data)
+
+
+def score_value_text(row: Mapping[str, Any]) -> str:
+    """A score's value as the Scores table says it ("liked", "0.5", a category)."""
+    return _score_value(row)
+
+
 def message_html(text: str) -> str:
     """A plain sentence in the viewer's place (no trace chosen, unknown id, store down)."""
     return f'{TRACE_CSS}<div class="tv" id="tv-trace"><p>{_text(text, MAX_TEXT_CHARS)}</p></div>'

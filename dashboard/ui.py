@@ -23,6 +23,7 @@ from config.settings import Settings
 from dashboard import charts, queries
 from dashboard.access import Access, Front, Viewer, client_key
 from dashboard.bidi import visible_controls
+from dashboard.review import ReviewHandlers, build_review_tab, wire_review_tab
 from dashboard.trace_view import message_html, trace_html
 from evals.compare import compare, describe
 from evals.compare_plot import comparison_figure
@@ -121,6 +122,10 @@ class Outputs:
     run_names: Any
     run_items: Any
     run_item_ids: Any
+    # What only admins see (the filters and headline, every tab but Review), and the tabs: a
+    # reviewer's page shows the Review tab alone.
+    admin_parts: list[Any]
+    tabs: Any
 
     def all(self) -> list[Any]:
         return [
@@ -142,7 +147,12 @@ class Outputs:
             self.run_names,
             self.run_items,
             self.run_item_ids,
+            *self.admin_parts,
+            self.tabs,
         ]
+
+
+ADMIN_PARTS = 5  # the filters bar and the Overview, Worst answers, Trace and Dataset runs tabs
 
 
 PLOT_COUNT = 8
@@ -183,6 +193,8 @@ class DashboardHandlers:
         # once, outside it: the handlers hold a slot of their own while they read the store, and
         # answer BUSY rather than wait (a waiting thread is one the chat cannot have).
         self._slots = threading.BoundedSemaphore(CONCURRENCY)
+        # The Review tab (admins and REVIEWERS), sharing the slots.
+        self.review = ReviewHandlers(store, settings, access, self._slots)
 
     # ----- access ------------------------------------------------------------------------
 
@@ -199,6 +211,8 @@ class DashboardHandlers:
     def _gate_text(self, viewer: Viewer | None) -> str:
         if viewer is None:
             return self.access.refusal()
+        if not viewer.is_admin:
+            return f"Review · {viewer.describe()}"
         return f"Dashboard · {viewer.describe()}"
 
     def _login_visible(self, viewer: Viewer | None) -> bool:
@@ -211,11 +225,14 @@ class DashboardHandlers:
         request: gr.Request = None,  # type: ignore[assignment]  # injected by Gradio
         profile: gr.OAuthProfile | None = None,
     ) -> str:
-        """The chat page's link to the dashboard, shown only to whoever may open it."""
-        if self.access.viewer(request, profile, None) is None:
+        """The chat page's link to the dashboard, shown only to whoever may open it (a reviewer's
+        says Review queue: it opens on the Review tab, all they may see)."""
+        viewer = self.access.reviewer(request, profile, None)
+        if viewer is None:
             return ""
+        text = "Dashboard" if viewer.is_admin else "Review queue"
         # A new tab: the chat and its unrated answers stay where they were.
-        return f'<a href="{PAGE_PATH}" id="dash-link-a" target="_blank" rel="noopener">Dashboard</a>'
+        return f'<a href="{PAGE_PATH}" id="dash-link-a" target="_blank" rel="noopener">{text}</a>'
 
     def refused(self, viewer: Viewer | None) -> list[Any]:
         """What every output of a refresh gets for a caller who may not look: nothing."""
@@ -238,7 +255,17 @@ class DashboardHandlers:
             gr.update(value=[]),
             gr.update(value=pd.DataFrame(columns=charts.RUN_ITEM_COLUMNS), label=RUN_ITEMS_LABEL),
             gr.update(value=[]),
+            *[gr.update(visible=False)] * ADMIN_PARTS,
+            gr.update(),
         ]
+
+    def reviewer_page(self, viewer: Viewer) -> list[Any]:
+        """A reviewer's page: nothing of the dashboard's figures (`refused`), the Review tab
+        alone, selected."""
+        out = self.refused(viewer)
+        out[1] = gr.update(visible=True)
+        out[-1] = gr.Tabs(selected="review")
+        return out
 
     def _filters(self, range_name: Any, model: Any, user: Any, tag: Any, session: Any) -> queries.Filters:
         days = _range_days(range_name)
@@ -267,6 +294,9 @@ class DashboardHandlers:
         """Every figure of the page for the chosen range and filters (one check, one round trip)."""
         viewer = self._viewer(request, profile, grant, "overview")
         if viewer is None:
+            reviewer = self.access.reviewer(request, profile, grant)
+            if reviewer is not None:
+                return self.reviewer_page(reviewer)
             return self.refused(None)
         if not self._slots.acquire(blocking=False):
             return [BUSY, *[gr.update()] * (len(self.refused(None)) - 1)]
@@ -341,6 +371,8 @@ class DashboardHandlers:
             gr.update(value=charts.runs_note(runs)),
             gr.update(value=run_names),
             gr.update(),  # an open run stays open
+            gr.update(),
+            *[gr.update(visible=True)] * ADMIN_PARTS,
             gr.update(),
         ]
 
@@ -574,20 +606,21 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
             sign_in_btn = gr.Button("Sign in", elem_id="dash-sign-in", scale=1)
         login_note = gr.Markdown("", elem_id="dash-login-note")
         with gr.Column(visible=False, elem_id="dash-content") as content:
-            with gr.Row():
-                range_box = gr.Dropdown(
-                    list(RANGES), value=DEFAULT_RANGE, label="Time range", elem_id="dash-range"
-                )
-                model = gr.Dropdown([ALL], value=ALL, label="Model", allow_custom_value=True)
-                user = gr.Dropdown([ALL], value=ALL, label="User", allow_custom_value=True)
-                tag = gr.Dropdown([ALL], value=ALL, label="Tag", allow_custom_value=True)
-                session = gr.Textbox(label="Session id", placeholder="any", max_lines=1)
-            with gr.Row():
-                refresh_btn = gr.Button("Refresh", elem_id="dash-refresh", variant="primary")
-                signout_btn = gr.Button("Sign out", visible=False, elem_id="dash-sign-out")
-            headline = gr.Markdown("", elem_id="dash-headline")
+            with gr.Column(elem_id="dash-admin-bar") as admin_bar:
+                with gr.Row():
+                    range_box = gr.Dropdown(
+                        list(RANGES), value=DEFAULT_RANGE, label="Time range", elem_id="dash-range"
+                    )
+                    model = gr.Dropdown([ALL], value=ALL, label="Model", allow_custom_value=True)
+                    user = gr.Dropdown([ALL], value=ALL, label="User", allow_custom_value=True)
+                    tag = gr.Dropdown([ALL], value=ALL, label="Tag", allow_custom_value=True)
+                    session = gr.Textbox(label="Session id", placeholder="any", max_lines=1)
+                with gr.Row():
+                    refresh_btn = gr.Button("Refresh", elem_id="dash-refresh", variant="primary")
+                    signout_btn = gr.Button("Sign out", visible=False, elem_id="dash-sign-out")
+                headline = gr.Markdown("", elem_id="dash-headline")
             with gr.Tabs(elem_id="dash-tabs") as tabs:
-                with gr.Tab("Overview", id="overview"):
+                with gr.Tab("Overview", id="overview") as overview_tab:
                     note_of: dict[str, Any] = {}
 
                     def note(name: str) -> None:
@@ -674,7 +707,7 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
                                 elem_id="plot-cost",
                             )
                             note("cost")
-                with gr.Tab("Worst answers", id="worst"):
+                with gr.Tab("Worst answers", id="worst") as worst_tab:
                     gr.Markdown(
                         "Answers people disliked, newest first; then answers only a judge scored low "
                         "(a demo judge's low score alone lists nothing). Each judge's verdict and "
@@ -689,15 +722,17 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
                         column_widths=["9%", "20%", "20%", "5%", "9%", "12%", "10%", "15%"],
                         max_height=700,
                     )
-                with gr.Tab("Trace", id="trace"):
+                with gr.Tab("Trace", id="trace") as trace_tab:
                     with gr.Row():
                         trace_id = gr.Textbox(label="Trace id", max_lines=1, elem_id="dash-trace-id", scale=4)
                         open_btn = gr.Button("Open", elem_id="dash-open-trace", scale=1)
+                        add_review_btn = gr.Button("Add to review queue", elem_id="dash-add-review", scale=1)
+                    add_review_note = gr.Markdown("", elem_id="dash-add-review-note")
                     trace_view = gr.HTML(
                         message_html(_NO_TRACE),
                         elem_id="dash-trace",
                     )
-                with gr.Tab("Dataset runs", id="runs"):
+                with gr.Tab("Dataset runs", id="runs") as runs_tab:
                     runs_note = gr.Markdown("", elem_id="dash-runs-note")
                     runs = gr.Dataframe(
                         pd.DataFrame(columns=charts.RUN_COLUMNS),
@@ -728,6 +763,9 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
                     )
                     # The same figure as `python -m evals compare --plot` (evals/compare_plot.py).
                     comparison_plot = gr.Plot(label="Comparison chart", elem_id="plot-run-compare")
+                with gr.Tab("Review", id="review", elem_id="dash-tab-review") as review_tab:
+                    review = build_review_tab(handlers.review)
+                    review.tab = review_tab
 
         outputs = Outputs(
             gate=gate,
@@ -757,11 +795,22 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
             run_names=run_names,
             run_items=run_items,
             run_item_ids=run_item_ids,
+            admin_parts=[admin_bar, overview_tab, worst_tab, trace_tab, runs_tab],
+            tabs=tabs,
         ).all()
         filters = [range_box, model, user, tag, session]
         show_login = {"fn": handlers.show_login, "inputs": [grant], "outputs": [login_row], **private}
 
-        demo.load(handlers.refresh, [*filters, grant], outputs, **private).then(**show_login)
+        review_outputs = review.outputs()
+        for_reviewer = {
+            "fn": handlers.review.open_for_reviewer,
+            "inputs": [review.queue, grant],
+            "outputs": review_outputs,
+            **private,
+        }
+        demo.load(handlers.refresh, [*filters, grant], outputs, **private).then(**show_login).then(
+            **for_reviewer
+        )
         for trigger in (
             refresh_btn.click,
             range_box.input,
@@ -786,11 +835,14 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
             run_items,
             run_item_ids,
         ]
+        # Signed out, the Review tab is emptied too (its open handler refuses, with empty outputs).
         signout_btn.click(handlers.sign_out, [grant], signed_out, **private).then(
             handlers.refresh, [*filters, grant], outputs, **private
-        )
+        ).then(handlers.review.open, [review.queue, grant], review_outputs, **private)
         for trigger in (open_btn.click, trace_id.submit):
             trigger(handlers.open_trace, [trace_id, grant], [trace_view], **private)
+        add_review_btn.click(handlers.review.add_to_queue, [trace_id, grant], [add_review_note], **private)
+        wire_review_tab(demo, handlers.review, review, grant, private)
         worst.select(handlers.pick_worst, [worst_ids, grant], [trace_view, trace_id, tabs], **private)
         runs.select(handlers.pick_run, [run_names, grant], [run_items, run_item_ids], **private)
         run_items.select(

@@ -280,6 +280,14 @@ class ReviewQueue:
                 )
                 if row is not None:
                     return _item(row)
+            # One item at a time: what the reviewer held elsewhere (another queue) goes back.
+            db.execute(
+                text(
+                    """UPDATE review_items SET state = 'pending', lease_owner = NULL, lease_until = 0
+                       WHERE state = 'leased' AND lease_owner = :owner"""
+                ),
+                params,
+            )
             for _ in range(5):
                 pick = db.execute(
                     text(
