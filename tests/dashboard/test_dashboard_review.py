@@ -341,12 +341,12 @@ def test_a_reviewer_through_a_real_oauth_session(make_settings, make_runtime, mo
     demo = SimpleNamespace(traces=ids, runs=[])
     with serve(runtime) as url:
         rita = DashboardClient(url, cookies=_session_cookie("client-secret-v4", "rita"))
-        page = rita.refresh()
-        assert "Review · reviewer rita (Hugging Face)" in json.dumps(page, ensure_ascii=False)
-        assert "What is the capital" not in json.dumps(page, ensure_ascii=False) and "answer c" not in json.dumps(page)
+        page = json.dumps(rita.refresh(), ensure_ascii=False)
+        assert "Review · reviewer rita (Hugging Face)" in page
+        assert "What is the capital" not in page and "answer c" not in page
         assert "is only for the app" in json.dumps(rita.open_trace(ids[1]))
-        opened = rita.call(rita.fn_by_name["open"], [ALL_QUEUES, None]).output
-        assert "answer c" in json.dumps(opened, ensure_ascii=False) and JUDGE_REASONING not in json.dumps(opened, ensure_ascii=False)
+        opened = json.dumps(rita.call(rita.fn_by_name["open"], [ALL_QUEUES, None]).output, ensure_ascii=False)
+        assert "answer c" in opened and JUDGE_REASONING not in opened
         rita.close()
         stranger = DashboardClient(url, cookies=_session_cookie("client-secret-v4", "bob"))
         for name in ("open", "open_for_reviewer"):
