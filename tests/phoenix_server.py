@@ -355,7 +355,7 @@ class PhoenixServer:
     def http(self) -> httpx.Client:
         """An httpx client on base_url (survives restarts: the pool reconnects)."""
         if self._http is None:
-            self._http = httpx.Client(base_url=self.base_url, timeout=15.0)
+            self._http = httpx.Client(base_url=self.base_url, timeout=60.0)
         return self._http
 
     def new_project_name(self, prefix: str = "test") -> str:
