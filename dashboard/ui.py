@@ -122,10 +122,8 @@ class Outputs:
     run_names: Any
     run_items: Any
     run_item_ids: Any
-    # What only admins see (the filters and headline, every tab but Review), and the tabs: a
-    # reviewer's page shows the Review tab alone.
-    admin_parts: list[Any]
-    tabs: Any
+    # The filters and headline: only admins see them (a reviewer's page is the Review tab).
+    admin_bar: Any
 
     def all(self) -> list[Any]:
         return [
@@ -147,12 +145,11 @@ class Outputs:
             self.run_names,
             self.run_items,
             self.run_item_ids,
-            *self.admin_parts,
-            self.tabs,
+            self.admin_bar,
         ]
 
 
-ADMIN_PARTS = 5  # the filters bar and the Overview, Worst answers, Trace and Dataset runs tabs
+ADMIN_TABS = 4  # Overview, Worst answers, Trace, Dataset runs: hidden on a reviewer's page
 
 
 PLOT_COUNT = 8
@@ -255,17 +252,31 @@ class DashboardHandlers:
             gr.update(value=[]),
             gr.update(value=pd.DataFrame(columns=charts.RUN_ITEM_COLUMNS), label=RUN_ITEMS_LABEL),
             gr.update(value=[]),
-            *[gr.update(visible=False)] * ADMIN_PARTS,
-            gr.update(),
+            gr.update(visible=False),  # the filters bar
         ]
 
     def reviewer_page(self, viewer: Viewer) -> list[Any]:
-        """A reviewer's page: nothing of the dashboard's figures (`refused`), the Review tab
-        alone, selected."""
+        """A reviewer's page: nothing of the dashboard's figures (`refused`), no filters; the
+        other tabs go in `layout`."""
         out = self.refused(viewer)
         out[1] = gr.update(visible=True)
-        out[-1] = gr.Tabs(selected="review")
         return out
+
+    def layout(
+        self,
+        grant: Any,
+        request: gr.Request = None,  # type: ignore[assignment]  # injected by Gradio
+        profile: gr.OAuthProfile | None = None,
+    ) -> list[Any]:
+        """After the first refresh has put the tabs on screen (updates sent to tabs inside a
+        column that is not shown yet are lost): a reviewer's page keeps the Review tab alone,
+        selected. Everyone else's tabs stay as they are."""
+        if self.access.viewer(request, profile, grant) is None and self.access.reviewer(
+            request, profile, grant
+        ):
+            # A tab's button stays on screen with visible=False (gradio 6.31); "hidden" hides it.
+            return [*[gr.update(visible="hidden")] * ADMIN_TABS, gr.Tabs(selected="review")]
+        return [gr.update()] * (ADMIN_TABS + 1)
 
     def _filters(self, range_name: Any, model: Any, user: Any, tag: Any, session: Any) -> queries.Filters:
         days = _range_days(range_name)
@@ -372,8 +383,7 @@ class DashboardHandlers:
             gr.update(value=run_names),
             gr.update(),  # an open run stays open
             gr.update(),
-            *[gr.update(visible=True)] * ADMIN_PARTS,
-            gr.update(),
+            gr.update(visible=True),
         ]
 
     def sign_in(
@@ -795,8 +805,7 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
             run_names=run_names,
             run_items=run_items,
             run_item_ids=run_item_ids,
-            admin_parts=[admin_bar, overview_tab, worst_tab, trace_tab, runs_tab],
-            tabs=tabs,
+            admin_bar=admin_bar,
         ).all()
         filters = [range_box, model, user, tag, session]
         show_login = {"fn": handlers.show_login, "inputs": [grant], "outputs": [login_row], **private}
@@ -808,9 +817,15 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
             "outputs": review_outputs,
             **private,
         }
+        layout = {
+            "fn": handlers.layout,
+            "inputs": [grant],
+            "outputs": [overview_tab, worst_tab, trace_tab, runs_tab, tabs],
+            **private,
+        }
         demo.load(handlers.refresh, [*filters, grant], outputs, **private).then(**show_login).then(
-            **for_reviewer
-        )
+            **layout
+        ).then(**for_reviewer)
         for trigger in (
             refresh_btn.click,
             range_box.input,

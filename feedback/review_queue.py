@@ -252,28 +252,25 @@ class ReviewQueue:
         if queue is not None:
             in_queue = "AND queue = :queue"
             params["queue"] = queue
-        held = self.store.row(
-            f"""SELECT id FROM review_items WHERE state = 'leased' AND lease_owner = :owner
-                AND lease_until > :now {in_queue} ORDER BY created LIMIT 1""",
-            params,
-        )
+        mine = f"""SELECT id FROM review_items WHERE state = 'leased' AND lease_owner = :owner
+                   AND lease_until > :now {in_queue} ORDER BY created LIMIT 1"""
         where = f"{_CLAIMABLE} {in_queue} AND {_TRACE_FREE}"
         if (
-            held is None
+            self.store.row(mine, params) is None
             and self.store.row(f"SELECT id FROM review_items WHERE {where} LIMIT 1", params) is None
         ):
             return None  # the usual answer of an empty queue, found without the write lock
         postgres = self.store.dialect == "postgresql"
         skip_locked = " FOR UPDATE SKIP LOCKED" if postgres else ""
         with self.store.transaction() as db:
+            # Looked up again under the write lock: two requests of one reviewer (the tab opened
+            # and the page loaded) both get the item the first one took.
+            held = db.execute(text(mine + (" FOR UPDATE" if postgres else "")), params).first()
             if held is not None:
                 row = (
                     db.execute(
-                        text(
-                            """UPDATE review_items SET lease_until = :until
-                           WHERE id = :id AND state = 'leased' AND lease_owner = :owner RETURNING *"""
-                        ),
-                        {**params, "id": held["id"]},
+                        text("UPDATE review_items SET lease_until = :until WHERE id = :id RETURNING *"),
+                        {**params, "id": held.id},
                     )
                     .mappings()
                     .first()

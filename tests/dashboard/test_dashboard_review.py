@@ -12,7 +12,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import gradio as gr
 import pytest
 from starlette.datastructures import Headers
 
@@ -20,7 +19,7 @@ from config.settings import settings_from_env
 from dashboard import access as access_module
 from dashboard.access import Access
 from dashboard.review import ALL_QUEUES, KEYS_HELP, ReviewHandlers
-from dashboard.ui import ADMIN_PARTS, DashboardHandlers
+from dashboard.ui import ADMIN_TABS, DashboardHandlers
 from evals.config import load_evaluators_file
 from evals.review_rules import ReviewRules
 from feedback.review_queue import ANNOTATION, DONE, LEASED, MANUAL, NewItem, ReviewQueue
@@ -227,9 +226,11 @@ def test_reviewers_see_the_review_tab_and_nothing_else(space):
     page = handlers.refresh("Last 7 days", "(all)", "(all)", "(all)", "", *reviewer)
     assert page[0] == "Review · reviewer rita (Hugging Face)"
     assert page[1] == {"visible": True, "__type__": "update"}
-    assert page[-1 - ADMIN_PARTS : -1] == [{"visible": False, "__type__": "update"}] * ADMIN_PARTS
-    assert page[-1].selected == "review"
-    text = json.dumps([p for p in page if not isinstance(p, gr.Tabs)], default=str)
+    assert page[-1] == {"visible": False, "__type__": "update"}  # the filters
+    layout = handlers.layout(*reviewer)
+    assert layout[:ADMIN_TABS] == [{"visible": "hidden", "__type__": "update"}] * ADMIN_TABS
+    assert layout[-1].selected == "review"
+    text = json.dumps(page, default=str)
     for trace_id in ids:
         assert trace_id not in text
     assert "What is the capital" not in text and "ann" not in text
@@ -247,6 +248,7 @@ def test_reviewers_see_the_review_tab_and_nothing_else(space):
         handlers.refresh("Last 7 days", "(all)", "(all)", "(all)", "", *admin)[0]
         == "Dashboard · Hugging Face user ada"
     )
+    assert handlers.layout(*admin) == [{"__type__": "update"}] * (ADMIN_TABS + 1)
     assert handlers.review.open_for_reviewer(ALL_QUEUES, *admin)[ITEM_ID] == {"__type__": "update"}
     assert handlers.review.open(ALL_QUEUES, *admin)[ITEM_ID]
     assert handlers.link(space_request(), profile("ada")).endswith(">Dashboard</a>")
