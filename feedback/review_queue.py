@@ -168,7 +168,10 @@ class Saved:
     taken_by: str | None = None
 
 
-_CLAIMABLE = "(state = 'pending' OR (state = 'leased' AND lease_until <= :now))"
+# Written so that the open items' partial indexes (migration 016) are used: oldest first, the
+# first one claimable wins.
+_OPEN = "state IN ('pending', 'leased')"
+_CLAIMABLE = f"({_OPEN} AND (state = 'pending' OR lease_until <= :now))"
 # Not while another reviewer holds the same trace through another queue.
 _TRACE_FREE = """NOT EXISTS (SELECT 1 FROM review_items o WHERE o.trace_id = review_items.trace_id
                    AND o.state = 'leased' AND o.lease_until > :now AND o.lease_owner <> :owner)"""
@@ -530,8 +533,9 @@ class ReviewQueue:
     def label_pairs(self, name: str | None = None, *, limit: int | None = None) -> list[dict[str, Any]]:
         """Every reviewer label with the judges' live score of the same name on the same trace,
         oldest label first: what judge-vs-reviewer agreement is computed from."""
-        where = "l.scored_by = :by AND l.deleted = 0"
-        params: dict[str, Any] = {"by": BY_REVIEWER}
+        # Literals, not parameters: the database then reads the partial index scores_labels.
+        where = f"l.scored_by = '{BY_REVIEWER}' AND l.deleted = 0"
+        params: dict[str, Any] = {}
         if name is not None:
             where += " AND l.name = :name"
             params["name"] = name
