@@ -6,6 +6,7 @@ run --evaluator NAME --trace ID        try one evaluator on one trace (nothing s
 backfill --evaluator NAME --since DATE judge past traces or conversations (--dry-run: count first)
 agreement [--evaluator NAME]           each judge against reviewers (verdict) and thumbs: kappa or r,
                                        95% intervals, last window, drift
+judge-check [--evaluator NAME] [--json]  hostile answers through the judge: how many move its score
 dataset run DATASET --run-name NAME    the agent over gsm8k or a JSONL/CSV file, graded (resumable)
 dataset list | dataset show RUN        the runs, and one run item by item
 dataset publish RUN                    send a run to Langfuse (done by dataset run when keys are set)
@@ -33,6 +34,7 @@ from evals.config import Evaluator, EvaluatorsError, EvaluatorsFile, load_evalua
 from evals.context import conversation_data, prompt_variables, render_prompt, turn_data
 from evals.jobs import STATUSES, Job, JobQueue, NewJob
 from evals.judge import Judge, judge_model
+from evals.judge_check import register as register_judge_check
 from evals.langfuse_datasets import cmd_dataset_publish, publish_run
 from evals.online import held_back, is_demo_judge
 from evals.scheduler import (
@@ -761,6 +763,7 @@ def parser() -> argparse.ArgumentParser:
         "--correlation-lower", type=float, help="correlation's lower bound to verify (default 0.5)"
     )
     s.set_defaults(fn=cmd_agreement)
+    register_judge_check(sub)
     return p
 
 
