@@ -260,6 +260,8 @@ def scored_by(row: Mapping[str, Any]) -> str:
     source = str(row.get("source") or "")
     if _is_rating(row):
         return "person"
+    if row.get("scored_by") == "reviewer" and source != "EVAL":
+        return "reviewer"  # a label from the review queue (source ANNOTATION)
     if source != "EVAL":
         return source or "unknown"
     if queries_is_demo(row.get("metadata")):

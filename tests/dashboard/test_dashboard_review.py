@@ -19,6 +19,7 @@ from config.settings import settings_from_env
 from dashboard import access as access_module
 from dashboard.access import Access
 from dashboard.review import ALL_QUEUES, KEYS_HELP, ReviewHandlers
+from dashboard.trace_view import trace_html
 from dashboard.ui import ADMIN_TABS, DashboardHandlers
 from evals.config import load_evaluators_file
 from evals.review_rules import ReviewRules
@@ -176,6 +177,8 @@ def test_a_reviewer_sees_the_answer_and_steps_but_no_score_until_they_label(spac
     }
     assert all(s.source == ANNOTATION and s.scored_by == BY_REVIEWER for s in labels.values())
     assert ReviewQueue(store).review_of(item.trace_id)["corrected_answer"] == "2"
+    # The trace viewer names who scored: the judge, and now the reviewer.
+    assert "<td>reviewer</td>" in trace_html(store, item.trace_id)
     # Both queues' items of that trace are done; the next item is another trace.
     assert {i.state for i in ReviewQueue(store).items_of(item.trace_id)} == {DONE}
     next_item = ReviewQueue(store).get(done[ITEM_ID])
