@@ -35,7 +35,16 @@ from feedback.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ALL_QUEUES", "KEYS_HELP", "REVIEW_KEYS_JS", "ReviewHandlers", "ReviewTab", "build_review_tab"]
+__all__ = [
+    "ALL_QUEUES",
+    "KEYS_HELP",
+    "RESET_JS",
+    "REVIEW_KEYS_JS",
+    "ReviewHandlers",
+    "ReviewTab",
+    "build_review_tab",
+    "wire_review_tab",
+]
 
 ALL_QUEUES = "(all queues)"
 BUSY = "The dashboard is busy with other requests; try again in a moment."
@@ -65,7 +74,9 @@ REVIEW_KEYS_JS = """() => {
       (t.tagName === 'INPUT' && !['radio', 'checkbox', 'button'].includes(t.type)));
     if (ev.key === 'Enter' && (!typing || ev.ctrlKey || ev.metaKey)) {
       if (typing && t.closest && !t.closest('#rv-corrected, #rv-note')) return;
-      ev.preventDefault(); press('#rv-save'); current = 0; setTimeout(mark, 50); return;
+      ev.preventDefault();
+      if (typing) t.blur();  // the next answer's labels take the digits, not the box
+      press('#rv-save'); current = 0; setTimeout(mark, 50); return;
     }
     if (typing) { if (ev.key === 'Escape') t.blur(); return; }
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
@@ -91,6 +102,10 @@ REVIEW_KEYS_JS = """() => {
     }
   });
 }"""
+
+
+# After an item is drawn: the first label is the highlighted one again.
+RESET_JS = "() => { if (window.__reviewReset) window.__reviewReset(); }"
 
 
 def _lease_owner(viewer: Viewer, request: Any) -> str:
@@ -456,11 +471,11 @@ def wire_review_tab(
     next_btn, save_btn, skip_btn = tab.extra
     outputs = tab.outputs()
     opened = {"fn": handlers.open, "inputs": [tab.queue, grant], "outputs": outputs, **private}
-    next_btn.click(**opened)
-    tab.queue.input(**opened)
+    reset = RESET_JS
+    next_btn.click(**opened).then(None, js=reset)
+    tab.queue.input(**opened).then(None, js=reset)
     if tab.tab is not None:
-        tab.tab.select(**opened)
-    reset = "() => { if (window.__reviewReset) window.__reviewReset(); }"
+        tab.tab.select(**opened).then(None, js=reset)
     save_btn.click(
         handlers.save_handler(),
         [tab.item_id, tab.queue, *tab.labels, tab.corrected, tab.note, grant],

@@ -23,7 +23,7 @@ from config.settings import Settings
 from dashboard import charts, queries
 from dashboard.access import Access, Front, Viewer, client_key
 from dashboard.bidi import visible_controls
-from dashboard.review import ReviewHandlers, build_review_tab, wire_review_tab
+from dashboard.review import RESET_JS, ReviewHandlers, build_review_tab, wire_review_tab
 from dashboard.trace_view import message_html, trace_html
 from evals.compare import compare, describe
 from evals.compare_plot import comparison_figure
@@ -825,7 +825,7 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
         }
         demo.load(handlers.refresh, [*filters, grant], outputs, **private).then(**show_login).then(
             **layout
-        ).then(**for_reviewer)
+        ).then(**for_reviewer).then(None, js=RESET_JS)
         for trigger in (
             refresh_btn.click,
             range_box.input,

@@ -65,18 +65,21 @@ class LabelSpec:
         if self.data_type == "BOOLEAN":
             return [("1 · true", "1"), ("0 · false", "0")]
         if self.data_type == "NUMERIC":
-            return [(f"{self.key_of(step)} · {_number(step)}", _number(step)) for step in NUMERIC_STEPS]
+            return [
+                (f"{key} · {_number(step)}" if (key := self.key_of(step)) else _number(step), _number(step))
+                for step in NUMERIC_STEPS
+            ]
         return [(f"{n} · {c}", c) for n, c in enumerate(self.categories, start=1)]
 
     @staticmethod
     def key_of(step: float) -> str:
-        """The key of a NUMERIC value: 0 is 0, 1 is 1, 2..9 are 0.2..0.9 (0.1 has no key)."""
+        """The key of a NUMERIC value: 0 is 0, 1 is 1, 2..9 are 0.2..0.9 ("": 0.1 has no key)."""
         if step == 1.0:
             return "1"
         if step == 0.0:
             return "0"
         tenth = round(step * 10)
-        return str(tenth) if tenth >= 2 else "·"
+        return str(tenth) if tenth >= 2 else ""
 
     def parse(self, raw: Any) -> Label | None:
         """The label for a value from the page; None when left empty; ReviewError when it is not

@@ -110,3 +110,50 @@ def test_a_reviewer_labels_three_answers_with_the_keyboard_only(
         assert all(s.source == ANNOTATION and s.scored_by == BY_REVIEWER for s in labels.values())
         assert '"reviewer": "rita"' in labels["safety"].metadata
     assert {i.state for i in queue.items(limit=100)} == {"done"}
+
+
+def test_the_owner_opens_the_tab_labels_corrects_skips_and_adds_a_trace_by_hand(
+    browser,  # noqa: F811 - the fixture imported above
+    make_settings,
+    make_runtime,
+    tmp_path,
+):
+    evaluators = evaluators_file(tmp_path)
+    runtime = make_runtime(make_settings(EVALUATORS_FILE=str(evaluators)))
+    store = runtime.feedback.store
+    ids = fill(store, evaluators, n=2)
+    queue = ReviewQueue(store)
+    with serve(runtime) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url + "dashboard")
+        page.get_by_text("Dashboard · the owner (on this machine)").wait_for(timeout=30_000)
+        assert page.get_by_role("tab", name="Overview").is_visible()
+        # The owner holds nothing until they open the tab (they may never do).
+        page.wait_for_timeout(500)
+        assert queue.items(state="leased") == []
+        page.get_by_role("tab", name="Review").click()
+        page.wait_for_function(
+            "() => /trace [0-9a-f]{32}/.test(document.querySelector('#rv-item').innerText)", timeout=20_000
+        )
+        # The first label is the highlighted one; each digit moves the highlight on.
+        page.wait_for_function("() => document.querySelector('#rv-label-0').classList.contains('rv-current')")
+        first = _item_trace(page)
+        for key in ("5", "0", "3"):
+            page.keyboard.press(key)
+        page.keyboard.press("c")  # to the corrected answer, typed, saved with Ctrl+Enter from the box
+        page.keyboard.type("It is 2.")
+        page.keyboard.press("Control+Enter")
+        page.get_by_text("Saved 3 labels and a corrected answer.").wait_for(timeout=20_000)
+        page.wait_for_function(f"() => !document.querySelector('#rv-item').innerText.includes('{first}')")
+        page.keyboard.press("s")  # the box let go of the cursor when saving: s skips
+        page.get_by_text("Skipped.").first.wait_for(timeout=20_000)
+        # The Trace tab's button puts a trace in the manual queue.
+        page.get_by_role("tab", name="Trace").click()
+        page.fill("#dash-trace-id input, #dash-trace-id textarea", ids[0])
+        page.click("#dash-add-review")
+        page.get_by_text("Added to the review queue (manual).").wait_for(timeout=20_000)
+    labels = {s.name: (s.value, s.string_value) for s in queue.labels_of(first)}
+    assert labels == {"helpfulness": (0.5, None), "safety": (0.0, None), "why": (None, "other")}
+    assert queue.review_of(first)["corrected_answer"] == "It is 2."
+    assert "skipped" in {i.state for i in queue.items(limit=100)}
+    assert [i.trace_id for i in queue.items(queue="manual")] == [ids[0]]

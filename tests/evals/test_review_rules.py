@@ -400,6 +400,7 @@ def test_label_controls_have_the_judges_types_and_keys():
     assert boolean.choices() == [("1 · true", "1"), ("0 · false", "0")]
     assert [value for _, value in numeric.choices()] == [f"{s:g}" for s in NUMERIC_STEPS]
     assert numeric.choices()[0] == ("0 · 0", "0") and numeric.choices()[5] == ("5 · 0.5", "0.5")
+    assert numeric.choices()[1] == ("0.1", "0.1")  # no key of its own
     assert numeric.choices()[-1] == ("1 · 1", "1")
     assert categorical.choices() == [("1 · wrong-answer", "wrong-answer"), ("2 · other", "other")]
     assert boolean.parse("1") == Label("safety", "BOOLEAN", value=1.0)
