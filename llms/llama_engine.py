@@ -171,6 +171,11 @@ def _constrained(request: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
 _GRAMMARS: dict[str, str] = {}
 
 
+def _defanged(text: str) -> str:
+    """`<|im_start|>` -> `<\u2060|im_start|>`: the same to a reader, plain text to the tokenizer."""
+    return text.replace("<", "<\u2060").replace("[", "[\u2060")
+
+
 def _grammar_text(schema: dict[str, Any]) -> str:
     key = json.dumps(schema, sort_keys=True)
     text = _GRAMMARS.get(key)
@@ -248,6 +253,7 @@ class LlamaEngine:
         self._chat_waiting = 0  # chat calls waiting for the model: the judge gives way to them
         self._prompt_tokens: list[int] | None = None  # the tokens of the current call's prompt
         self._complete: Callable[..., Any] | None = None
+        self._special_seen: dict[int, bool] = {}  # hash of a message text -> has special tokens
 
     def load(self) -> None:
         with self._load_lock:
@@ -322,7 +328,55 @@ class LlamaEngine:
         """Evaluate a prompt prefix once, so later prompts sharing it start fast."""
         self.load()
         with self._lock:
-            self._llm.create_chat_completion(**{**request, "max_tokens": 1})
+            self._llm.create_chat_completion(**{**self.plain_text(request), "max_tokens": 1})
+
+    def plain_text(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The request with the model's special tokens in any message made plain text.
+
+        llama-cpp-python renders the chat template and tokenizes the whole prompt with
+        `special=True`, so `<|im_start|>system` typed by a user, written on a web page the agent
+        read, or in an answer a judge reads would be the real control token: a forged turn. A
+        text whose tokens differ with and without special parsing gets a word joiner (U+2060,
+        invisible) after each `<` and `[`, which no special token contains.
+        """
+        messages = request.get("messages")
+        if not isinstance(messages, list):
+            return request
+        changed = False
+        out = []
+        for message in messages:
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, str) and self._has_special(content):
+                message = {**message, "content": _defanged(content)}
+                changed = True
+            elif isinstance(content, list):
+                parts = []
+                for part in content:
+                    text = part.get("text") if isinstance(part, dict) else None
+                    if isinstance(text, str) and self._has_special(text):
+                        part = {**part, "text": _defanged(text)}
+                        changed = True
+                    parts.append(part)
+                message = {**message, "content": parts}
+            out.append(message)
+        return {**request, "messages": out} if changed else request
+
+    def _has_special(self, text: str) -> bool:
+        if "<" not in text and "[" not in text:
+            return False
+        # The system prompt and earlier messages come again in every call of a turn: each text is
+        # tokenized twice once (about 4 ms per 1,000 characters here), then remembered by its hash.
+        key = hash(text)
+        known = self._special_seen.get(key)
+        if known is not None:
+            return known
+        data = text.encode("utf-8", "replace")
+        tokenize = self._llm.tokenize
+        found = tokenize(data, add_bos=False, special=True) != tokenize(data, add_bos=False, special=False)
+        if len(self._special_seen) >= 512:
+            self._special_seen.clear()
+        self._special_seen[key] = found
+        return found
 
     def serve(self, message: dict[str, Any], gone: Callable[[], bool] = lambda: False) -> Iterator[Event]:
         """One call as the model process and the in-process runner both take it:
@@ -363,7 +417,7 @@ class LlamaEngine:
             self._prompt_tokens = None
             reply = _Reply(schema, hold_loops=stop_on_loop)
             looped = False
-            stream = self._llm.create_chat_completion(**request, stream=True)
+            stream = self._llm.create_chat_completion(**self.plain_text(request), stream=True)
             try:
                 for chunk in stream:
                     if low_priority and self._chat_waiting:
