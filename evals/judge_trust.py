@@ -52,10 +52,6 @@ class Pairs:
     other_versions: int = 0
 
 
-def _value(row: Mapping[str, Any], prefix: str, data_type: str) -> Any:
-    return row[f"{prefix}s"] if data_type == CATEGORICAL else row[f"{prefix}v"]
-
-
 def _pairs(
     store: Store, evaluator: Evaluator, human_sql: str, params: dict[str, Any], human_type: str
 ) -> Pairs:
@@ -70,7 +66,7 @@ def _pairs(
         target = "h.trace_id"
     # The version is read from the metadata text as the worker writes it (json.dumps: `"key":
     # "value"`), in SQL: parsing thousands of JSON texts in Python cost more than the query.
-    rows = store.rows(
+    rows = store.tuples(
         f"""SELECT {target} AS target, j.value AS jv, j.string_value AS js, j.updated AS ju,
                   h.value AS hv, h.string_value AS hs, h.updated AS hu,
                   CASE WHEN j.metadata IS NULL OR j.metadata NOT LIKE '%"evaluator_version"%'
@@ -80,17 +76,20 @@ def _pairs(
              AND j.name = :judge_name AND j.source = 'EVAL' AND j.deleted = 0""",
         {**params, "judge_name": evaluator.name, "version": f'%"evaluator_version": "{evaluator.version}"%'},
     )
-    current: dict[str, dict[str, Any]] = {}
+    # Plain tuples (store.tuples): (target, jv, js, ju, hv, hs, hu, current_version).
+    current: dict[str, tuple[Any, ...]] = {}
     older: set[str] = set()
     for r in rows:
-        if not r["current_version"]:
-            older.add(r["target"])
+        if not r[7]:
+            older.add(r[0])
             continue
-        best = current.get(r["target"])
-        if best is None or (r["ju"], r["hu"]) > (best["ju"], best["hu"]):
-            current[r["target"]] = r
-    ordered = sorted(current.values(), key=lambda r: (r["hu"], r["target"]))
-    pairs = [(_value(r, "j", evaluator.data_type), _value(r, "h", human_type)) for r in ordered]
+        best = current.get(r[0])
+        if best is None or (r[3], r[6]) > (best[3], best[6]):
+            current[r[0]] = r
+    ordered = sorted(current.values(), key=lambda r: (r[6], r[0]))
+    judge_at = 2 if evaluator.data_type == CATEGORICAL else 1  # js or jv
+    human_at = 5 if human_type == CATEGORICAL else 4  # hs or hv
+    pairs = [(r[judge_at], r[human_at]) for r in ordered]
     return Pairs(pairs, len(older - set(current)))
 
 

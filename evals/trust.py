@@ -382,7 +382,7 @@ def _r_from_sums(n: Any, sx: Any, sy: Any, sxx: Any, syy: Any, sxy: Any) -> np.n
 
 # Up to this many distinct (judge, human) pairs, resample counts of the distinct pairs (a
 # multinomial, as for kappa: fast); beyond it (continuous scores) resample indices.
-_MAX_CELLS = 64
+_MAX_CELLS = 256
 
 
 def pearson(
