@@ -23,10 +23,12 @@ from config.settings import Settings
 from dashboard import charts, queries
 from dashboard.access import Access, Front, Viewer, client_key
 from dashboard.bidi import visible_controls
+from dashboard.judges import judges_data, judges_html, trust_marker
 from dashboard.review import RESET_JS, ReviewHandlers, build_review_tab, wire_review_tab
 from dashboard.trace_view import message_html, trace_html
 from evals.compare import compare, describe
 from evals.compare_plot import comparison_figure
+from evals.config import Evaluator, EvaluatorsError, load_evaluators
 from feedback.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -122,6 +124,8 @@ class Outputs:
     run_names: Any
     run_items: Any
     run_item_ids: Any
+    # Each judge's trust (agreement with reviewers) and corrected quality estimate.
+    judges: Any
     # The filters and headline: only admins see them (a reviewer's page is the Review tab).
     admin_bar: Any
 
@@ -145,6 +149,7 @@ class Outputs:
             self.run_names,
             self.run_items,
             self.run_item_ids,
+            self.judges,
             self.admin_bar,
         ]
 
@@ -192,6 +197,7 @@ class DashboardHandlers:
         self._slots = threading.BoundedSemaphore(CONCURRENCY)
         # The Review tab (admins and REVIEWERS), sharing the slots.
         self.review = ReviewHandlers(store, settings, access, self._slots)
+        self.evaluators = _evaluators(settings)
 
     # ----- access ------------------------------------------------------------------------
 
@@ -252,6 +258,7 @@ class DashboardHandlers:
             gr.update(value=[]),
             gr.update(value=pd.DataFrame(columns=charts.RUN_ITEM_COLUMNS), label=RUN_ITEMS_LABEL),
             gr.update(value=[]),
+            gr.update(value=""),  # the judges' panel
             gr.update(visible=False),  # the filters bar
         ]
 
@@ -326,6 +333,7 @@ class DashboardHandlers:
             worst = queries.worst_answers(self.store, filters, WORST_ROWS)
             choices = queries.filter_choices(self.store)
             runs = queries.dataset_runs(self.store)
+            panel = judges_data(self.store, self.evaluators, filters)
         except StoreError as exc:
             log.exception("Dashboard: the store could not be read")
             out = self.refused(viewer)
@@ -337,6 +345,13 @@ class DashboardHandlers:
             out[0] = f"⚠️ {exc}"
             out[1] = gr.update(visible=True)
             return out
+        # An unverified judge's scores say so wherever they are shown (its reason: the panel).
+        trust = panel.trust_labels()
+        for row in data["evaluators"]:
+            row["evaluator"] = f"{row['evaluator']}{trust_marker(str(row['evaluator']), trust)}"
+        for answer in worst:
+            for judge in answer.get("judge") or []:
+                judge["name"] = f"{judge['name']}{trust_marker(str(judge['name']), trust)}"
         per_day = data["per_day"]
         plots = [
             charts.turns_per_day(per_day),
@@ -383,6 +398,7 @@ class DashboardHandlers:
             gr.update(value=run_names),
             gr.update(),  # an open run stays open
             gr.update(),
+            gr.update(value=judges_html(panel)),
             gr.update(visible=True),
         ]
 
@@ -562,6 +578,18 @@ class DashboardHandlers:
         return visible_controls(describe(result)), comparison_figure(result)
 
 
+def _evaluators(settings: Settings) -> list[Evaluator]:
+    """The judges the panel reports on; none when evaluation is off or the file is wrong (the
+    app's start names the mistake)."""
+    if settings.evaluators_file is None:
+        return []
+    try:
+        return load_evaluators(settings.evaluators_file)
+    except EvaluatorsError as exc:
+        log.warning("Dashboard: no judges panel: %s", exc)
+        return []
+
+
 def _row(evt: Any, ids: Any) -> int | None:
     """The picked row's index when it is one of `ids` (the server's list), else None."""
     index = getattr(evt, "index", None)
@@ -688,6 +716,7 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
                         elem_id="plot-evaluators",
                     )
                     note("evaluators")
+                    judges_box = gr.HTML("", elem_id="dash-judges-box", padding=False)
                     latency_plot = line_plot(
                         **time_axis,
                         y="ms",
@@ -805,6 +834,7 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
             run_names=run_names,
             run_items=run_items,
             run_item_ids=run_item_ids,
+            judges=judges_box,
             admin_bar=admin_bar,
         ).all()
         filters = [range_box, model, user, tag, session]

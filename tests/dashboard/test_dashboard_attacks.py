@@ -413,6 +413,9 @@ def test_every_overview_output_is_inert(owner_handlers):
             label = choice[0] if isinstance(choice, tuple | list) else choice
             assert len(str(label)) <= queries.FILTER_TEXT_LIMIT
             assert_no_bidi(str(label), "a dropdown")
+    # The judges' panel (the output before the filters bar): HTML of our own tags only.
+    assert "dash-judges" in out[-2]["value"]
+    assert_inert_html(out[-2]["value"])
 
 
 @pytest.mark.parametrize("trace_id", [HOSTILE_TRACE, VICTIM_TRACE, HUGE_TRACE])

@@ -207,3 +207,24 @@ def test_the_trace_viewer_says_who_scored(store):
     assert by["correct"] == ("0", "judge")
     assert by["no-error"] == ("1", "code check")
     assert by[SCORE_NAME + "-x"] == ("1", "code check")
+
+
+def test_an_unverified_judge_is_marked_wherever_its_scores_show(store, tmp_path):
+    """Issue 25 item 3: with the shipped evaluators and no reviewer labels yet, every judge is
+    unverified: the judges' chart and Worst answers say so next to its name, and the Judges
+    panel under the chart gives the reason; a code check is never marked."""
+    from pathlib import Path
+
+    evaluators = Path(__file__).resolve().parents[2] / "evaluators.toml"
+    settings = settings_from_env({"DATA_DIR": str(tmp_path), "EVALUATORS_FILE": str(evaluators)})
+    handlers = DashboardHandlers(store, settings, Access(settings, oauth_real=False), clock=lambda: NOW)
+    t1, t2 = (turn(store, f"u{n}", NOW - n * 3600, question=f"question {n}") for n in (1, 2))
+    vote(store, t1, 0.0, reason="Incorrect")
+    judge(store, t1, "helpfulness", 0.2, reasoning="Vague.", demo=False)
+    judge(store, t2, "no-error", 1.0, data_type="BOOLEAN")
+    out = handlers.refresh("Last 7 days", "(all)", "(all)", "(all)", "", None, owner(), None)
+    assert set(out[7]["evaluator"]) == {"helpfulness (unverified)", "no-error"}
+    assert out[12].loc[0, "Judges"] == "helpfulness (unverified) 0.2"
+    panel = out[-2]["value"]
+    assert "helpfulness" in panel and "Unverified" in panel and "jp-unverified" in panel
+    assert "30 are needed" in panel  # the reason: no reviewer labels yet
