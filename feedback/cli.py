@@ -54,6 +54,9 @@ EXPORT_FIELDS = [
     "status",
     "total_tokens",
     "cost_usd",
+    # The A/B variant that gave the answer, and its experiment (empty outside an experiment).
+    "variant",
+    "experiment",
 ]
 
 
@@ -101,6 +104,8 @@ def _row(score: ScoreRow, trace: dict[str, Any]) -> dict[str, Any]:
         "total_tokens": trace.get("total_tokens"),
         # None: the trace's price is unknown (never written as 0).
         "cost_usd": trace.get("cost"),
+        "variant": trace.get("variant"),
+        "experiment": trace.get("experiment"),
     }
 
 

@@ -84,6 +84,28 @@ def _metadata_value(value: Any) -> Any:
     return value
 
 
+# The root span's metadata keys that name a turn's A/B variant and its experiment (the
+# `variant:<name>` tag goes with them); the store keeps them in columns of their own.
+VARIANT_KEY = "variant"
+EXPERIMENT_KEY = "experiment"
+# A paused variant's users are served the control: `assigned` names the variant they belong to.
+ASSIGNED_KEY = "assigned"
+
+
+def _metadata_text(attrs: dict[str, Any], key: str) -> str | None:
+    """A metadata value that must stay text, as written: without Langfuse the app JSON-encodes
+    it ('"b"'), Langfuse's propagation keeps it raw ('b', or '123', which JSON would make a number)."""
+    raw = attrs.get(TRACE_METADATA_PREFIX + key)
+    if raw is None:
+        return None
+    raw = str(raw)
+    try:
+        decoded = json.loads(raw)
+    except ValueError:
+        return raw
+    return decoded if isinstance(decoded, str) else raw
+
+
 def span_record(span: ReadableSpan) -> SpanRecord:
     attrs = dict(span.attributes or {})
     status = span.status.status_code
@@ -122,6 +144,10 @@ def trace_record(span: ReadableSpan, record: SpanRecord) -> TraceRecord:
         for key, value in attrs.items()
         if key.startswith(TRACE_METADATA_PREFIX)
     }
+    variant, experiment = _metadata_text(attrs, VARIANT_KEY), _metadata_text(attrs, EXPERIMENT_KEY)
+    for key in (VARIANT_KEY, EXPERIMENT_KEY, ASSIGNED_KEY):
+        if (value := _metadata_text(attrs, key)) is not None:
+            metadata[key] = value  # a name, never a number ("123") or a boolean ("true")
     return TraceRecord(
         id=record.trace_id,
         name=str(attrs.get(TRACE_NAME) or span.name),
@@ -136,6 +162,8 @@ def trace_record(span: ReadableSpan, record: SpanRecord) -> TraceRecord:
         model=metadata.get("model_id"),
         tags=list(attrs.get(TRACE_TAGS) or []),
         metadata=metadata,
+        variant=variant,
+        experiment=experiment,
     )
 
 

@@ -615,6 +615,34 @@ def m016_review_queue_order(db: Connection) -> None:
     )
 
 
+def m017_trace_variants(db: Connection) -> None:
+    # Which A/B variant answered each turn, and of which experiment (config/variants.py): filled
+    # from the root span's metadata by the store's exporter; NULL outside an experiment. Indexed
+    # for the per-variant results (an experiment's turns by variant and time). Rows written before
+    # carry no variant in their metadata unless they came from an experiment run elsewhere (a
+    # copied store): those are read back from the metadata, found by a LIKE that skips the rest.
+    _run(
+        db,
+        """
+        ALTER TABLE traces ADD COLUMN variant TEXT;
+        ALTER TABLE traces ADD COLUMN experiment TEXT;
+        CREATE INDEX traces_variant ON traces (variant) WHERE variant IS NOT NULL;
+        CREATE INDEX traces_experiment ON traces (experiment, variant, start_time) WHERE experiment IS NOT NULL
+        """,
+    )
+    if db.dialect.name == "postgresql":
+        variant, experiment = "(metadata::json ->> 'variant')", "(metadata::json ->> 'experiment')"
+    else:
+        variant, experiment = "json_extract(metadata, '$.variant')", "json_extract(metadata, '$.experiment')"
+    # text(), not the driver's own SQL: psycopg reads a bare % as a placeholder.
+    db.execute(
+        text(
+            f"""UPDATE traces SET variant = {variant}, experiment = {experiment}
+            WHERE metadata LIKE '%"variant": %' AND metadata LIKE '%"experiment": %'"""
+        )
+    )
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_traces_and_spans", m001_traces_and_spans),
     ("002_scores", m002_scores),
@@ -632,6 +660,7 @@ MIGRATIONS: list[tuple[str, Migration]] = [
     ("014_score_deliveries", m014_score_deliveries),
     ("015_review_queue", m015_review_queue),
     ("016_review_queue_order", m016_review_queue_order),
+    ("017_trace_variants", m017_trace_variants),
 ]
 
 

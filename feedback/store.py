@@ -242,6 +242,10 @@ class TraceRecord:
     model: str | None
     tags: list[str]
     metadata: dict[str, Any]
+    # The A/B variant that answered this turn and its experiment (the root span's metadata
+    # `variant` / `experiment`, config/variants.py); None outside an experiment.
+    variant: str | None = None
+    experiment: str | None = None
 
 
 _URGENT: ContextVar[bool] = ContextVar("store_urgent_write", default=False)
@@ -433,6 +437,8 @@ class Store:
                         "model": t.model,
                         "tags": json.dumps(t.tags),
                         "metadata": json.dumps(t.metadata, default=str),
+                        "variant": t.variant,
+                        "experiment": t.experiment,
                     },
                 )
             # Token totals and cost of a trace: sums over its LLM spans, whichever batch they came
@@ -1003,7 +1009,7 @@ _SPAN_COLUMNS = (
 )
 _TRACE_COLUMNS = (
     "id, name, input, output, user_id, session_id, status, status_message, start_time, end_time, "
-    "latency_ms, model, tags, metadata"
+    "latency_ms, model, tags, metadata, variant, experiment"
 )
 
 

@@ -310,7 +310,16 @@ def test_an_older_store_learns_what_caused_each_score_and_who_scored(store_url, 
 
     monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:11])
     store = Store(store_url)
-    paris = _turn(store, "a" * 32, "Capital of France?")
+    paris = "a" * 32
+    with store.transaction() as db:  # the columns of the time (the trace summary has more now)
+        db.exec_driver_sql(
+            "INSERT INTO traces (id, name, input, output, user_id, session_id, status, start_time, end_time, "
+            f"tags, metadata) VALUES ('{paris}', 'Smolagent-Trace', 'Capital of France?', 'Paris', 'u1', 's1', "
+            "'OK', 1760000000.0, 1760000001.0, '[]', '{}')"
+        )
+    store.write_spans(
+        [SpanRecord(paris, paris[:16], None, "Smolagent-Trace", "CHAIN", 1.0, 2.0, "OK", None, {})], []
+    )
     for tid, model in (("e" * 32, "SmolLM2-135M-Instruct.Q4_1.gguf"), ("f" * 32, "gpt-4o-mini")):
         llm = SpanRecord(tid, tid[:16], None, "judge", "LLM", 1.0, 2.0, "OK", None, {"llm.model_name": model})
         store.write_spans([llm], [])
