@@ -244,7 +244,9 @@ class ChatHandlers:
         # are skipped (each would be post-processed and diffed again, for every user, under load).
         first = True
         with self.rt.turns:
-            for update in stream_turn(session, text, history, self.rt.feedback.telemetry, self.rt.metadata()):
+            for update in stream_turn(
+                session, text, history, self.rt.feedback.telemetry, self.rt.metadata(session)
+            ):
                 if update.done:
                     final = update
                 elif first:
@@ -426,11 +428,16 @@ def build_app(
         if os.environ.get("OAUTH_CLIENT_ID"):
             # On a Space with `hf_oauth: true`: logged-in users are recorded by their HF name.
             gr.LoginButton()
-        gr.Markdown(
-            f"## Smolagent chat\nA smolagents CodeAgent ({runtime.choice.provider}: "
-            f"`{runtime.choice.model_id}`). Rate answers with 👍 / 👎; every rating is stored."
+        # In an A/B experiment the page is the same for every variant: it names no model.
+        model = (
+            f" ({runtime.choice.provider}: `{runtime.choice.model_id}`)"
+            if settings.experiment is None
+            else ""
         )
-        note = model_note(settings, runtime.choice)
+        gr.Markdown(
+            f"## Smolagent chat\nA smolagents CodeAgent{model}. Rate answers with 👍 / 👎; every rating is stored."
+        )
+        note = model_note(settings, runtime.choice) if settings.experiment is None else ""
         if note:
             gr.Markdown(note, elem_id="model-note")
         chatbot = gr.Chatbot(
@@ -548,7 +555,8 @@ def main() -> int:
         return 1
     # /proc/<this pid>/environ and memory are closed to other processes of the same user.
     set_dumpable(False)
-    print(runtime.choice.banner(), flush=True)
+    for line in runtime.banner():
+        print(line, flush=True)
     print(isolation_line(runtime), flush=True)
     print(runtime.feedback.check_langfuse(), flush=True)
     for line in runtime.feedback.destination_lines():

@@ -126,8 +126,9 @@ class _Host:
         self._control.settimeout(None)
         self.isolation = str(reply.get("isolation") or "")
 
-    def open(self, session_id: str) -> socket.socket:
-        """A channel to a new agent for this session (the process is restarted if it died)."""
+    def open(self, session_id: str, variant: str | None = None) -> socket.socket:
+        """A channel to a new agent for this session, of its A/B variant when it has one (the
+        process is restarted if it died)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         with self._lock:
             if not self.alive():
@@ -136,9 +137,10 @@ class _Host:
                 self._ready_locked()
             assert self._control is not None
             try:
-                code_worker.control_send(
-                    self._control, {"op": "session", "session_id": session_id}, [theirs.fileno()]
-                )
+                request = {"op": "session", "session_id": session_id}
+                if variant is not None:
+                    request["variant"] = variant
+                code_worker.control_send(self._control, request, [theirs.fileno()])
             except OSError as exc:
                 ours.close()
                 raise AgentProcessError(STOPPED) from exc
@@ -178,12 +180,12 @@ class AgentProcesses:
             self.close()
             raise
 
-    def __call__(self, session_id: str) -> RemoteAgent:
-        return RemoteAgent(self, session_id)
+    def __call__(self, session_id: str, variant: str | None = None) -> RemoteAgent:
+        return RemoteAgent(self, session_id, variant)
 
-    def open(self, session_id: str) -> socket.socket:
+    def open(self, session_id: str, variant: str | None = None) -> socket.socket:
         host = min(self.hosts, key=lambda h: h.sessions)
-        return host.open(session_id)
+        return host.open(session_id, variant)
 
     def warm_up(self) -> None:
         """Nothing to warm: a hosted model has no weights to read."""
@@ -217,9 +219,11 @@ class RemoteAgent:
     there) and closed with the session; the process then drops the agent and its folder.
     """
 
-    def __init__(self, pool: AgentProcesses, session_id: str) -> None:
+    def __init__(self, pool: AgentProcesses, session_id: str, variant: str | None = None) -> None:
         self.pool = pool
         self.session_id = session_id
+        # The A/B variant whose agent the process builds for this session (None: the app's agent).
+        self.variant = variant
         self._channel: socket.socket | None = None
         # Held by a turn, and by the drain of a cancelled turn until its process stops it.
         self._lock = threading.Lock()
@@ -233,8 +237,10 @@ class RemoteAgent:
         user_id: str,
         session_id: str,
         metadata: dict[str, str],
+        tags: tuple[str, ...] = (),
     ) -> Iterator[Event]:
-        """The turn's chat events, as agent.events.run_events yields them in the agent process."""
+        """The turn's chat events, as agent.events.run_events yields them in the agent process.
+        `tags`: the turn's own tags (its variant's), beside the app's, on the spans made there."""
         self._lock.acquire()
         handed_over = False
         try:
@@ -249,6 +255,7 @@ class RemoteAgent:
                         "user_id": user_id,
                         "session_id": session_id,
                         "metadata": metadata,
+                        "tags": list(tags),
                     },
                 )
             except OSError as exc:
@@ -284,7 +291,7 @@ class RemoteAgent:
         if self._closed:
             raise AgentProcessError("This chat was closed; start a new chat.")
         if self._channel is None:
-            self._channel = self.pool.open(self.session_id)
+            self._channel = self.pool.open(self.session_id, self.variant)
         return self._channel
 
     def _next(self, channel: socket.socket) -> Event:

@@ -18,9 +18,10 @@ from typing import Any
 
 from smolagents import CodeAgent, Model, Tool
 
-from agent.agent_process import RemoteAgent
+from agent.agent_process import AgentProcesses, RemoteAgent
 from agent.chat_agent import ChatAgent, prompt_templates
 from config.settings import Settings
+from config.variants import Assignment, Variant
 from llms.local_llm import LocalLlamaModel
 from sandbox.executor import CodeSandbox, IsolatedExecutor, remove_folder
 from sandbox.files import folder_open
@@ -52,6 +53,9 @@ class ChatSession:
     # closed early (its visitor opened too many chats): said when the tab sends again.
     visitor: str = ""
     closed_reason: str = ""
+    # The user's place in the A/B experiment (VARIANTS_FILE): the agent is its variant's, and
+    # every turn's trace says which (metadata, tag). None outside an experiment.
+    assignment: Assignment | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def map_answer(self, indexes: range, trace_id: str) -> None:
@@ -90,11 +94,18 @@ class AgentFactory:
     """Builds a fresh CodeAgent for each session, all sharing one model object.
 
     The agent's code runs where CODE_EXECUTOR says: by default in the session's own confined
-    worker process (`sandbox`), started on its first code step.
+    worker process (`sandbox`), started on its first code step. `variant`: an A/B variant's
+    prompts (its model, tools and settings are the ones given).
     """
 
     def __init__(
-        self, settings: Settings, model: Model, tools: list[Tool], sandbox: CodeSandbox | None = None
+        self,
+        settings: Settings,
+        model: Model,
+        tools: list[Tool],
+        sandbox: CodeSandbox | None = None,
+        *,
+        variant: Variant | None = None,
     ) -> None:
         self._settings = settings
         self._model = model
@@ -103,6 +114,10 @@ class AgentFactory:
         self._local = isinstance(model, LocalLlamaModel)
         # Parsed once: reading the YAML is most of the cost of a new session's agent.
         self._templates = prompt_templates(local=self._local)
+        self._instructions: str | None = None
+        if variant is not None:
+            self._templates = variant.templates(self._templates)
+            self._instructions = variant.instructions
         # Tokens appear in the chat as they are generated, for every model that can stream.
         self._stream = callable(getattr(model, "generate_stream", None))
 
@@ -142,7 +157,8 @@ class AgentFactory:
             return {"executor_kwargs": {"additional_functions": {"open": opener}}}
         return {"executor_type": kind}  # e2b, docker, modal: smolagents' own remote executors
 
-    def __call__(self, session_id: str) -> ChatAgent:
+    def __call__(self, session_id: str, variant: str | None = None) -> ChatAgent:
+        """A new session's agent (`variant` is for VariantAgents; this factory is one variant's)."""
         return ChatAgent(
             tools=list(self._tools),
             model=self._model,
@@ -155,14 +171,62 @@ class AgentFactory:
             # Constrained JSON {thought, code}: the tiny local model's replies always parse.
             use_structured_outputs_internally=self._local,
             prompt_templates=copy.deepcopy(self._templates),
+            instructions=self._instructions,
             stream_outputs=self._stream,
             verbosity_level=0,
         )
 
 
-def new_session(make_agent: Callable[[str], CodeAgent | RemoteAgent], user_id: str) -> ChatSession:
+class VariantAgents:
+    """The agent factory of an A/B experiment: each session's agent is built by its variant's
+    factory, here (AgentFactory) or in the agent processes (AgentProcesses, shared by the variants
+    of hosted models). Nothing here depends on the user: the session says its variant."""
+
+    def __init__(
+        self,
+        factories: dict[str, AgentFactory | AgentProcesses],
+        default: str,
+        sandbox: CodeSandbox | None = None,
+    ) -> None:
+        self.factories = factories
+        self.default = default
+        # The code sandbox of the variants whose agents run in this process (None: none do).
+        self.sandbox = sandbox
+
+    def __call__(self, session_id: str, variant: str | None = None) -> ChatAgent | RemoteAgent:
+        return self.factories[variant or self.default](session_id, variant or self.default)
+
+    def _distinct(self) -> list[AgentFactory | AgentProcesses]:
+        return list({id(f): f for f in self.factories.values()}.values())
+
+    @property
+    def pool(self) -> AgentProcesses | None:
+        return next((f for f in self._distinct() if isinstance(f, AgentProcesses)), None)
+
+    def warm_up(self) -> None:
+        """Each offline model reads its system prompt once (hosted models: nothing to do)."""
+        for factory in self._distinct():
+            factory.warm_up()
+
+    def health(self) -> str:
+        return next((h for f in self._distinct() if (h := f.health())), "")
+
+    def close(self) -> None:
+        pool = self.pool
+        try:
+            if pool is not None:
+                pool.close()
+        finally:
+            if self.sandbox is not None:
+                self.sandbox.close()
+
+
+def new_session(
+    make_agent: Callable[..., CodeAgent | RemoteAgent], user_id: str, assignment: Assignment | None = None
+) -> ChatSession:
     session_id = new_session_id()
-    return ChatSession(session_id=session_id, user_id=user_id, agent=make_agent(session_id))
+    agent = make_agent(session_id, assignment.variant) if assignment is not None else make_agent(session_id)
+    return ChatSession(session_id=session_id, user_id=user_id, agent=agent, assignment=assignment)
 
 
 def close_agent(agent: CodeAgent) -> None:

@@ -33,7 +33,15 @@ BUSY = "⏳ Your previous message is still being answered; send this one when it
 
 
 class TurnTracer(Protocol):
-    def turn(self, *, message: str, user_id: str, session_id: str, metadata: dict[str, str]) -> Any: ...
+    def turn(
+        self,
+        *,
+        message: str,
+        user_id: str,
+        session_id: str,
+        metadata: dict[str, str],
+        extra_tags: tuple[str, ...] = (),
+    ) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -54,10 +62,21 @@ class _Trace:
         self.cm: Any = None
         self.turn: Any = None
 
-    def open(self, tracer: TurnTracer, session: ChatSession, message: str, metadata: dict[str, str]) -> None:
+    def open(
+        self,
+        tracer: TurnTracer,
+        session: ChatSession,
+        message: str,
+        metadata: dict[str, str],
+        tags: tuple[str, ...] = (),
+    ) -> None:
         try:
             cm = tracer.turn(
-                message=message, user_id=session.user_id, session_id=session.session_id, metadata=metadata
+                message=message,
+                user_id=session.user_id,
+                session_id=session.session_id,
+                metadata=metadata,
+                extra_tags=tags,
             )
             self.turn = self.ctx.run(cm.__enter__)
             self.cm = cm
@@ -108,7 +127,9 @@ class _Trace:
             log.exception("Could not close the trace of this turn")
 
 
-def _events(session: ChatSession, message: str, trace: _Trace, metadata: dict[str, str]) -> Iterator[Event]:
+def _events(
+    session: ChatSession, message: str, trace: _Trace, metadata: dict[str, str], tags: tuple[str, ...]
+) -> Iterator[Event]:
     """The agent's events: from its own process, or from this one (advanced in the turn's context)."""
     if isinstance(session.agent, RemoteAgent):
         yield from session.agent.events(
@@ -117,6 +138,7 @@ def _events(session: ChatSession, message: str, trace: _Trace, metadata: dict[st
             user_id=session.user_id,
             session_id=session.session_id,
             metadata=metadata,
+            tags=tags,
         )
         return
     ctx = trace.ctx
@@ -182,7 +204,13 @@ def stream_turn(
 
     The model's tokens are shown as they arrive (at most every events.LIVE_INTERVAL_S), in an
     open message that folds into the answer's one "how I got this" message when the step ends.
+    A session in an A/B experiment adds its variant to the trace: metadata `variant`,
+    `experiment` (and `assigned` while the user's own variant is paused), tag `variant:<name>`.
     """
+    tags: tuple[str, ...] = ()
+    if session.assignment is not None:
+        metadata = {**metadata, **session.assignment.metadata()}
+        tags = session.assignment.tags()
     history = [*history, {"role": "user", "content": as_text(message)}]
     if not session.lock.acquire(blocking=False):
         yield TurnUpdate([*history, {"role": "assistant", "content": BUSY}], None, done=True, error=BUSY)
@@ -194,7 +222,7 @@ def stream_turn(
     try:
         first = len(history)
         session.forget_from(first - 1)
-        trace.open(tracer, session, message, metadata)
+        trace.open(tracer, session, message, metadata, tags)
         trace_id = trace.trace_id
         steps: list[dict[str, Any]] = []  # agent.steps.step_summary of each finished step
         pending = {"role": "assistant", "content": THINKING}
@@ -206,7 +234,7 @@ def stream_turn(
         error: str | None = None
         cost: Any = None  # the agent's LLM calls, priced in its own process
         try:
-            events = _events(session, message, trace, metadata)
+            events = _events(session, message, trace, metadata, tags)
             for event in events:
                 kind = event.get("ev")
                 # "more": the next event is already here, so this update would be replaced at

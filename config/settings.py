@@ -6,6 +6,7 @@ kept out of `repr()` so they never reach a log line or the browser.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from dotenv import load_dotenv
 
 from config.database_url import normalize_url, password_of, sqlite_url
 from config.imports import forbidden_imports
+from config.variants import Experiment, VariantsError, load_experiment
 
 PROVIDERS = ("local", "hf", "openai")
 # local-process: a confined worker process per session (the default). local-unsafe: smolagents'
@@ -160,6 +162,10 @@ class Settings:
     otlp_insecure: bool = False
     # OTEL_RESOURCE_ATTRIBUTES, percent-decoded, on every span's resource (the app's own keys win).
     resource_attributes: tuple[tuple[str, str], ...] = ()
+    # An A/B experiment (VARIANTS_FILE, config/variants.py): its variants, each with its own settings
+    # (this object's, with the variant's model and agent values); None: one agent for everyone.
+    variants_file: Path | None = None
+    experiment: Experiment | None = field(default=None, repr=False)
 
     @property
     def langfuse_enabled(self) -> bool:
@@ -191,8 +197,10 @@ class Settings:
             self.phoenix_api_key,
             *(value for _, value in self.otlp_headers),
             urlsplit(self.otlp_endpoint).password or "",
+            # A variant's own keys (openai_api_key_env, hf_token_env).
+            *(self.experiment.secrets() if self.experiment is not None else ()),
         )
-        return [v for v in values if v]
+        return list(dict.fromkeys(v for v in values if v))
 
     def describe(self) -> dict[str, object]:
         """The settings without secrets, for the start banner and `python -m feedback`."""
@@ -212,6 +220,7 @@ class Settings:
         # Which OTLP headers are sent, never their values; an endpoint's password masked.
         described["otlp_headers"] = tuple(f"{name}=***" for name, _ in self.otlp_headers)
         described["otlp_endpoint"] = _masked_url(self.otlp_endpoint)
+        described["experiment"] = self.experiment.describe() if self.experiment is not None else None
         return described
 
 
@@ -567,8 +576,37 @@ def _masked_url(url: str) -> str:
         return "(an unreadable URL)"
 
 
+def _with_experiment(env: Mapping[str, str], settings: Settings) -> Settings:
+    """VARIANTS_FILE: the experiment read and checked (a mistake is a SettingsError naming the file,
+    the variant and the key). Each variant's settings are these, read again from the environment
+    with the variant's values in place (config/variants.py)."""
+    raw = env.get("VARIANTS_FILE", "").strip()
+    if not raw or raw.lower() in ("none", "off"):
+        return settings
+    path = Path(raw)
+    inner = {k: v for k, v in env.items() if k != "VARIANTS_FILE"}
+    try:
+        experiment = load_experiment(path, inner, settings, settings_from_env)
+    except VariantsError as exc:
+        raise SettingsError(str(exc)) from None
+    processes = settings.agent_processes
+    if not env.get("AGENT_PROCESSES", "").strip():
+        # The default follows the models: agent processes when any variant's model is hosted.
+        processes = max([processes, *(v.settings.agent_processes for v in experiment.variants)])
+    variants = tuple(
+        dataclasses.replace(v, settings=dataclasses.replace(v.settings, agent_processes=processes))
+        for v in experiment.variants
+    )
+    experiment = dataclasses.replace(experiment, variants=variants)
+    return dataclasses.replace(settings, variants_file=path, experiment=experiment, agent_processes=processes)
+
+
 def settings_from_env(env: Mapping[str, str]) -> Settings:
     """Build settings from a mapping (tests pass a dict; the app passes os.environ)."""
+    return _with_experiment(env, _settings_from_env(env))
+
+
+def _settings_from_env(env: Mapping[str, str]) -> Settings:
     provider, reason = _choose_provider(env)
     model_id = env.get("MODEL_ID", "").strip()
     if not model_id:

@@ -247,9 +247,11 @@ class Telemetry:
         user_id: str,
         session_id: str,
         metadata: dict[str, str],
+        extra_tags: tuple[str, ...] = (),
     ) -> Iterator[None]:
         """In an agent process: spans made in this block are children of the app's root span
-        (trace id, span id), with the turn's user, session, tags and metadata for Langfuse."""
+        (trace id, span id), with the turn's user, session, tags (the app's and `extra_tags`, as
+        on the root) and metadata for Langfuse."""
         context = otel_context.Context()
         if parent is not None:
             try:
@@ -267,10 +269,11 @@ class Telemetry:
             if self.langfuse is None:
                 yield
                 return
+            tags = [*self.tags, *extra_tags]
             with propagate_attributes(
                 user_id=user_id,
                 session_id=session_id or None,
-                tags=self.tags or None,
+                tags=tags or None,
                 metadata=metadata,
                 trace_name=self.trace_name,
             ):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
+from typing import Any
 
 from smolagents import InferenceClientModel, Model
 
@@ -23,16 +25,23 @@ class ModelChoice:
         return f"Model: provider={self.provider} model={self.model_id} (because {self.reason})"
 
 
-def build_model(settings: Settings) -> tuple[Model, ModelChoice]:
-    """Create the model once per app; the local one loads its weights on first use."""
+def build_model(settings: Settings, *, temperature: float | None = None) -> tuple[Model, ModelChoice]:
+    """Create the model once per app; the local one loads its weights on first use.
+
+    `temperature` (an A/B variant's): sent with every call; None keeps the model's own default
+    (the server's for hosted models, 0 for the offline one)."""
     provider = settings.model_provider
+    sampling = {"temperature": temperature} if temperature is not None else {}
     if provider == "hf":
-        model: Model = InferenceClientModel(model_id=settings.model_id, token=settings.hf_token or None)
+        model: Model = InferenceClientModel(
+            model_id=settings.model_id, token=settings.hf_token or None, **sampling
+        )
     elif provider == "openai":
         model = StreamingOpenAIModel(
             model_id=settings.model_id,
             api_base=settings.openai_base_url or None,
             api_key=settings.openai_api_key or "not-needed",
+            **sampling,
         )
     else:
         model = LocalLlamaModel(
@@ -41,5 +50,21 @@ def build_model(settings: Settings) -> tuple[Model, ModelChoice]:
             max_tokens=settings.local_max_tokens,
             repack=settings.local_model_repack,
             in_process=settings.local_model_in_process,
+            **sampling,
         )
     return model, ModelChoice(provider, str(model.model_id), settings.provider_reason)
+
+
+def with_temperature(model: Model, temperature: float | None) -> Model:
+    """The same model at another temperature (a copy sharing its client and its llama.cpp process),
+    for an A/B variant that changes only that; the model itself when None."""
+    if temperature is None:
+        return model
+    twin = copy.copy(model)
+    if isinstance(twin, LocalLlamaModel):
+        twin.temperature = temperature
+    else:
+        kwargs: dict[str, Any] = dict(getattr(twin, "kwargs", None) or {})
+        kwargs["temperature"] = temperature
+        twin.kwargs = kwargs
+    return twin

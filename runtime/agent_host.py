@@ -21,13 +21,14 @@ from typing import Any
 
 from agent.agent_process import readable
 from agent.events import Event, run_events
-from agent.session import AgentFactory, close_agent
+from agent.session import AgentFactory, VariantAgents, close_agent
 from agent.tools import build_tools
 from config.settings import Settings
 from feedback.store import Store
 from feedback.tracing import Telemetry, register_model_class
 from llms.local_llm import LocalLlamaModel
 from llms.models import build_model
+from runtime.variant_agents import code_shares, hosted_variants, variant_factories, variant_models
 from sandbox import code_worker, protocol
 from sandbox.confine import OOM_SCORE_HELPER, die_with_parent, prefer_oom_kill, set_dumpable
 from sandbox.executor import describe_isolation, start_sandbox
@@ -43,13 +44,25 @@ class AgentHost:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         register_model_class(LocalLlamaModel)
-        model, _choice = build_model(settings)
-        register_model_class(type(model))
+        # In an A/B experiment: the variants of hosted models, each with its own model and agents.
+        hosted = hosted_variants(settings)
+        if settings.experiment is None:
+            model, _choice = build_model(settings)
+            register_model_class(type(model))
+        else:
+            models = variant_models(settings, hosted)
         # An equal share of the code memory budget; this process's own size counts in it.
-        self.sandbox = start_sandbox(
-            settings, share=max(1, settings.agent_processes), fixed_pids=lambda: [os.getpid()]
-        )
-        self.factory = AgentFactory(settings, model, build_tools(settings.agent_tools), self.sandbox)
+        self.sandbox = start_sandbox(settings, share=code_shares(settings), fixed_pids=lambda: [os.getpid()])
+        self.factory: AgentFactory | VariantAgents
+        if settings.experiment is None:
+            self.factory = AgentFactory(settings, model, build_tools(settings.agent_tools), self.sandbox)
+        else:
+            control = settings.experiment.control
+            self.factory = VariantAgents(
+                dict(variant_factories(settings, models, self.sandbox)),
+                control if control in hosted else hosted[0],
+                self.sandbox,
+            )
         self.store = Store(settings.store_url)
         # The app's turns wait on nothing here: spans go to the store when each turn ends.
         self.telemetry = Telemetry.from_settings(settings, self.store)
@@ -64,11 +77,12 @@ class AgentHost:
     def isolation(self) -> str:
         return describe_isolation(self.settings, self.sandbox, "the agent process")
 
-    def serve_session(self, session_id: str, channel: socket.socket) -> None:
-        """One chat session: its agent answers its turns, one at a time, until the app closes it."""
+    def serve_session(self, session_id: str, channel: socket.socket, variant: str | None = None) -> None:
+        """One chat session: its agent (its A/B variant's) answers its turns, one at a time, until
+        the app closes it."""
         agent = None
         try:
-            agent = self.factory(session_id)
+            agent = self.factory(session_id, variant)
             while True:
                 try:
                     request = protocol.recv(channel, limit=REQUEST_LIMIT)
@@ -95,11 +109,13 @@ class AgentHost:
         trace_id = parent[0] if parent else None
         message = str(request.get("message") or "")
         metadata = request.get("metadata") if isinstance(request.get("metadata"), dict) else {}
+        tags = request.get("tags") if isinstance(request.get("tags"), list) else []
         with self.telemetry.continue_turn(
             parent=parent,
             user_id=str(request.get("user_id") or ""),
             session_id=str(request.get("session_id") or ""),
             metadata={str(k): str(v) for k, v in metadata.items()},
+            extra_tags=tuple(str(t) for t in tags),
         ):
             events = run_events(agent, message)
             try:
@@ -195,9 +211,14 @@ def main(fd: int) -> int:
             if request is None:
                 break  # the app closed the control socket: it is shutting down
             if request.get("op") == "session" and fds:
+                variant = request.get("variant")
                 threading.Thread(
                     target=host.serve_session,
-                    args=(str(request.get("session_id")), socket.socket(fileno=fds[0])),
+                    args=(
+                        str(request.get("session_id")),
+                        socket.socket(fileno=fds[0]),
+                        variant if isinstance(variant, str) else None,
+                    ),
                     name="agent-session",
                     daemon=True,
                 ).start()

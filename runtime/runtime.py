@@ -18,16 +18,24 @@ from typing import Any
 from smolagents import Model, Tool
 
 from agent.agent_process import AgentProcessError, AgentProcesses
-from agent.session import AgentFactory, ChatSession, close_session, new_session
+from agent.session import AgentFactory, ChatSession, VariantAgents, close_session, new_session
 from agent.tools import build_tools
 from config import __version__
 from config.settings import Settings, SettingsError
+from config.variants import Assignment
 from feedback.backends import FeedbackBackends
 from feedback.tracing import register_model_class
 from llms.local_llm import LocalLlamaModel
 from llms.model_process import close_all as close_model_processes
 from llms.model_process import process_ids as model_process_ids
 from llms.models import ModelChoice, build_model
+from runtime.variant_agents import (
+    code_shares,
+    hosted_variants,
+    remote_choice,
+    variant_factories,
+    variant_models,
+)
 from runtime.visitors import VisitorLimits
 from sandbox.executor import describe_isolation, start_sandbox
 
@@ -68,9 +76,11 @@ class Runtime:
     """What one running app owns: settings, model choice, agent factory, feedback backends."""
 
     settings: Settings
+    # The model (in an A/B experiment: the control's).
     choice: ModelChoice
-    # Agents in this process, or in agent processes (hosted models; AGENT_PROCESSES).
-    make_agent: AgentFactory | AgentProcesses
+    # Agents in this process, or in agent processes (hosted models; AGENT_PROCESSES); in an A/B
+    # experiment, each variant's (VariantAgents).
+    make_agent: AgentFactory | AgentProcesses | VariantAgents
     feedback: FeedbackBackends
     # Chat turns running now (online evaluation with the local model waits for them).
     turns: TurnCounter = field(default_factory=TurnCounter)
@@ -84,6 +94,8 @@ class Runtime:
     forget_gradio_session: Callable[[str], None] = field(default=lambda _hash: None)
     # Per-user limits (open chats, turns a minute, answers at once); made from the settings.
     visitors: VisitorLimits | None = None
+    # In an A/B experiment: each variant's model, by variant name (for its traces and the banner).
+    choices: dict[str, ModelChoice] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.visitors is None:
@@ -94,7 +106,7 @@ class Runtime:
 
         Past MAX_SESSIONS_PER_USER open chats of this visitor, the least recently used is closed.
         """
-        session = new_session(self.make_agent, user_id)
+        session = new_session(self.make_agent, user_id, self.assignment(user_id))
         session.gradio_session = gradio_session
         session.visitor = visitor
         self.sessions.add(session)
@@ -115,6 +127,12 @@ class Runtime:
                 )
                 close_session(old)
         return session
+
+    def assignment(self, user_id: str) -> Assignment | None:
+        """The user's variant in the A/B experiment (None without one): the same for this user in
+        every session, process and restart (config.variants.assign)."""
+        experiment = self.settings.experiment
+        return experiment.assign(user_id) if experiment is not None else None
 
     def session_for(self, user_id: str, gradio_session: str | None, visitor: str = "") -> ChatSession:
         """The tab's current session, made by whichever asks first.
@@ -148,7 +166,7 @@ class Runtime:
         try:
             self.feedback.close()
         finally:
-            if isinstance(self.make_agent, AgentProcesses):
+            if isinstance(self.make_agent, (AgentProcesses, VariantAgents)):
                 self.make_agent.close()
             elif self.make_agent.sandbox is not None:
                 self.make_agent.sandbox.close()
@@ -158,12 +176,24 @@ class Runtime:
         """A sentence when the local model is down or restarting (for the status line)."""
         return self.make_agent.health()
 
-    def metadata(self) -> dict[str, str]:
+    def metadata(self, session: ChatSession | None = None) -> dict[str, str]:
+        """The turn's root metadata: the model that answers (the session's variant's, in an A/B
+        experiment) and the app's version. The variant itself is added by agent.turn."""
+        choice = self.choice
+        if session is not None and session.assignment is not None:
+            choice = self.choices.get(session.assignment.variant, choice)
         return {
-            "provider": self.choice.provider,
-            "model_id": self.choice.model_id,
+            "provider": choice.provider,
+            "model_id": choice.model_id,
             "app_version": __version__,
         }
+
+    def banner(self) -> list[str]:
+        """The start banner's model lines: the model and why, or the experiment and its variants."""
+        experiment = self.settings.experiment
+        if experiment is None:
+            return [self.choice.banner()]
+        return experiment.banner({name: f"{c.provider} {c.model_id}" for name, c in self.choices.items()})
 
 
 # Builds the online evaluation over the runtime's feedback (evals.online.build_evaluation, bound
@@ -181,6 +211,8 @@ def create_runtime(
     """Wire agents, processes and feedback together; `model` and `extra_tools` let tests and
     embedders pass their own; `evaluation` adds the online evaluators (none without it)."""
     register_model_class(LocalLlamaModel)
+    if settings.experiment is not None:
+        return _experiment_runtime(settings, model, extra_tools, evaluation)
     # A hosted model's agents run in agent processes; a model or tools passed in as objects
     # (tests, embedders) cannot cross over, so their agents run here.
     remote = (
@@ -213,20 +245,88 @@ def create_runtime(
     except (SettingsError, AgentProcessError):
         feedback.close()
         raise
+    return _finish(settings, choice, make_agent, feedback, evaluation)
+
+
+def _finish(
+    settings: Settings,
+    choice: ModelChoice,
+    make_agent: AgentFactory | AgentProcesses | VariantAgents,
+    feedback: FeedbackBackends,
+    evaluation: EvaluationFactory | None,
+    choices: dict[str, ModelChoice] | None = None,
+) -> Runtime:
     turns = TurnCounter()
     try:
         feedback.evaluation = evaluation(settings, feedback, turns.busy) if evaluation is not None else None
     except SettingsError:
         feedback.close()
-        if isinstance(make_agent, AgentProcesses):
+        if isinstance(make_agent, (AgentProcesses, VariantAgents)):
             make_agent.close()
         raise
     if feedback.evaluation is not None:
         feedback.evaluation.start()
-    return Runtime(settings, choice, make_agent, feedback, turns=turns)
+    return Runtime(settings, choice, make_agent, feedback, turns=turns, choices=choices or {})
+
+
+def _experiment_runtime(
+    settings: Settings,
+    model: Model | None,
+    extra_tools: list[Tool] | None,
+    evaluation: EvaluationFactory | None,
+) -> Runtime:
+    """An A/B experiment's runtime: each variant's agents built from its own settings, here or (a
+    hosted model's, unless a model or tools were passed in as objects) in the agent processes,
+    which then build the same variants' agents. The judge and everything else are the app's."""
+    experiment = settings.experiment
+    assert experiment is not None
+    remote = hosted_variants(settings) if model is None and not extra_tools else []
+    here = [name for name in experiment.names if name not in remote]
+    # Before the tracing is instrumented (each model class gets its LLM spans).
+    models = variant_models(settings, here, model)
+    choices = {
+        name: models[name][1] if name in models else remote_choice(experiment.variant(name))
+        for name in experiment.names
+    }
+    feedback = FeedbackBackends.from_settings(settings)
+    feedback.start()
+    pool: AgentProcesses | None = None
+    sandbox = None
+    try:
+        factories: dict[str, AgentFactory | AgentProcesses] = {}
+        if remote:
+            pool = AgentProcesses(settings, settings.agent_processes)
+            pool.start()
+            factories.update(dict.fromkeys(remote, pool))
+        if here:
+            share = code_shares(settings) if remote else 1
+            running = pool
+            sandbox = start_sandbox(
+                settings,
+                share=share,
+                fixed_pids=lambda: [*model_process_ids(), *(running.pids() if running is not None else [])],
+            )
+            factories.update(variant_factories(settings, models, sandbox, extra_tools))
+    except (SettingsError, AgentProcessError):
+        feedback.close()
+        if pool is not None:
+            pool.close()
+        raise
+    make_agent = VariantAgents(
+        {name: factories[name] for name in experiment.names}, experiment.control, sandbox
+    )
+    return _finish(settings, choices[experiment.control], make_agent, feedback, evaluation, choices)
 
 
 def isolation_line(runtime: Runtime) -> str:
-    if isinstance(runtime.make_agent, AgentProcesses):
-        return runtime.make_agent.isolation_line()
-    return describe_isolation(runtime.settings, runtime.make_agent.sandbox)
+    agents = runtime.make_agent
+    if isinstance(agents, AgentProcesses):
+        return agents.isolation_line()
+    if isinstance(agents, VariantAgents):
+        lines = []
+        if agents.pool is not None:
+            lines.append(agents.pool.isolation_line())
+        if agents.sandbox is not None or agents.pool is None:
+            lines.append(describe_isolation(runtime.settings, agents.sandbox))
+        return "\n".join(lines)
+    return describe_isolation(runtime.settings, agents.sandbox)

@@ -174,6 +174,9 @@ class _OpenAIHandler(_JSONHandler):
                 "try:\n    print(len(held))\n    found = 'still held'\nexcept Exception:\n"
                 "    found = 'gone'\nfinal_answer(found)"
             )
+        if "[whoami]" in last_task(messages):  # ... and which model, at which temperature, was asked
+            who = f"model={body.get('model')} temperature={body.get('temperature')}"
+            text = code_reply(f"final_answer({who!r})")
         steps = re.search(r"\[steps=([0-9]+)\]", last_task(messages))
         if steps and _steps_in_task(messages) + 1 < int(steps.group(1)):
             # A task can ask for several steps: code that does not answer yet.
