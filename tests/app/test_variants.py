@@ -207,9 +207,7 @@ def test_two_users_in_two_variants_through_the_live_app_store_and_langfuse(
         children = [
             s for s in fake_langfuse.state.spans if s.trace_id == trace_id and s.parent_id is not None
         ]
-        assert children and all(
-            meta(s, "variant") == variant for s in children
-        )
+        assert children and all(meta(s, "variant") == variant for s in children)
     likes = {store.get_trace(s.trace_id)["variant"]: s.value for s in store.ratings()}
     assert likes == {"alpha": 1.0, "beta": 0.0}
 
