@@ -314,3 +314,26 @@ def test_two_app_processes_on_one_postgres_give_each_user_the_same_variant(tmp_p
     finally:
         for app in apps:
             app.stop()
+
+
+def test_an_opentelemetry_backend_gets_the_variant_on_the_turns_root(tmp_path, make_settings, make_runtime):
+    """Any OTLP destination (and Phoenix, the same spans) sees what Langfuse sees: the root's trace
+    metadata and tags, here without Langfuse (the app writes them on the root itself)."""
+    from tests.otlp_collector import OtlpCollector
+
+    with OtlpCollector("http") as collector:
+        settings = make_settings(
+            VARIANTS_FILE=variants_file(tmp_path, PROMPTS), OTEL_EXPORTER_OTLP_ENDPOINT=collector.url
+        )
+        ids = browsers(settings, ("beta",))
+        runtime = make_runtime(settings, model=ScriptedModel(who_answers))
+        answer, session = _final(ChatHandlers(runtime), ids["beta"], "Hi")
+        assert answer == "BETA says: Hi"
+        runtime.feedback.telemetry.flush()
+        trace_id = _trace_of(runtime.feedback.store, session)["id"]
+        root = wait_for(
+            lambda: next((s for s in collector.spans_of(trace_id) if s.parent_id is None), None), timeout=20
+        )
+        assert json.loads(root.attributes["langfuse.trace.metadata.variant"]) == "beta"
+        assert json.loads(root.attributes["langfuse.trace.metadata.experiment"]) == "prompt-test"
+        assert "variant:beta" in root.attributes["langfuse.trace.tags"]
