@@ -71,12 +71,14 @@ class _Trace:
         tags: tuple[str, ...] = (),
     ) -> None:
         try:
+            # Tags only when there are some: a tracer of another kind (a benchmark's) need not take them.
+            extra = {"extra_tags": tags} if tags else {}
             cm = tracer.turn(
                 message=message,
                 user_id=session.user_id,
                 session_id=session.session_id,
                 metadata=metadata,
-                extra_tags=tags,
+                **extra,
             )
             self.turn = self.ctx.run(cm.__enter__)
             self.cm = cm

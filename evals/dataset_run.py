@@ -91,7 +91,9 @@ class _Tagged:
 
     @contextmanager
     def turn(self, **kwargs: Any) -> Iterator[Any]:
-        with self.telemetry.turn(**kwargs, extra_tags=self.tags) as root:
+        # The turn's own tags (an A/B variant's) stay, the run's are added.
+        tags = (*kwargs.pop("extra_tags", ()), *self.tags)
+        with self.telemetry.turn(**kwargs, extra_tags=tags) as root:
             yield root
 
 
@@ -146,7 +148,7 @@ class DatasetRun:
         session = runtime.new_session(f"dataset:{self.name}")
         tags = (DATASET_TAG, f"run:{self.name}", f"item:{item.id}")
         metadata = {
-            **runtime.metadata(),
+            **runtime.metadata(session),
             "dataset": self.dataset,
             "dataset_run": self.name,
             "dataset_item": item.id,

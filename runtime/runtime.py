@@ -101,12 +101,22 @@ class Runtime:
         if self.visitors is None:
             self.visitors = VisitorLimits(self.settings)
 
-    def new_session(self, user_id: str, gradio_session: str | None = None, visitor: str = "") -> ChatSession:
+    def new_session(
+        self,
+        user_id: str,
+        gradio_session: str | None = None,
+        visitor: str = "",
+        *,
+        variant: str | None = None,
+    ) -> ChatSession:
         """A fresh session, from now on the tab's current one (New chat).
 
         Past MAX_SESSIONS_PER_USER open chats of this visitor, the least recently used is closed.
+        In an A/B experiment its agent is the user's variant's; `variant` names another one (a
+        dataset replayed against each variant), served even while paused.
         """
-        session = new_session(self.make_agent, user_id, self.assignment(user_id))
+        assignment = self.assignment(user_id) if variant is None else self.pinned(variant)
+        session = new_session(self.make_agent, user_id, assignment)
         session.gradio_session = gradio_session
         session.visitor = visitor
         self.sessions.add(session)
@@ -133,6 +143,14 @@ class Runtime:
         every session, process and restart (config.variants.assign)."""
         experiment = self.settings.experiment
         return experiment.assign(user_id) if experiment is not None else None
+
+    def pinned(self, variant: str) -> Assignment:
+        """An assignment to this variant, whoever the user (ValueError: no such variant)."""
+        experiment = self.settings.experiment
+        if experiment is None or variant not in experiment.names:
+            known = ", ".join(experiment.names) if experiment is not None else "none: no VARIANTS_FILE"
+            raise ValueError(f"No variant {variant!r} in the experiment (the variants: {known}).")
+        return Assignment(experiment.name, variant, variant)
 
     def session_for(self, user_id: str, gradio_session: str | None, visitor: str = "") -> ChatSession:
         """The tab's current session, made by whichever asks first.

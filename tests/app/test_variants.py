@@ -337,3 +337,24 @@ def test_an_opentelemetry_backend_gets_the_variant_on_the_turns_root(tmp_path, m
         assert json.loads(root.attributes["langfuse.trace.metadata.variant"]) == "beta"
         assert json.loads(root.attributes["langfuse.trace.metadata.experiment"]) == "prompt-test"
         assert "variant:beta" in root.attributes["langfuse.trace.tags"]
+
+
+def test_a_session_can_be_pinned_to_a_variant_and_dataset_tags_keep_it(tmp_path, make_settings, make_runtime):
+    """A dataset replayed against each variant: the session names its variant (even a paused one),
+    and the dataset run's tags go beside the variant's."""
+    from evals.dataset_run import _Tagged
+
+    text = PROMPTS.replace('name = "beta"\nweight = 1', 'name = "beta"\nweight = 1\npaused = true')
+    runtime = make_runtime(
+        make_settings(VARIANTS_FILE=variants_file(tmp_path, text)), model=ScriptedModel(who_answers)
+    )
+    session = runtime.new_session("dataset:run-1", variant="beta")
+    tracer = _Tagged(runtime.feedback.telemetry, ("dataset", "run:run-1"))
+    final = list(stream_turn(session, "Q", [], tracer, runtime.metadata(session)))[-1]
+    assert text_of(final.history[-1]) == "BETA says: Q"
+    runtime.feedback.telemetry.flush_to_store()
+    row = wait_for(lambda: runtime.feedback.store.get_trace(final.trace_id))
+    assert row["variant"] == "beta" and "assigned" not in json.loads(row["metadata"])
+    assert set(json.loads(row["tags"])) >= {"variant:beta", "dataset", "run:run-1"}
+    with pytest.raises(ValueError, match="No variant 'gamma'"):
+        runtime.new_session("x", variant="gamma")
