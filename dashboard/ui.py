@@ -23,6 +23,7 @@ from config.settings import Settings
 from dashboard import charts, queries
 from dashboard.access import Access, Front, Viewer, client_key
 from dashboard.bidi import visible_controls
+from dashboard.experiment import experiment_page, no_experiment_html
 from dashboard.judges import judges_data, judges_html, trust_marker
 from dashboard.review import RESET_JS, ReviewHandlers, build_review_tab, wire_review_tab
 from dashboard.trace_view import message_html, trace_html
@@ -198,6 +199,8 @@ class DashboardHandlers:
         # The Review tab (admins and REVIEWERS), sharing the slots.
         self.review = ReviewHandlers(store, settings, access, self._slots)
         self.evaluators = _evaluators(settings)
+        # The A/B experiment of VARIANTS_FILE (config.variants): its tab exists only with one.
+        self.experiment = getattr(settings, "experiment", None)
 
     # ----- access ------------------------------------------------------------------------
 
@@ -278,12 +281,18 @@ class DashboardHandlers:
         """After the first refresh has put the tabs on screen (updates sent to tabs inside a
         column that is not shown yet are lost): a reviewer's page keeps the Review tab alone,
         selected. Everyone else's tabs stay as they are."""
+        tabs = self.admin_tabs
         if self.access.viewer(request, profile, grant) is None and self.access.reviewer(
             request, profile, grant
         ):
             # A tab's button stays on screen with visible=False (gradio 6.31); "hidden" hides it.
-            return [*[gr.update(visible="hidden")] * ADMIN_TABS, gr.Tabs(selected="review")]
-        return [gr.update()] * (ADMIN_TABS + 1)
+            return [*[gr.update(visible="hidden")] * tabs, gr.Tabs(selected="review")]
+        return [gr.update()] * (tabs + 1)
+
+    @property
+    def admin_tabs(self) -> int:
+        """The tabs a reviewer's page hides: the four, and Experiment when there is one."""
+        return ADMIN_TABS + (1 if self.experiment is not None else 0)
 
     def _filters(self, range_name: Any, model: Any, user: Any, tag: Any, session: Any) -> queries.Filters:
         days = _range_days(range_name)
@@ -437,6 +446,30 @@ class DashboardHandlers:
     ) -> Any:
         viewer = self.access.viewer(request, profile, grant)
         return gr.update(visible=self._login_visible(viewer))
+
+    # ----- the A/B experiment ------------------------------------------------------------
+
+    def experiment_tab(
+        self,
+        grant: Any,
+        request: gr.Request = None,  # type: ignore[assignment]  # injected by Gradio
+        profile: gr.OAuthProfile | None = None,
+    ) -> str:
+        """The Experiment tab (dashboard.experiment): each variant's figures, its verdict against
+        the control, the check of the split. Admins only."""
+        if self._viewer(request, profile, grant, "experiment") is None:
+            return no_experiment_html(self.access.refusal())
+        if self.experiment is None:
+            return no_experiment_html("No experiment: VARIANTS_FILE is not set.")
+        if not self._slots.acquire(blocking=False):
+            return no_experiment_html(BUSY)
+        try:
+            return experiment_page(self.store, self.experiment, self.evaluators, now=self.clock())
+        except StoreError as exc:
+            log.exception("Dashboard: the store could not be read")
+            return no_experiment_html(f"The store could not be read ({exc.reason}). Try again in a moment.")
+        finally:
+            self._slots.release()
 
     # ----- trace viewer ------------------------------------------------------------------
 
@@ -802,6 +835,19 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
                     )
                     # The same figure as `python -m evals compare --plot` (evals/compare_plot.py).
                     comparison_plot = gr.Plot(label="Comparison chart", elem_id="plot-run-compare")
+                experiment_tab = experiment_box = experiment_btn = None
+                if handlers.experiment is not None:
+                    with gr.Tab(
+                        "Experiment", id="experiment", elem_id="dash-tab-experiment"
+                    ) as experiment_tab:
+                        experiment_btn = gr.Button(
+                            "Refresh the experiment", elem_id="dash-experiment-refresh"
+                        )
+                        experiment_box = gr.HTML(
+                            "Open this tab to read the experiment.",
+                            elem_id="dash-experiment-box",
+                            padding=False,
+                        )
                 with gr.Tab("Review", id="review", elem_id="dash-tab-review") as review_tab:
                     review = build_review_tab(handlers.review)
                     review.tab = review_tab
@@ -847,10 +893,13 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
             "outputs": review_outputs,
             **private,
         }
+        admin_tabs = [overview_tab, worst_tab, trace_tab, runs_tab]
+        if experiment_tab is not None:
+            admin_tabs.append(experiment_tab)
         layout = {
             "fn": handlers.layout,
             "inputs": [grant],
-            "outputs": [overview_tab, worst_tab, trace_tab, runs_tab, tabs],
+            "outputs": [*admin_tabs, tabs],
             **private,
         }
         demo.load(handlers.refresh, [*filters, grant], outputs, **private).then(**show_login).then(
@@ -881,9 +930,22 @@ def build_dashboard(demo: gr.Blocks, handlers: DashboardHandlers) -> DashboardHa
             run_item_ids,
         ]
         # Signed out, the Review tab is emptied too (its open handler refuses, with empty outputs).
-        signout_btn.click(handlers.sign_out, [grant], signed_out, **private).then(
-            handlers.refresh, [*filters, grant], outputs, **private
-        ).then(handlers.review.open, [review.queue, grant], review_outputs, **private)
+        signed = (
+            signout_btn.click(handlers.sign_out, [grant], signed_out, **private)
+            .then(handlers.refresh, [*filters, grant], outputs, **private)
+            .then(handlers.review.open, [review.queue, grant], review_outputs, **private)
+        )
+        if experiment_tab is not None:
+            experiment = {
+                "fn": handlers.experiment_tab,
+                "inputs": [grant],
+                "outputs": [experiment_box],
+                **private,
+            }
+            experiment_tab.select(**experiment)
+            experiment_btn.click(**experiment)
+            # Signed out, the tab says so (its handler refuses) instead of keeping the figures.
+            signed.then(**experiment)
         for trigger in (open_btn.click, trace_id.submit):
             trigger(handlers.open_trace, [trace_id, grant], [trace_view], **private)
         add_review_btn.click(handlers.review.add_to_queue, [trace_id, grant], [add_review_note], **private)

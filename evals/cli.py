@@ -12,6 +12,10 @@ dataset list | dataset show RUN        the runs, and one run item by item
 dataset publish RUN                    send a run to Langfuse (done by dataset run when keys are set)
 dataset from-traces --name NAME ...    keep real turns (disliked, or judged low) as dataset items
 compare RUN_A RUN_B [--json] [--plot F] two runs: accuracy with 95% intervals, McNemar, flipped items
+ab status [--json] [--since DATE]      the A/B experiment (VARIANTS_FILE): each variant's figures, each
+                                       against the control (always-valid test), the split, a verdict each
+ab replay DATASET [--limit N]          the dataset against every variant (runs <experiment>-<variant>),
+                                       each compared with the control's run (McNemar)
 """
 
 from __future__ import annotations
@@ -605,6 +609,90 @@ def cmd_compare(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _experiment(ctx: Context) -> Any:
+    """The app's A/B experiment (VARIANTS_FILE), or None with the reason printed."""
+    experiment = getattr(ctx.settings, "experiment", None)
+    if experiment is None:
+        print(
+            "No experiment: VARIANTS_FILE is not set (README: Experiments). `ab` reads the variants file "
+            "the app runs with.",
+            file=sys.stderr,
+        )
+    return experiment
+
+
+def cmd_ab_status(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    from evals.ab import Experiment, describe, results
+
+    experiment = _experiment(ctx)
+    if experiment is None:
+        return 2
+    found = results(
+        ctx.store,
+        Experiment.of(experiment, since=args.since),
+        # Without an evaluators file every judge score is shown and none counts in the verdict.
+        evaluators=ctx.evaluators or None,
+    )
+    if args.json:
+        out.write(json.dumps(found.as_dict(), indent=2, allow_nan=False) + "\n")
+    else:
+        out.write(describe(found) + "\n")
+    return 0
+
+
+def replay_run_name(experiment: str, variant: str) -> str:
+    """The dataset run of one variant in `ab replay`."""
+    return f"{experiment}-{variant}"
+
+
+def cmd_ab_replay(ctx: Context, args: argparse.Namespace, out: TextIO) -> int:
+    """The dataset against every variant (each a dataset run with that variant's agent, as
+    `dataset run` makes it: resumable, published to Langfuse with keys), then each variant's run
+    against the control's (evals.compare: accuracy, exact McNemar, the items that flipped)."""
+    import dataclasses
+    import io
+
+    from evals.compare import compare, describe
+
+    experiment = _experiment(ctx)
+    if experiment is None:
+        return 2
+    summaries: dict[str, Any] = {}
+    for variant in experiment.variants:
+        name = replay_run_name(experiment.name, variant.name)
+        # Every user of this runtime gets this variant: the experiment reduced to it, unpaused.
+        alone = dataclasses.replace(
+            experiment, variants=(dataclasses.replace(variant, paused=False),), control=variant.name
+        )
+        settings = dataclasses.replace(ctx.settings, experiment=alone)
+        run_args = argparse.Namespace(
+            dataset=args.dataset, run_name=name, limit=args.limit, offset=args.offset,
+            concurrency=args.concurrency, input_field=args.input_field, expected_field=args.expected_field,
+            evaluator=None, fail_under=None, fail_under_score=None, json=True,
+        )  # fmt: skip
+        print(f"Variant {variant.name}: dataset run {name}", file=sys.stderr)
+        captured = io.StringIO()
+        code = cmd_dataset_run(Context(settings, ctx.store, ctx.evaluators, ctx.file), run_args, captured)
+        if code != 0:
+            out.write(captured.getvalue())
+            return code
+        summaries[variant.name] = json.loads(captured.getvalue())
+    control = replay_run_name(experiment.name, experiment.control)
+    comparisons = {
+        v.name: compare(ctx.store, control, replay_run_name(experiment.name, v.name))
+        for v in experiment.variants
+        if v.name != experiment.control
+    }
+    if args.json:
+        out.write(json.dumps({"runs": summaries, "comparisons": comparisons}, indent=2, default=str) + "\n")
+        return 0
+    for variant, summary in summaries.items():
+        out.write(f"{summary['run_name']} ({variant}) on {summary['dataset']}: {_accuracy_line(summary)}\n")
+    for variant, result in comparisons.items():
+        out.write(f"\n{variant} against the control {experiment.control}:\n{describe(result)}\n")
+    return 0
+
+
 class Context:
     """The store, the evaluators and a way to build the evaluation, for one command."""
 
@@ -763,6 +851,23 @@ def parser() -> argparse.ArgumentParser:
         "--correlation-lower", type=float, help="correlation's lower bound to verify (default 0.5)"
     )
     s.set_defaults(fn=cmd_agreement)
+    s = sub.add_parser("ab", help="the A/B experiment of VARIANTS_FILE: results, and replays of a dataset")
+    asub = s.add_subparsers(dest="ab_command", required=True)
+    a = asub.add_parser("status", help="each variant's figures and verdict against the control")
+    a.add_argument("--json", action="store_true", help="one JSON object with every figure")
+    a.add_argument("--since", type=_since, help="count turns from this date (when the weights were last set)")
+    a.set_defaults(fn=cmd_ab_status)
+    a = asub.add_parser(
+        "replay", help="run a dataset against every variant and compare each with the control"
+    )
+    a.add_argument("dataset", help="gsm8k, or a .jsonl / .csv file, or a dataset kept in the store")
+    a.add_argument("--limit", type=int, default=0, help="at most this many items (0: all)")
+    a.add_argument("--offset", type=int, default=0)
+    a.add_argument("--concurrency", type=int, default=1, help="items at once (hosted models only)")
+    a.add_argument("--input-field", default="input")
+    a.add_argument("--expected-field", default="expected_output")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(fn=cmd_ab_replay)
     register_judge_check(sub)
     return p
 
@@ -773,7 +878,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     try:
         settings = load_settings()
         path = args.evaluators or settings.evaluators_file
-        if path is None and args.command not in ("dataset", "compare"):
+        if path is None and args.command not in ("dataset", "compare", "ab"):
             print("EVALUATORS_FILE is off; give --evaluators FILE.", file=sys.stderr)
             return 2
         file = load_evaluators_file(path) if path is not None else EvaluatorsFile([])
