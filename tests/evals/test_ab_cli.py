@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import textwrap
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ from evals.ab import Experiment, VariantSpec, results
 from evals.cli import Context, cmd_ab_status, parser
 from feedback.store import Store
 from tests.evals.test_ab import one_vote_each, write
+from tests.fakes import ScriptedModel, all_text, code_reply, last_task
 
 THREE = Experiment("exp", "A", (VariantSpec("A", 2), VariantSpec("B", 1), VariantSpec("C", 1, paused=True)))
 
@@ -105,3 +108,99 @@ def test_since_takes_a_date():
     args = parser().parse_args(["ab", "replay", "gsm8k", "--limit", "5"])
     assert args.fn.__name__ == "cmd_ab_replay" and args.limit == 5
     assert cmd_ab_status.__name__ == "cmd_ab_status"
+
+
+PROMPTS = """
+[experiment]
+name = "prompt-test"
+control = "alpha"
+
+[[variant]]
+name = "alpha"
+weight = 1
+system_prompt = "You are agent ALPHA. {{ custom_instructions }}"
+
+[[variant]]
+name = "beta"
+weight = 1
+paused = true
+system_prompt = "You are agent BETA. {{ custom_instructions }}"
+"""
+QUESTIONS = {"What is 2+2?": "4", "What is 3+3?": "6", "What is 5+5?": "10", "What is 7+1?": "8"}
+
+
+def by_variant(messages: list[Any]) -> str:
+    """ALPHA answers every question right; BETA only the first."""
+    task = last_task(messages)
+    right = QUESTIONS.get(task.strip(), "0")
+    beta = "agent BETA" in all_text(messages)
+    answer = right if not beta or task.strip() == "What is 2+2?" else "99"
+    return code_reply(f"final_answer({answer!r})")
+
+
+def test_replay_runs_the_dataset_against_every_variant_and_compares_each_with_the_control(
+    tmp_path, make_settings, monkeypatch
+):
+    import runtime.runtime as runtime_module
+
+    path = tmp_path / "variants.toml"
+    path.write_text(textwrap.dedent(PROMPTS))
+    settings = make_settings(VARIANTS_FILE=str(path))
+    real = runtime_module.create_runtime
+    monkeypatch.setattr(
+        runtime_module, "create_runtime", lambda s, **kw: real(s, model=ScriptedModel(by_variant), **kw)
+    )
+    data = tmp_path / "items.jsonl"
+    data.write_text(
+        "".join(json.dumps({"input": q, "expected_output": a}) + "\n" for q, a in QUESTIONS.items())
+    )
+    store = Store(settings.store_url)
+    try:
+        args = parser().parse_args(["ab", "replay", str(data), "--json"])
+        out = io.StringIO()
+        assert args.fn(Context(settings, store, []), args, out) == 0
+        found = json.loads(out.getvalue())
+        runs = found["runs"]
+        assert {v: (r["run_name"], r["correct"], r["graded"]) for v, r in runs.items()} == {
+            "alpha": ("prompt-test-alpha", 4, 4),
+            "beta": ("prompt-test-beta", 1, 4),  # paused, replayed all the same
+        }
+        cmp = found["comparisons"]["beta"]
+        assert cmp["run_a"] == "prompt-test-alpha" and cmp["run_b"] == "prompt-test-beta"
+        paired = cmp["paired"]
+        assert paired["table"] == [[1, 3], [0, 0]] and len(paired["regressed"]) == 3
+        assert paired["mcnemar_p"] == pytest.approx(0.25)  # 3 discordant pairs, all one way: 2 / 2**3
+        # Each item's trace says its variant; replays are dataset traces, never in the results.
+        rows = store.rows("SELECT variant, experiment, tags FROM traces WHERE tags LIKE '%\"dataset\"%'")
+        assert sorted(r["variant"] for r in rows) == ["alpha"] * 4 + ["beta"] * 4
+        assert {r["experiment"] for r in rows} == {"prompt-test"}
+        assert results(store, Experiment.of(settings.experiment)).figures("alpha").turns == 0
+        # The text: each run's accuracy, then each variant against the control (McNemar).
+        args = parser().parse_args(["ab", "replay", str(data)])
+        out = io.StringIO()
+        assert args.fn(Context(settings, store, []), args, out) == 0
+        text = out.getvalue()
+        assert "prompt-test-alpha (alpha) on items: 4/4 correct" in text
+        assert "beta against the control alpha:" in text and "McNemar" in text
+    finally:
+        store.close()
+
+
+def test_status_reads_the_apps_variants_file(tmp_path, monkeypatch):
+    from evals.cli import main
+
+    path = tmp_path / "variants.toml"
+    path.write_text(textwrap.dedent(PROMPTS))
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("EVALUATORS_FILE", "off")
+    monkeypatch.setenv("VARIANTS_FILE", str(path))
+    out = io.StringIO()
+    assert main(["ab", "status"], out) == 0
+    text = out.getvalue()
+    assert text.startswith("Experiment prompt-test: control alpha; alpha 50%, beta 50% (paused)")
+    assert (
+        "VERDICT beta: NO DIFFERENCE YET: Like rate: no decision yet: no rated turns in either arm yet."
+        in text
+    )
+    monkeypatch.setenv("VARIANTS_FILE", "off")
+    assert main(["ab", "status"], io.StringIO()) == 2
