@@ -44,7 +44,8 @@ EXPERIMENT_CSS = """
 .xp table.xp-table th, .xp table.xp-table td { border-bottom: 1px solid rgba(127,127,127,.25);
   padding: 5px 6px; text-align: left; vertical-align: top; }
 .xp table.xp-table th { font-weight: 600; }
-.xp .xp-name { font-weight: 600; word-break: break-word; }
+.xp .xp-name { font-weight: 600; overflow-wrap: break-word; }
+.xp table.xp-compare td:first-child { min-width: 110px; }
 .xp .xp-muted { color: #6b7280; font-size: 12px; }
 .xp .xp-badge { display: inline-block; font-size: 12px; font-weight: 700; padding: 0 6px;
   border-radius: 4px; border: 1px solid currentColor; text-transform: uppercase; }
@@ -82,8 +83,14 @@ def _ms(v: float | None) -> str:
     return "–" if v is None or not math.isfinite(v) else f"{v:,.0f} ms"
 
 
-def _usd(v: float | None) -> str:
-    return "–" if v is None or not math.isfinite(v) else f"${v:.4f}"
+def _usd(v: float | None, sign: bool = False) -> str:
+    """Dollars with the cents' digits a turn's cost needs (a local model's turn costs
+    thousandths of a cent)."""
+    if v is None or not math.isfinite(v):
+        return "–"
+    digits = 4 if abs(v) >= 0.01 or v == 0 else min(8, 3 - math.floor(math.log10(abs(v))))
+    text = f"${abs(v):.{digits}f}"
+    return (("+" if v >= 0 else "-") + text) if sign else ("-" + text if v < 0 else text)
 
 
 def _when(epoch: float | None) -> str:
@@ -127,10 +134,11 @@ def _verdicts_html(r: Results) -> str:
 def _srm_html(r: Results) -> str:
     s = r.srm
     klass = "xp-srm xp-flagged" if s.flagged else "xp-srm"
-    head = "<strong>Stop: assignment is broken.</strong> " if s.flagged else "<strong>Assignment.</strong> "
+    head = "<strong>Stop: assignment is broken.</strong> " if s.flagged else "<strong>Assignment:</strong> "
     counts = ", ".join(f"{_text(v.name)} {v.assigned_users:,}" for v in r.variants)
+    reason = s.reason[:1].upper() + s.reason[1:] if s.flagged else s.reason
     return (
-        f'<div class="{klass}" id="xp-srm"><p>{head}{_text(s.reason, REASON_CHARS)}.</p>'
+        f'<div class="{klass}" id="xp-srm"><p>{head}{_text(reason, REASON_CHARS)}.</p>'
         f'<p class="xp-muted">Users per variant they were assigned to (a paused variant\'s users '
         f"count for it): {counts}. Checked with a chi-square test against the weights, flagged "
         f"below p = {s.threshold:g}.</p></div>"
@@ -238,13 +246,13 @@ def _delta(m: MetricComparison, d: float | None) -> str:
     if m.kind in ("like_rate", "errors"):
         return f"{100 * d:+.1f} pts"
     if m.kind == "cost":
-        return f"{'+' if d >= 0 else '-'}${abs(d):.4f}"
+        return _usd(d, sign=True)
     if m.kind == "latency":
         return f"{d:+,.0f} ms"
     return f"{d:+.3f}"
 
 
-def _metric_row(m: MetricComparison, counted: bool) -> str:
+def _metric_row(r: Results, m: MetricComparison, counted: bool) -> str:
     f, s = m.fixed, m.sequential
     fixed = _delta(m, f.estimate)
     if f.low is not None and f.high is not None:
@@ -259,16 +267,21 @@ def _metric_row(m: MetricComparison, counted: bool) -> str:
         valid = f"at most {_delta(m, s.high)}"
     else:
         valid = "–"
-    p = "–" if not s.tested_looks else ("&lt; 0.0001" if s.p_value < 0.0001 else f"{s.p_value:.4f}")
+    p = "–" if not s.tested_looks else ("p &lt; 0.0001" if s.p_value < 0.0001 else f"p = {s.p_value:.4f}")
     role = "primary" if m.role == "primary" else "guardrail" if counted else "shown, not counted"
+    when = r.decided_on(m)
+    # The interval is the intersection over every look: a decision stays, the figures move on.
+    decided = f' <span class="xp-muted">decided at the look of {_text(when)}</span>' if when else ""
     klass = "" if counted else ' class="xp-uncounted"'
     cells = [
         f'<span class="xp-name">{_text(m.name)}</span><div class="xp-muted">{_text(role)}</div>',
-        f'{_value(m, m.variant.mean if m.variant.n else None)}<div class="xp-muted">n={m.variant.n:,}</div>',
-        f'{_value(m, m.control.mean if m.control.n else None)}<div class="xp-muted">n={m.control.n:,}</div>',
+        f"{_value(m, m.variant.mean if m.variant.n else None)}"
+        f'<div class="xp-muted">effective n {m.variant.n:,}</div>',
+        f"{_value(m, m.control.mean if m.control.n else None)}"
+        f'<div class="xp-muted">effective n {m.control.n:,}</div>',
         fixed,
-        f'{valid}<div class="xp-muted">p = {p}</div>',
-        f"{_badge(m.status)}<div>{_text(m.reason, REASON_CHARS)}</div>",
+        f'{valid}<div class="xp-muted">{p}</div>',
+        f"{_badge(m.status)}{decided}<div>{_text(m.reason, REASON_CHARS)}</div>",
     ]
     return f"<tr{klass}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
@@ -277,9 +290,9 @@ def _comparison_html(r: Results, c: VariantComparison) -> str:
     v = c.verdict
     rows = []
     if v.primary is not None:
-        rows.append(_metric_row(v.primary, True))
-    rows += [_metric_row(g, True) for g in v.guardrails]
-    rows += [_metric_row(g, False) for g in c.shown_only]
+        rows.append(_metric_row(r, v.primary, True))
+    rows += [_metric_row(r, g, True) for g in v.guardrails]
+    rows += [_metric_row(r, g, False) for g in c.shown_only]
     head = "".join(
         f"<th>{h}</th>"
         for h in (

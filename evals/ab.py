@@ -329,6 +329,13 @@ class Results:
     first_turn: float | None
     last_turn: float | None
     seconds: float = field(default=0.0, compare=False)
+    # Each look's UTC day (ISO date), oldest first: a Sequential's decided_at indexes it.
+    look_days: tuple[str, ...] = ()
+
+    def decided_on(self, m: MetricComparison) -> str | None:
+        """The UTC day of the look at which a metric's test first decided (None: undecided)."""
+        at = m.sequential.decided_at
+        return self.look_days[at] if at is not None and 0 <= at < len(self.look_days) else None
 
     @property
     def control(self) -> VariantFigures:
@@ -348,6 +355,7 @@ class Results:
             "first_turn": self.first_turn,
             "last_turn": self.last_turn,
             "looks": self.looks,
+            "look_days": list(self.look_days),
             "alpha": ALPHA,
             "variants": [v.as_dict() for v in self.variants],
             "comparisons": [c.as_dict() for c in self.comparisons],
@@ -998,8 +1006,9 @@ def results(
     first = min((t[0] for t in rows.times.values()), default=None)
     last = max((t[1] for t in rows.times.values()), default=None)
     return Results(
-        e, tuple(figures), tuple(comparisons), srm, len(days), first, last, time.perf_counter() - started
-    )
+        e, tuple(figures), tuple(comparisons), srm, len(days), first, last, time.perf_counter() - started,
+        tuple(_day_text(int(d)) for d in days),
+    )  # fmt: skip
 
 
 # Longest the calibration pairs are kept while no reviewer label and no calibration item changed

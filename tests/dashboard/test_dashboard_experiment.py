@@ -132,7 +132,7 @@ def test_a_broken_split_says_stop_first(store):
     page = experiment_page(store, TWO)
     text = "".join(Page(page).text)
     assert "B against A: stop: assignment is broken" in text
-    assert "Stop: assignment is broken. the split of users does not match the weights" in text
+    assert "Stop: assignment is broken. The split of users does not match the weights" in text
     assert 'class="xp-srm xp-flagged"' in page
 
 
