@@ -20,6 +20,7 @@ it counts dropped spans only as an opt-in internal metric.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -105,6 +106,60 @@ def phoenix_processor(settings: Settings) -> OtlpSpanProcessor | None:
     # restarting) is sent again for about a minute: traces stay whole instead of partial.
     return OtlpSpanProcessor(
         exporter, destination=f"Phoenix at {settings.phoenix_endpoint}", retry_failed_s=PHOENIX_RETRIES_S
+    )
+
+
+# A root the app opens (feedback/tracing.py) -> its OpenInference span kind. A turn is a CHAIN: the
+# AGENT is the smolagents span under it.
+_ROOT_KINDS = {"agent": "CHAIN", "evaluator": "EVALUATOR"}
+_TRACE_METADATA = "langfuse.trace.metadata."
+
+
+def openinference_root(span: ReadableSpan) -> ReadableSpan:
+    """A turn's or a judge's root as OpenInference backends read it (Phoenix showed "unknown"):
+    its span kind, input and output, the trace's metadata (the variant of an experiment, ...) and
+    tags under OpenInference's names. Only what these exporters send: Langfuse and the store keep
+    the span as it was (Langfuse reads its own langfuse.* names, and the re-sent copies of a
+    dataset run find a span's scope by these attributes)."""
+    attrs = dict(span.attributes or {})
+    if (
+        span.parent is not None
+        or "openinference.span.kind" in attrs
+        or "langfuse.observation.type" not in attrs
+    ):
+        return span
+    attrs["openinference.span.kind"] = _ROOT_KINDS.get(str(attrs["langfuse.observation.type"]), "CHAIN")
+    for ours, theirs in (
+        ("langfuse.observation.input", "input.value"),
+        ("langfuse.observation.output", "output.value"),
+    ):
+        if theirs not in attrs and isinstance(attrs.get(ours), str):
+            attrs[theirs] = attrs[ours]
+    metadata = {}
+    for key, value in attrs.items():
+        if key.startswith(_TRACE_METADATA):
+            try:  # the Langfuse SDK (v5) and the app JSON-encode each value
+                metadata[key[len(_TRACE_METADATA) :]] = json.loads(value) if isinstance(value, str) else value
+            except ValueError:
+                metadata[key[len(_TRACE_METADATA) :]] = value
+    if metadata and "metadata" not in attrs:
+        attrs["metadata"] = json.dumps(metadata, default=str)
+    tags = attrs.get("langfuse.trace.tags")
+    if tags and "tag.tags" not in attrs:
+        attrs["tag.tags"] = tuple(str(t) for t in tags)
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=attrs,
+        events=span.events,
+        links=span.links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
     )
 
 
@@ -216,6 +271,7 @@ class OtlpSpanProcessor(SpanProcessor):
         self.retry_failed_s = retry_failed_s
         self._retries: deque[tuple[float, int, list[ReadableSpan]]] = deque()
         self._retrying = 0
+        self._retried = 0  # spans that landed on a retry
         _quiet_sdk_export_logs()
         self._thread = threading.Thread(target=self._run, name=WORKER_THREAD_NAME, daemon=True)
         self._thread.start()
@@ -227,6 +283,8 @@ class OtlpSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         if not (span.context and span.context.trace_flags.sampled) or not self._accept(span):
             return
+        if span.parent is None:
+            span = openinference_root(span)
         with self._lock:
             if self._closed:
                 return
@@ -290,6 +348,8 @@ class OtlpSpanProcessor(SpanProcessor):
             self._failing = not ok
             if ok:
                 self._exported += count
+                if tries:
+                    self._retried += count
             elif (
                 tries < len(self.retry_failed_s)
                 and not self._closed
@@ -390,6 +450,7 @@ class OtlpSpanProcessor(SpanProcessor):
             return {
                 "queued": len(self._queue),
                 "retrying": self._retrying,
+                "retried": self._retried,
                 "sending": self._sending,
                 "exported": self._exported,
                 "dropped": self._dropped,

@@ -32,16 +32,13 @@ from config.settings import Settings
 from feedback.costs import Pricing
 from feedback.exporter import APP_TRACER_NAME, StoreSpanExporter
 from feedback.otlp import OtlpSpanProcessor, phoenix_processor, processor_from_settings
-from feedback.span_shaping import SPAN_KIND, SPAN_LIMITS, ShapingSpanProcessor
+from feedback.span_shaping import SPAN_LIMITS, ShapingSpanProcessor
 from feedback.store import Store
 
 log = logging.getLogger(__name__)
 
 # The tag of every evaluation job's trace (evaluators never select such a trace).
 EVALUATION_TAG = "evaluation"
-# A root observation's Langfuse type -> its OpenInference span kind. A turn is a CHAIN: the AGENT
-# is the smolagents span under it (evals/context.py finds the steps under the outermost AGENT).
-OPENINFERENCE_KINDS = {"agent": "CHAIN", "evaluator": "EVALUATOR"}
 
 _instrument_lock = threading.Lock()
 
@@ -116,11 +113,11 @@ class TurnTrace:
 
     def set_output(self, answer: str) -> None:
         self.output = answer
-        self._otel_span.set_attribute("output.value", answer)
         if self._is_langfuse:
             self._span.update(output=answer)
         else:
             self._otel_span.set_attribute("langfuse.observation.output", answer)
+            self._otel_span.set_attribute("output.value", answer)
 
     def _set_level(self, level: str, reason: str) -> None:
         if self._is_langfuse:
@@ -340,11 +337,6 @@ class Telemetry:
                 root_cm = self._tracer.start_as_current_span(name)
             with root_cm as root:
                 otel_span = otel_trace.get_current_span()
-                # OpenInference's names, for backends that read them (Phoenix shows the root's
-                # kind, input and output); Langfuse reads its own langfuse.observation.* first.
-                otel_span.set_attributes(
-                    {SPAN_KIND: OPENINFERENCE_KINDS.get(kind, "CHAIN"), "input.value": message}
-                )
                 trace_int = otel_span.get_span_context().trace_id
                 trace_id = format(trace_int, "032x")
 

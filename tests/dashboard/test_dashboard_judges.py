@@ -36,6 +36,8 @@ from feedback.store import BY_JUDGE, Store
 from tests.dashboard.day_one import turn, vote
 
 DAY = 86400.0
+# Set at import; every range ends at the real clock instead (until=time.time() + 60): a score is
+# created when written, minutes after collection in the full suite.
 NOW = time.time()
 # Noon (UTC) 20 days ago and 2 days ago: whole days inside a 30-day range (kept in memory).
 OLD = (NOW // DAY - 20) * DAY + DAY / 2
@@ -173,7 +175,7 @@ def row_of(page: str, name: str) -> str:
 
 
 def last_30_days() -> Filters:
-    return Filters(since=NOW - 30 * DAY, until=NOW + 60)
+    return Filters(since=NOW - 30 * DAY, until=time.time() + 60)
 
 
 def test_verified_and_unverified_judges_with_their_agreement_and_reasons(store):
@@ -313,7 +315,7 @@ def test_quality_figures_equal_plain_means_and_evals_estimate(store):
 def test_the_range_and_filters_choose_the_turns_and_a_small_sample_says_so(store):
     fill(store)
     # The last 7 days: the 60 recent turns, 15 of the sample.
-    week = judges_data(store, [HELPFUL], Filters(since=NOW - 7 * DAY, until=NOW + 60))
+    week = judges_data(store, [HELPFUL], Filters(since=NOW - 7 * DAY, until=time.time() + 60))
     q = week.rows[0].quality
     recent = range(60, TURNS)
     sample = [i for i in SAMPLE if i >= 60]
@@ -327,7 +329,7 @@ def test_the_range_and_filters_choose_the_turns_and_a_small_sample_says_so(store
     assert week.rows[0].reviewers.overall.n == 40
 
     # One model: 20 turns, 5 of them in the sample: too few for an estimate, said in a sentence.
-    other = judges_data(store, [HELPFUL], Filters(since=NOW - 30 * DAY, until=NOW + 60, model=OTHER_MODEL))
+    other = judges_data(store, [HELPFUL], Filters(since=NOW - 30 * DAY, until=time.time() + 60, model=OTHER_MODEL))
     q = other.rows[0].quality
     assert q.judged == 20 and q.judge_mean == pytest.approx(
         sum(helpful_judge(i) for i in range(100, TURNS)) / 20
@@ -341,7 +343,7 @@ def test_the_range_and_filters_choose_the_turns_and_a_small_sample_says_so(store
     assert "(model other-model)" in page
 
     # Nothing in the range: no sample, said so.
-    empty = judges_panel(store, [HELPFUL], Filters(since=NOW - 3600, until=NOW + 60))
+    empty = judges_panel(store, [HELPFUL], Filters(since=NOW - 3600, until=time.time() + 60))
     assert "No turn of this range is in the random calibration sample" in empty
     assert "No turn of this range was scored by this judge" in empty
 
@@ -417,7 +419,7 @@ def test_hostile_names_reasons_and_filters_are_escaped(store, monkeypatch):
     page = judges_panel(
         store,
         [hostile],
-        Filters(since=NOW - 7 * DAY, until=NOW + 60, model="<i>m</i>", tag='"><svg onload=1>'),
+        Filters(since=NOW - 7 * DAY, until=time.time() + 60, model="<i>m</i>", tag='"><svg onload=1>'),
     )
     assert "<img" not in page and "<script" not in page and "<b>" not in page and "<svg" not in page
     assert "<i>" not in page and "\u202e" not in page

@@ -345,7 +345,8 @@ def test_a_batch_a_deduplicating_backend_did_not_take_is_sent_again_then_given_u
     assert processor.stats()["failed"] == 0 and processor.stats()["retrying"] == 4
     exporter.result = SpanExportResult.SUCCESS  # the backend takes batches again
     wait_for(lambda: processor.stats()["exported"] == 4)
-    assert processor.stats()["retrying"] == 0 and not _otlp_warnings(caplog)
+    assert processor.stats()["retrying"] == 0 and processor.stats()["retried"] == 4
+    assert not _otlp_warnings(caplog)
     exporter.result = SpanExportResult.FAILURE
     exporter.exported = 0
     tracer.start_span("never").end()
@@ -449,10 +450,22 @@ def test_one_turn_reaches_the_backend_as_it_reaches_langfuse(
     spans = _complete(collector, trace_id, len(stored))
     _check_turn_trace(spans, runtime.settings.trace_name)
 
-    # Langfuse got the very same spans: same ids, parents, names and attributes.
+    # Langfuse got the very same spans: same ids, parents, names and attributes; the root, as
+    # OpenInference backends read it, has in addition its kind, input, output and the trace's
+    # metadata and tags under OpenInference's names (feedback.otlp.openinference_root).
     langfuse = wait_for(lambda: len(s := fake_langfuse.spans_of(trace_id)) >= len(spans) and s, timeout=20)
-    ours = {s.span_id: (s.parent_id, s.name, s.attributes) for s in spans}
-    theirs = {s.span_id: (s.parent_id, s.name, s.attributes) for s in langfuse}
+    ours = {s.span_id: (s.parent_id, s.name, dict(s.attributes)) for s in spans}
+    theirs = {s.span_id: (s.parent_id, s.name, dict(s.attributes)) for s in langfuse}
+    (root_id,) = [i for i, (parent, _, _) in ours.items() if parent is None]
+    root, langfuse_root = ours[root_id][2], theirs[root_id][2]
+    added = {"openinference.span.kind", "input.value", "output.value", "metadata", "tag.tags"}
+    assert root["openinference.span.kind"] == "CHAIN" and "openinference.span.kind" not in langfuse_root
+    assert root["input.value"] == "What is 2+2?" == langfuse_root["langfuse.observation.input"]
+    assert root["output.value"] == langfuse_root["langfuse.observation.output"]
+    assert set(root) - set(langfuse_root) <= added
+    for key in set(root) - added:
+        assert root[key] == langfuse_root[key], key
+    ours[root_id] = (None, ours[root_id][1], {k: v for k, v in root.items() if k in langfuse_root})
     assert ours == theirs
     assert {s["span_id"] for s in stored} == set(ours)
 
