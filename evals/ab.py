@@ -659,17 +659,23 @@ def _rows(store: Store, e: Experiment, specs: Sequence[Evaluator] | None, until:
     )
     with store.read() as db:
         # The experiment's first and last turn: per variant, one step down the index
-        # traces_experiment (experiment, variant, start_time) each.
-        ends = [
-            db.execute(
-                text(
-                    """SELECT (SELECT MIN(start_time) FROM traces WHERE experiment = :x AND variant = :v),
-                              (SELECT MAX(start_time) FROM traces WHERE experiment = :x AND variant = :v)"""
-                ),
-                {"x": e.name, "v": name},
-            ).first()
-            for name in names
-        ]
+        # traces_experiment (experiment, variant, start_time) each. Ordered by the index's whole
+        # key: Postgres, with statistics from before the experiment (rows=1 for its values),
+        # took the variant index and read every turn of the variant for MIN and for MAX.
+        ends = []
+        for name in names:
+            ends.append(
+                [
+                    db.execute(
+                        text(
+                            f"""SELECT start_time FROM traces WHERE experiment = :x AND variant = :v
+                                ORDER BY experiment {way}, variant {way}, start_time {way} LIMIT 1"""
+                        ),
+                        {"x": e.name, "v": name},
+                    ).scalar()
+                    for way in ("ASC", "DESC")
+                ]
+            )
         lows = [float(r[0]) for r in ends if r is not None and r[0] is not None]
         highs = [float(r[1]) for r in ends if r is not None and r[1] is not None]
         if not lows:
