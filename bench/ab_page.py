@@ -15,9 +15,10 @@ Measured on 2 cores shared with other sessions (load 2 to 4), median of 7:
 - SQLite: results 51 to 57 ms, the page (results, judges' verdicts, HTML) 52 to 66 ms, the page
   after a vote changed on an ended day (that day read again) 124 to 184 ms.
 - Postgres (server on the same cores, statistics analyzed): 94, 104 and 173 ms. With the
-  statistics of before the variants were written, 300 ms: the planner took the variant index
-  and read every turn of a variant to find its first and last (now ordered by the experiment
-  index's key), and still reads a variant's turns for today's figures until autovacuum runs.
+  statistics of before the variants were written (every variant NULL: each value estimated at
+  one row), 300 to 380 ms: the planner takes the variant index and reads all of a variant's
+  turns to find its first and last and for today's figures, until autovacuum's ANALYZE (within
+  a minute of 10% of the table changing; a live experiment grows into that gradually).
 - The first call of a process (all 91 days read, then kept): 3.0 to 3.8 s on either; the two judge
   queries are 1.3 s of it. `python -m evals ab status` is always such a first call.
 """
