@@ -1129,6 +1129,12 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
+def _usd(v: float) -> str:
+    """Dollars with the digits a turn's cost needs (a local model's turn costs thousandths of a cent)."""
+    digits = 4 if abs(v) >= 0.01 or v == 0 else min(8, 3 - math.floor(math.log10(abs(v))))
+    return f"${v:.{digits}f}"
+
+
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:,.0f} ms"
 
@@ -1158,7 +1164,7 @@ def variant_lines(v: VariantFigures) -> list[str]:
         lines.append("  no rated turn yet")
     if v.reasons:
         lines.append("  dislike reasons: " + ", ".join(f"{_one_line(r)} {n:,}" for r, n in v.reasons))
-    cost = "unknown" if v.cost_per_turn is None else f"${v.cost_per_turn:.4f}"
+    cost = "unknown" if v.cost_per_turn is None else _usd(v.cost_per_turn)
     unknown = f" ({v.cost_unknown:,} turns of unknown cost left out)" if v.cost_unknown else ""
     lines.append(
         f"  cost per turn {cost}{unknown}; latency p50 {_ms(v.latency_p50)}, p95 {_ms(v.latency_p95)}"
