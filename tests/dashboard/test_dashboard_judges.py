@@ -329,7 +329,9 @@ def test_the_range_and_filters_choose_the_turns_and_a_small_sample_says_so(store
     assert week.rows[0].reviewers.overall.n == 40
 
     # One model: 20 turns, 5 of them in the sample: too few for an estimate, said in a sentence.
-    other = judges_data(store, [HELPFUL], Filters(since=NOW - 30 * DAY, until=time.time() + 60, model=OTHER_MODEL))
+    other = judges_data(
+        store, [HELPFUL], Filters(since=NOW - 30 * DAY, until=time.time() + 60, model=OTHER_MODEL)
+    )
     q = other.rows[0].quality
     assert q.judged == 20 and q.judge_mean == pytest.approx(
         sum(helpful_judge(i) for i in range(100, TURNS)) / 20
