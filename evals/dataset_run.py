@@ -145,7 +145,12 @@ class DatasetRun:
     def run_item(self, item: Item) -> ItemResult:
         """The agent on one item, in a session of its own, graded and stored."""
         runtime = self.runtime
-        session = runtime.new_session(f"dataset:{self.name}")
+        # During an A/B experiment a dataset runs against the control (`ab replay` runs each
+        # variant as the control of an experiment reduced to it), never a variant by chance.
+        experiment = runtime.settings.experiment
+        session = runtime.new_session(
+            f"dataset:{self.name}", variant=experiment.control if experiment is not None else None
+        )
         tags = (DATASET_TAG, f"run:{self.name}", f"item:{item.id}")
         metadata = {
             **runtime.metadata(session),

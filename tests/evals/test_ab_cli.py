@@ -204,3 +204,48 @@ def test_status_reads_the_apps_variants_file(tmp_path, monkeypatch):
     )
     monkeypatch.setenv("VARIANTS_FILE", "off")
     assert main(["ab", "status"], io.StringIO()) == 2
+
+
+def test_a_dataset_run_during_an_experiment_is_the_controls_and_a_weightless_variant_replays(
+    tmp_path, make_settings, monkeypatch
+):
+    """A plain `dataset run` while VARIANTS_FILE is set runs the control (it hashed its pseudo-user
+    into any variant before); `ab replay` of a variant with weight 0 runs it too (assignment by
+    hash refused "every weight is 0" in the experiment reduced to it)."""
+    import runtime.runtime as runtime_module
+    from evals.dataset_run import DatasetRun
+    from evals.datasets import load_dataset
+
+    path = tmp_path / "variants.toml"
+    path.write_text(textwrap.dedent(PROMPTS).replace("paused = true\n", ""))  # beta live, half the users
+    settings = make_settings(VARIANTS_FILE=str(path))
+    real = runtime_module.create_runtime
+    monkeypatch.setattr(
+        runtime_module, "create_runtime", lambda s, **kw: real(s, model=ScriptedModel(by_variant), **kw)
+    )
+    data = tmp_path / "items.jsonl"
+    data.write_text(
+        "".join(json.dumps({"input": q, "expected_output": a}) + "\n" for q, a in QUESTIONS.items())
+    )
+    runtime = runtime_module.create_runtime(settings)
+    try:
+        runs = [f"plain-{n}" for n in range(6)]  # six pseudo-users: by hash some would be beta's
+        assert {runtime.assignment(f"dataset:{run}").variant for run in runs} == {"alpha", "beta"}
+        for run in runs:
+            DatasetRun(runtime, run, "items").run(load_dataset(str(data))[1][:1])
+        runtime.feedback.telemetry.flush()
+        rows = runtime.feedback.store.rows("SELECT variant FROM traces WHERE tags LIKE '%\"dataset\"%'")
+        assert [r["variant"] for r in rows] == ["alpha"] * 6
+    finally:
+        runtime.close()
+    path.write_text(textwrap.dedent(PROMPTS).replace("weight = 1\npaused = true", "weight = 0"))
+    settings = make_settings(VARIANTS_FILE=str(path))
+    store = Store(settings.store_url)
+    try:
+        args = parser().parse_args(["ab", "replay", str(data), "--json"])
+        out = io.StringIO()
+        assert args.fn(Context(settings, store, []), args, out) == 0
+        runs = json.loads(out.getvalue())["runs"]
+        assert runs["beta"]["correct"] == 1 and runs["alpha"]["correct"] == 4
+    finally:
+        store.close()
