@@ -34,6 +34,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from config.settings import Settings
 from feedback.exporter import is_turn_span
+from feedback.span_shaping import with_attributes
 
 log = logging.getLogger(__name__)
 
@@ -147,20 +148,7 @@ def openinference_root(span: ReadableSpan) -> ReadableSpan:
     tags = attrs.get("langfuse.trace.tags")
     if tags and "tag.tags" not in attrs:
         attrs["tag.tags"] = tuple(str(t) for t in tags)
-    return ReadableSpan(
-        name=span.name,
-        context=span.context,
-        parent=span.parent,
-        resource=span.resource,
-        attributes=attrs,
-        events=span.events,
-        links=span.links,
-        kind=span.kind,
-        status=span.status,
-        start_time=span.start_time,
-        end_time=span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
-    )
+    return with_attributes(span, attrs)
 
 
 def destination(settings: Settings) -> str:

@@ -170,12 +170,17 @@ def shape(span: ReadableSpan, extra: dict[str, object] | None = None) -> Readabl
             shaped[INPUT_VALUE] = json.dumps(messages, ensure_ascii=False, default=str)
             shaped[INPUT_MIME_TYPE] = "application/json"
     shaped.update(extra or {})
+    return with_attributes(span, shaped)
+
+
+def with_attributes(span: ReadableSpan, attributes: dict[str, Any]) -> ReadableSpan:
+    """The same span with these attributes instead (a finished span's own cannot change)."""
     return ReadableSpan(
         name=span.name,
         context=span.context,
         parent=span.parent,
         resource=span.resource,
-        attributes=shaped,
+        attributes=attributes,
         events=span.events,
         links=span.links,
         kind=span.kind,
