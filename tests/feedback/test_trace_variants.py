@@ -12,6 +12,7 @@ from sqlalchemy import text
 import feedback.migrations as migrations
 from feedback.store import Store, TraceRecord
 from feedback.tracing import Telemetry
+from tests.helpers import wait_for
 
 
 def _turn(telemetry: Telemetry, metadata: dict[str, str], tags: tuple[str, ...] = ()) -> str:
@@ -22,17 +23,22 @@ def _turn(telemetry: Telemetry, metadata: dict[str, str], tags: tuple[str, ...] 
     return trace_id
 
 
+def _stored(store: Store, trace_id: str) -> dict:
+    """The trace's row once the store has it (a flush is bounded: under load it may still be on its way)."""
+    return wait_for(lambda: store.get_trace(trace_id), timeout=20)
+
+
 def test_the_exporter_fills_variant_and_experiment_from_the_root_metadata(store_url):
     store = Store(store_url)
     telemetry = Telemetry(store, trace_name="T", tags=("app",), export_delay_ms=10)
     try:
         in_ab = _turn(telemetry, {"model_id": "m", "variant": "b", "experiment": "exp1"}, ("variant:b",))
         plain = _turn(telemetry, {"model_id": "m"})
-        row = store.get_trace(in_ab)
+        row = _stored(store, in_ab)
         assert (row["variant"], row["experiment"]) == ("b", "exp1")
         assert json.loads(row["tags"]) == ["app", "variant:b"]
         assert json.loads(row["metadata"])["variant"] == "b"
-        row = store.get_trace(plain)
+        row = _stored(store, plain)
         assert (row["variant"], row["experiment"]) == (None, None)
     finally:
         telemetry.shutdown()
@@ -55,7 +61,7 @@ def test_names_that_look_like_json_stay_text_through_langfuse(tmp_path, fake_lan
         trace_id = _turn(
             telemetry, {"variant": "123", "experiment": "true", "assigned": "x"}, ("variant:123",)
         )
-        row = store.get_trace(trace_id)
+        row = _stored(store, trace_id)
         assert (row["variant"], row["experiment"]) == ("123", "true")
         metadata = json.loads(row["metadata"])
         assert (metadata["variant"], metadata["experiment"], metadata["assigned"]) == ("123", "true", "x")
