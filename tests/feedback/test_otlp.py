@@ -15,6 +15,7 @@ import statistics
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -194,7 +195,7 @@ def test_load_settings_keeps_the_headers_from_langfuse(tmp_path, monkeypatch):
         for name, value in {
             "OTEL_EXPORTER_OTLP_ENDPOINT": backend.url,
             "OTEL_EXPORTER_OTLP_HEADERS": "x-honeycomb-team=hc-TOPSECRET%20value",
-            "LANGFUSE_PUBLIC_KEY": "pk-lf-test",
+            "LANGFUSE_PUBLIC_KEY": f"pk-lf-otlp-{uuid.uuid4().hex[:8]}",  # one SDK client per key
             "LANGFUSE_SECRET_KEY": "sk-lf-test",
             "LANGFUSE_BASE_URL": langfuse.url,
             "DATA_DIR": str(tmp_path / "data"),

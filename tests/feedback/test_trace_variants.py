@@ -5,6 +5,7 @@ metadata of traces written before the columns existed (migration 017). Both back
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 from sqlalchemy import text
@@ -50,7 +51,9 @@ def test_names_that_look_like_json_stay_text_through_langfuse(tmp_path, fake_lan
     store = Store(tmp_path / "db.sqlite3")
     telemetry = Telemetry.with_langfuse(
         store,
-        public_key="pk-lf-test",
+        # A key of its own: the Langfuse SDK keeps one client per public key per process, and
+        # another test's client (test_otlp's "pk-lf-test") would take this test's spans.
+        public_key=f"pk-lf-variants-{uuid.uuid4().hex[:8]}",
         secret_key="sk-lf-test",
         base_url=fake_langfuse.url,
         timeout_s=2,
